@@ -1,0 +1,31 @@
+"""Shared test helpers: which fused backends can run here, and tolerances."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+import wae_fast
+
+
+def fused_backends(device: str = "cpu") -> list[str]:
+    """The fused backends usable for tensors on ``device`` in this process."""
+    dev = torch.device(device)
+    return [name for name in ("cpu", "triton") if wae_fast.backend_status(name, dev)[0]]
+
+
+def required_backends() -> list[str]:
+    """Backends CI insists on (WAE_FAST_REQUIRE_BACKENDS="cpu,triton"), so a broken build cannot pass."""
+    spec = os.environ.get("WAE_FAST_REQUIRE_BACKENDS", "")
+    return [name for name in spec.split(",") if name]
+
+
+def reference_value_and_grads(x, y, kernel, param, scales, estimator, upstream=1.0):
+    """MMD² and upstream·gradients from the dense reference, by plain autograd."""
+    xr = x.detach().clone().requires_grad_(True)
+    yr = y.detach().clone().requires_grad_(True)
+    key = "c" if kernel == "imq" else "sigma2"
+    value = wae_fast.mmd(xr, yr, kernel, scales=scales, estimator=estimator, backend="reference",
+                         **{key: param})
+    (value * upstream).backward()
+    return value.detach(), xr.grad, yr.grad
