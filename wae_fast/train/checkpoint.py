@@ -1,0 +1,56 @@
+"""Checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint holds the config, the epoch and step counters, the model, optimiser and scheduler states,
+every random generator (the data-order generator, the prior/noise generator, torch's global CPU and CUDA
+generators, numpy's and Python's), the metrics history and the elapsed training time.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import atomic_torch_save
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+def rng_state(data_gen: torch.Generator, noise_gen: torch.Generator) -> dict:
+    return {
+        "data": data_gen.get_state(),
+        "noise": noise_gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_state(state: dict, data_gen: torch.Generator, noise_gen: torch.Generator) -> None:
+    data_gen.set_state(state["data"])
+    noise_gen.set_state(state["noise"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(path, payload: dict) -> Path:
+    return atomic_torch_save(path, {"format_version": FORMAT_VERSION, **payload})
+
+
+def load_checkpoint(path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: expected a checkpoint at {path} (a run folder written by "
+                                "python -m wae_fast.train holds checkpoint.pt)")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict) or blob.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a wae_fast.train checkpoint (format {FORMAT_VERSION})")
+    return blob
