@@ -192,19 +192,35 @@ def _mmd_rows_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
 # Launchers
 # ----------------------------------------------------------------------------------------------------
 
+def _jit_mode() -> str:
+    """"interpreter", "compiled" or "mixed": how triton.language's own functions and the kernels above
+    were built. Triton decides at decoration time, from TRITON_INTERPRET: tl's functions when triton is
+    first imported, ours when this module is. "mixed" (the variable changed in between) cannot run."""
+    ours = type(_mmd_rows_kernel).__name__ == "InterpretedFunction"
+    triton_lib = type(tl.sum).__name__ == "InterpretedFunction"
+    if ours and triton_lib:
+        return "interpreter"
+    return "compiled" if not ours and not triton_lib else "mixed"
+
+
 def _interpreting() -> bool:
-    """True when the kernels above were built by Triton's interpreter (TRITON_INTERPRET=1 was set
-    before triton was imported)."""
-    return _IMPORT_ERROR is None and type(_mmd_rows_kernel).__name__ == "InterpretedFunction"
+    """True when the kernels run through Triton's interpreter (TRITON_INTERPRET=1 was set before triton
+    was imported)."""
+    return _IMPORT_ERROR is None and _jit_mode() == "interpreter"
 
 
 def is_available(device=None):
     """(usable, reason): reason is '' when usable, else says exactly why not and what to do."""
     if _IMPORT_ERROR is not None:
         return False, f"triton is not installed or failed to import ({_IMPORT_ERROR}); pip install triton"
+    mode = _jit_mode()
+    if mode == "mixed":
+        return False, ("TRITON_INTERPRET changed between importing triton and importing "
+                       "wae_fast.backends.triton_mmd, so Triton's interpreter is half on; set it (or not) "
+                       "before triton is first imported")
     device = torch.device(device) if device is not None else None
     if device is None:
-        if _interpreting() or torch.cuda.is_available():
+        if mode == "interpreter" or torch.cuda.is_available():
             return True, ""
         return False, ("no CUDA device, and CPU tensors need Triton's interpreter: set "
                        "TRITON_INTERPRET=1 before triton is first imported")
@@ -213,9 +229,9 @@ def is_available(device=None):
             return False, "CUDA tensors requested but torch.cuda.is_available() is False"
         return True, ""
     if device.type == "cpu":
-        if _interpreting():
+        if mode == "interpreter":
             return True, ""
-        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        if os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "off", "no"):
             return False, ("CPU tensors need Triton's interpreter: TRITON_INTERPRET is set now but was "
                            "not when triton was first imported; set it before importing triton")
         return False, ("CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before triton is "
@@ -225,17 +241,25 @@ def is_available(device=None):
 
 
 _CONFIGS = [  # (BLOCK_M, BLOCK_N, num_warps, num_stages); pruned per d below
-    (128, 64, 8, 2), (64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 3), (32, 64, 4, 2), (32, 32, 4, 2),
-    (16, 64, 4, 2),
+    (128, 64, 8, 2), (64, 128, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3), (32, 64, 8, 2), (32, 32, 8, 2),
+    (32, 64, 4, 2), (16, 32, 4, 2),
 ]
+#: The per-thread register estimate (32-bit registers) a config may use for its [BM, BD] row and W·Z
+#: tiles and its [BN, BD] column tile; above it the kernel would spill. Not tuned on hardware.
+_REGISTER_BUDGET = 128
+
+
+def _registers_per_thread(config, block_d, elem_bytes):
+    bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    return (2 * bm + bn) * block_d * (elem_bytes // 4) / (32 * config.num_warps)
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D"))
-    elem = 8 if named_args["p_bw"].dtype == torch.float64 else 4
-    # Two [BM, BD] register tiles (rows, W·Z accumulator) per program: keep them near 64 KiB.
-    kept = [c for c in configs if 2 * c.kwargs["BLOCK_M"] * block_d * elem <= 64 * 1024]
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"])]
+    """Keep the configs whose register tiles fit _REGISTER_BUDGET for this d and dtype (at least one)."""
+    block_d = kwargs["BLOCK_D"]
+    elem_bytes = named_args["p_bw"].element_size()
+    kept = [c for c in configs if _registers_per_thread(c, block_d, elem_bytes) <= _REGISTER_BUDGET]
+    return kept or [min(configs, key=lambda c: _registers_per_thread(c, block_d, elem_bytes))]
 
 
 @functools.lru_cache(maxsize=1)

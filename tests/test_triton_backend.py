@@ -1,0 +1,296 @@
+"""The fused Triton backend (wae_fast/backends/triton_mmd.py) against the dense reference.
+
+Without a GPU the kernels run through Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1
+before triton is imported); with CUDA the same tests run compiled. Without either, the module is
+skipped with the reason, unless CI requires the backend (WAE_FAST_REQUIRE_BACKENDS), then it fails.
+
+Every buffer the launchers allocate is filled with NaN first, so an output the kernels forget to write
+cannot pass. Gradients of the reference come from autograd in float64, on the very same (rounded)
+inputs, so float16/bfloat16 cases are held to float32-level tolerances: the kernels compute in float32.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import wae_fast
+from wae_fast.backends import triton_mmd
+from wae_fast.kernels import OFFICIAL_SCALES
+from wae_fast.reference import mmd_reference
+
+from helpers import required_backends
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+_OK, _REASON = triton_mmd.is_available(DEVICE)
+
+pytestmark = pytest.mark.skipif(
+    not _OK and "triton" not in required_backends(),
+    reason=f"Triton backend unavailable on {DEVICE}: {_REASON}")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (n, m, d, scales, duplicate a row of x): odd sizes, n ≠ m, ragged tiles, the official 7 scales.
+SHAPES = [
+    (2, 3, 1, (1.0,), False),
+    (3, 2, 8, OFFICIAL_SCALES, True),
+    (63, 40, 33, OFFICIAL_SCALES, False),
+    (257, 63, 64, (0.5, 2.0), True),
+    (40, 257, 1, OFFICIAL_SCALES, True),
+    (257, 2, 8, (1.0,), False),
+]
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+# (absolute value tolerance per scale, gradient tolerance relative to the gradient's largest entry)
+TOLERANCES = {
+    torch.float64: (1e-12, 1e-10),
+    torch.float32: (2e-6, 2e-5),
+    torch.float16: (2e-6, 2e-5),
+    torch.bfloat16: (2e-6, 2e-5),
+}
+
+
+@pytest.fixture(autouse=True)
+def poisoned_buffers(monkeypatch):
+    """Every launcher allocation starts as NaN; the fixture's list records what was allocated."""
+    allocated = []
+
+    def new_buffer(shape, dtype, device):
+        buffer = torch.full(shape, float("nan"), dtype=dtype, device=device)
+        allocated.append(buffer)
+        return buffer
+
+    monkeypatch.setattr(triton_mmd, "_new_buffer", new_buffer)
+    return allocated
+
+
+def _make_inputs(n, m, d, dtype, duplicate, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * 1.2 + 0.3
+    y = torch.randn(m, d, generator=g, dtype=torch.float64)
+    if duplicate:  # a zero distance off the diagonal
+        x[-1] = x[0]
+    return x.to(dtype).to(DEVICE), y.to(dtype).to(DEVICE)
+
+
+def _reference(x, y, kernel, bandwidths, unbiased):
+    """Value and gradients of the dense reference in float64 on the same inputs, by autograd."""
+    xr = x.detach().double().requires_grad_(True)
+    yr = y.detach().double().requires_grad_(True)
+    value = mmd_reference(xr, yr, kernel, bandwidths, unbiased)
+    value.backward()
+    return value.detach(), xr.grad, yr.grad
+
+
+def _assert_close(got, want, atol, what):
+    error = (got.double() - want).abs().max().item()
+    assert error <= atol, f"{what}: max error {error:.3g} > tolerance {atol:.3g}"
+
+
+def _assert_grad_close(got, want, rtol, what):
+    assert torch.isfinite(got).all(), f"{what}: non-finite entries (an unwritten, poisoned value?)"
+    _assert_close(got, want, rtol * max(want.abs().max().item(), 1e-30), what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: str(t).replace("torch.", ""))
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"n{s[0]}-m{s[1]}-d{s[2]}-s{len(s[3])}")
+def test_mmd_and_grads_match_reference(shape, unbiased, kernel, dtype, poisoned_buffers):
+    n, m, d, scales, duplicate = shape
+    x, y = _make_inputs(n, m, d, dtype, duplicate)
+    bandwidths = tuple(s * 2.0 * d for s in scales)
+    value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, kernel, bandwidths, unbiased, True, True)
+
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    assert value.shape == () and value.dtype == acc
+    assert grad_x.shape == (n, d) and grad_x.dtype == acc
+    assert grad_y.shape == (m, d) and grad_y.dtype == acc
+    assert poisoned_buffers, "the launchers did not allocate through _new_buffer"
+    want_value, want_gx, want_gy = _reference(x, y, kernel, bandwidths, unbiased)
+    value_tol, grad_rtol = TOLERANCES[dtype]
+    _assert_close(value, want_value, value_tol * len(scales), "value")
+    _assert_grad_close(grad_x, want_gx, grad_rtol, "grad x")
+    _assert_grad_close(grad_y, want_gy, grad_rtol, "grad y")
+
+
+@pytest.mark.parametrize("blocks", [(16, 32), (32, 16)], ids=["bm16-bn32", "bm32-bn16"])
+@pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
+def test_small_blocks_many_tiles(blocks, unbiased, monkeypatch):
+    """Many ragged tiles, BLOCK_M ≠ BLOCK_N, diagonal tiles off the grid's diagonal (interpreter config;
+    compiled runs use the autotuned configs, which this then checks once more)."""
+    monkeypatch.setattr(triton_mmd, "INTERPRETER_BLOCKS", {"BLOCK_M": blocks[0], "BLOCK_N": blocks[1]})
+    x, y = _make_inputs(70, 45, 5, torch.float64, True, seed=6)
+    bandwidths = tuple(s * 10.0 for s in OFFICIAL_SCALES)
+    for kernel in ("imq", "rbf"):
+        value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, kernel, bandwidths, unbiased, True, True)
+        want = _reference(x, y, kernel, bandwidths, unbiased)
+        _assert_close(value, want[0], 1e-12 * 7, "value")
+        _assert_grad_close(grad_x, want[1], 1e-10, "grad x")
+        _assert_grad_close(grad_y, want[2], 1e-10, "grad y")
+
+
+def test_autotune_pruning_keeps_a_config():
+    """The GPU config list is pruned by a register estimate per d and dtype, never down to nothing."""
+    triton = pytest.importorskip("triton")
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+               for bm, bn, w, s in triton_mmd._CONFIGS]
+    for dtype in (torch.float32, torch.float64):
+        bw = torch.ones(1, dtype=dtype)
+        small = triton_mmd._prune_configs(configs, {"p_bw": bw}, BLOCK_D=16)
+        wide = triton_mmd._prune_configs(configs, {"p_bw": bw}, BLOCK_D=1024)
+        assert len(small) == len(configs) and len(wide) >= 1
+        assert max(c.kwargs["BLOCK_M"] for c in wide) <= 32
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_wide_features_d256(kernel):
+    x, y = _make_inputs(5, 7, 256, torch.float32, False, seed=3)
+    bandwidths = tuple(s * 512.0 for s in OFFICIAL_SCALES)
+    value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, kernel, bandwidths, True, True, True)
+    want_value, want_gx, want_gy = _reference(x, y, kernel, bandwidths, True)
+    _assert_close(value, want_value, 2e-6 * 7, "value")
+    _assert_grad_close(grad_x, want_gx, 2e-5, "grad x")
+    _assert_grad_close(grad_y, want_gy, 2e-5, "grad y")
+
+
+@pytest.mark.parametrize("need_x, need_y", [(True, False), (False, True), (False, False)])
+def test_gradients_only_when_requested(need_x, need_y):
+    x, y = _make_inputs(65, 33, 8, torch.float32, False, seed=1)
+    bandwidths = (16.0, 4.0)
+    full = triton_mmd.mmd_and_grads(x, y, "imq", bandwidths, True, True, True)
+    value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, "imq", bandwidths, True, need_x, need_y)
+    assert torch.equal(value, full[0])  # the value never depends on which gradients are computed
+    assert (grad_x is not None) == need_x and (grad_y is not None) == need_y
+    if need_x:
+        assert torch.equal(grad_x, full[1])
+    if need_y:
+        assert torch.equal(grad_y, full[2])
+
+
+def test_bitwise_reproducible():
+    x, y = _make_inputs(130, 70, 16, torch.float32, False, seed=2)
+    first = triton_mmd.mmd_and_grads(x, y, "rbf", OFFICIAL_SCALES, True, True, True)
+    second = triton_mmd.mmd_and_grads(x, y, "rbf", OFFICIAL_SCALES, True, True, True)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_strided_inputs():
+    """A row-strided view is read in place; a column-strided one is made contiguous first."""
+    x_big, y = _make_inputs(40, 9, 12, torch.float64, False, seed=4)
+    for x in (x_big[::2], x_big[:, ::2]):
+        value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y[:, : x.shape[1]], "imq", (3.0,), True,
+                                                         True, True)
+        want = _reference(x, y[:, : x.shape[1]], "imq", (3.0,), True)
+        _assert_close(value, want[0], 1e-12, "value")
+        _assert_grad_close(grad_x, want[1], 1e-10, "grad x")
+        _assert_grad_close(grad_y, want[2], 1e-10, "grad y")
+
+
+def test_nan_propagates():
+    x, y = _make_inputs(9, 6, 3, torch.float32, False)
+    x[4, 1] = float("nan")
+    value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, "imq", (6.0,), True, True, True)
+    assert torch.isnan(value)
+    assert torch.isnan(grad_x[4]).all() and torch.isnan(grad_y).any()
+
+
+def test_too_wide_raises():
+    x = torch.zeros(2, triton_mmd.MAX_D + 1, device=DEVICE)
+    with pytest.raises(RuntimeError, match="d <= "):
+        triton_mmd.mmd_and_grads(x, x, "imq", (1.0,), True, True, True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_public_api_backend_triton(kernel, dtype):
+    """wae_fast.mmd(backend="triton") through the custom op, with a non-unit upstream gradient."""
+    x, y = _make_inputs(70, 45, 8, dtype, True, seed=5)
+    xf = x.clone().requires_grad_(True)
+    yf = y.clone().requires_grad_(True)
+    value = wae_fast.mmd(xf, yf, kernel, scales=OFFICIAL_SCALES, backend="triton")
+    assert value.dtype == dtype
+    (value * -2.5).backward()
+    assert xf.grad.dtype == dtype and yf.grad.dtype == dtype
+
+    bandwidths = tuple(s * 16.0 for s in OFFICIAL_SCALES)
+    want_value, want_gx, want_gy = _reference(x, y, kernel, bandwidths, True)
+    if dtype == torch.float32:
+        _assert_close(value, want_value, 2e-6 * 7, "value")
+        _assert_grad_close(xf.grad, -2.5 * want_gx, 2e-5, "grad x")
+        _assert_grad_close(yf.grad, -2.5 * want_gy, 2e-5, "grad y")
+    else:  # results are rounded to bfloat16 (8 significant bits) on the way out
+        _assert_close(value, want_value, 1e-2 * max(abs(want_value.item()), 1e-3), "value")
+        _assert_grad_close(xf.grad, -2.5 * want_gx, 1e-2, "grad x")
+        _assert_grad_close(yf.grad, -2.5 * want_gy, 1e-2, "grad y")
+
+
+def test_is_available_here():
+    assert triton_mmd.is_available(DEVICE) == (True, "")
+    ok, reason = triton_mmd.is_available(torch.device("meta"))
+    assert not ok and "meta" in reason
+
+
+def _run_isolated(code, env_update):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(env_update)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_module_skips_with_reason_without_interpreter():
+    """TRITON_INTERPRET=0 and no CUDA: this module is skipped and says why (unless CI requires it)."""
+    env = {k: v for k, v in os.environ.items() if k != "WAE_FAST_REQUIRE_BACKENDS"}
+    env.update(TRITON_INTERPRET="0", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", os.path.abspath(__file__),
+         "-k", "test_is_available_here"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "1 skipped" in result.stdout, result.stdout + result.stderr
+    assert "TRITON_INTERPRET=1" in result.stdout
+
+
+def test_is_available_explains_missing_interpreter():
+    """Without TRITON_INTERPRET, CPU tensors are refused, and the reason says what to set."""
+    out = _run_isolated("""
+        import torch, wae_fast
+        from wae_fast.backends import triton_mmd
+        ok, reason = triton_mmd.is_available(torch.device("cpu"))
+        print(ok)
+        print(reason)
+        x = torch.randn(4, 3)
+        try:
+            wae_fast.mmd(x, x, backend="triton")
+        except RuntimeError as exc:
+            print("raised:", exc)
+    """, {"CUDA_VISIBLE_DEVICES": ""})
+    lines = out.splitlines()
+    assert lines[0] == "False"
+    assert "TRITON_INTERPRET=1" in lines[1] and "before triton is" in lines[1]
+    assert lines[2].startswith("raised:") and "TRITON_INTERPRET=1" in lines[2]
+
+
+def test_is_available_explains_late_interpreter_switch():
+    """TRITON_INTERPRET set only after triton was imported: refused, and the reason says so."""
+    out = _run_isolated("""
+        import os, torch
+        import triton
+        os.environ["TRITON_INTERPRET"] = "1"
+        from wae_fast.backends import triton_mmd
+        print(triton_mmd.is_available(torch.device("cpu")))
+    """, {"CUDA_VISIBLE_DEVICES": ""})
+    assert "False" in out and "half on" in out and "before triton is first imported" in out
+    out = _run_isolated("""
+        import os, torch
+        from wae_fast.backends import triton_mmd
+        os.environ["TRITON_INTERPRET"] = "1"
+        print(triton_mmd.is_available(torch.device("cpu")))
+    """, {"CUDA_VISIBLE_DEVICES": ""})
+    assert "False" in out and "was not when triton was first imported" in out
