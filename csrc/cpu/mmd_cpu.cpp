@@ -1,0 +1,650 @@
+// Fused CPU kernels for MMD² and its gradients. See mmd_cpu.h for the maths and the contract.
+//
+// Design (a GEMM micro-kernel turned into a pairwise reduction):
+//   * Both point sets are copied once per call, centred on their common mean (distances and
+//     gradients are shift invariant; centring keeps Σ_j w_ij (a_i − b_j) = W_i a_i − Σ_j w_ij b_j free
+//     of cancellation), into two layouts: row-major with d padded to the gradient vector width
+//     (`rp`, [rows_pad][dp]) and packed column panels (`soa`, [rows_pad/W][d][W]: the d coordinates of W
+//     consecutive points, so the distance loop streams memory). O((n+m)·d).
+//   * A task owns TASK_ROWS rows of one set and sweeps column tiles of TILE_COLS columns, first of its
+//     own set ("within", diagonal excluded), then of the other set ("cross"). Within a tile, ROWS_R
+//     rows at a time are held against a SIMD vector of W columns:
+//       stage 1  r = Σ_k (a_ik − b_kj)²           direct differences (no ‖a‖²+‖b‖²−2ab cancellation)
+//       stage 2  k(r), w(r) for every scale       accumulated to the value; w stored in a tile buffer
+//       stage 3  G_i += Σ_j w_ij b_j              a small GEMM [R, tile] × [tile, dp], vectorised on d
+//     Tile partial sums are kept in the input type and flushed to double per tile.
+//   * Without a gradient for a set, its within block is swept as a triangle (j > i) and doubled.
+//   * Tasks are pulled from an atomic counter by std::threads; each writes its own value slots and
+//     its own gradient rows, and the slots are summed in task order: the result does not depend on
+//     the thread count or on scheduling.
+#include "cpu/mmd_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if !defined(__GNUC__)
+#error "wae_fast's CPU kernels use GCC/Clang vector extensions; build with g++ or clang++"
+#endif
+
+namespace wae_fast {
+namespace cpu {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+// Stage 3 vectorises over the feature dimension; 256-bit vectors waste fewer lanes at small d.
+constexpr int kVec3Bytes = kVecBytes < 32 ? kVecBytes : 32;
+
+constexpr int ROWS_R = 4;         // rows held against one column vector (register block)
+constexpr int TASK_ROWS = 64;     // rows per task (multiple of ROWS_R)
+constexpr int TILE_COLS = 512;    // columns per tile (multiple of every vector width)
+constexpr int MAX_NV = 4;         // stage-3 vectors per row per pass over the tile
+
+enum Mode : int { kCross = 0, kFull = 1, kTriangle = 2 };
+
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float V __attribute__((vector_size(kVecBytes)));
+  typedef int32_t I __attribute__((vector_size(kVecBytes)));
+  typedef int32_t Lane;
+  typedef float V3 __attribute__((vector_size(kVec3Bytes)));
+  static constexpr int W = kVecBytes / 4;
+  static constexpr int W3 = kVec3Bytes / 4;
+};
+template <>
+struct Vec<double> {
+  typedef double V __attribute__((vector_size(kVecBytes)));
+  typedef int64_t I __attribute__((vector_size(kVecBytes)));
+  typedef int64_t Lane;
+  typedef double V3 __attribute__((vector_size(kVec3Bytes)));
+  static constexpr int W = kVecBytes / 8;
+  static constexpr int W3 = kVec3Bytes / 8;
+};
+
+template <typename VT, typename T, size_t... Is>
+static inline VT splat_impl(T s, std::index_sequence<Is...>) {
+  return VT{((void)Is, s)...};
+}
+// A broadcast. (VT{} + s would add +0.0 first; a lane-by-lane loop compiles to lane inserts.)
+template <typename VT, typename T>
+static inline VT splat(T s) {
+  return splat_impl<VT, T>(s, std::make_index_sequence<sizeof(VT) / sizeof(T)>{});
+}
+template <typename VT, typename T>
+static inline VT loadv(const T* p) {
+  VT v;
+  std::memcpy(&v, p, sizeof(VT));
+  return v;
+}
+template <typename VT, typename T>
+static inline void storev(T* p, VT v) {
+  std::memcpy(p, &v, sizeof(VT));
+}
+template <typename To, typename From>
+static inline To bitcast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "bitcast between different sizes");
+  To t;
+  std::memcpy(&t, &v, sizeof(To));
+  return t;
+}
+template <typename VT>
+static inline double hsum(VT v) {
+  constexpr int L = sizeof(VT) / sizeof(v[0]);
+  double s = 0.0;
+  for (int l = 0; l < L; ++l) s += static_cast<double>(v[l]);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vectorisable exp for x ≤ 0 (also correct for x > 0 up to overflow): Cephes range reduction and
+// polynomial, ≈1 ulp. x below the smallest normal's log returns 0; NaN in, NaN out.
+static inline Vec<float>::V vexp(Vec<float>::V x) {
+  using V = Vec<float>::V;
+  using I = Vec<float>::I;
+  const V lo = splat<V>(-87.33654475f), hi = splat<V>(88.37626266f);
+  V xc = x < lo ? lo : x;  // NaN compares false and stays NaN
+  xc = xc > hi ? hi : xc;
+  V fx = xc * 1.44269504088896341f;
+  fx = (fx + 12582912.0f) - 12582912.0f;  // round to nearest (|fx| < 2^22)
+  fx = fx == fx ? fx : splat<V>(0.0f);    // keep the integer conversion defined for NaN
+  V r = xc - fx * 0.693359375f;
+  r = r - fx * -2.12194440e-4f;
+  V z = r * r;
+  V p = splat<V>(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * z + r + 1.0f;
+  I e = __builtin_convertvector(fx, I);
+  I bits = (e + 127) << 23;
+  p = p * bitcast<V>(bits);
+  return x < lo ? splat<V>(0.0f) : p;
+}
+
+static inline Vec<double>::V vexp(Vec<double>::V x) {
+  using V = Vec<double>::V;
+  using I = Vec<double>::I;
+  const V lo = splat<V>(-708.3964185322641), hi = splat<V>(709.43613930310391);
+  V xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  V px = xc * 1.4426950408889634073599;
+  px = (px + 6755399441055744.0) - 6755399441055744.0;
+  px = px == px ? px : splat<V>(0.0);
+  V r = xc - px * 6.93145751953125e-1;
+  r = r - px * 1.42860682030941723212e-6;
+  V rr = r * r;
+  V pp = ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1) * r;
+  V qq = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr +
+         2.00000000000000000009e0;
+  V e = pp / (qq - pp);
+  e = 1.0 + 2.0 * e;
+  I n = __builtin_convertvector(px, I);
+  I bits = (n + 1023) << 52;
+  e = e * bitcast<V>(bits);
+  return x < lo ? splat<V>(0.0) : e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// k(r) and wpos(r) = −dk/dr ≥ 0 for all scales at once.
+template <typename T>
+struct Scales {
+  int count = 0;
+  T b[64];    // IMQ: b_s
+  T nib[64];  // RBF: −1/b_s
+  T ib[64];   // RBF: 1/b_s
+};
+
+template <typename T, int KER>
+static inline void kernel_eval(const Scales<T>& s, typename Vec<T>::V r, typename Vec<T>::V& kv,
+                               typename Vec<T>::V& wv) {
+  using V = typename Vec<T>::V;
+  V k = splat<V>(T(0)), w = splat<V>(T(0));
+  for (int q = 0; q < s.count; ++q) {
+    if (KER == static_cast<int>(Kernel::kImq)) {
+      V inv = T(1) / (r + s.b[q]);
+      V bq = s.b[q] * inv;
+      k += bq;
+      w += bq * inv;
+    } else {
+      V e = vexp(r * s.nib[q]);
+      k += e;
+      w += e * s.ib[q];
+    }
+  }
+  kv = k;
+  wv = w;
+}
+
+template <typename T>
+static inline T kernel_scalar(const Scales<T>& s, int ker, T r) {
+  T k = 0;
+  for (int q = 0; q < s.count; ++q) k += ker == 0 ? s.b[q] / (s.b[q] + r) : std::exp(r * s.nib[q]);
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+struct AlignedBuf {
+  T* ptr = nullptr;
+  size_t count = 0;
+  AlignedBuf() = default;
+  explicit AlignedBuf(size_t c) : count(c) {
+    ptr = static_cast<T*>(::operator new[](std::max<size_t>(c, 1) * sizeof(T), std::align_val_t(64)));
+    std::memset(static_cast<void*>(ptr), 0, std::max<size_t>(c, 1) * sizeof(T));
+  }
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  AlignedBuf(AlignedBuf&& o) noexcept : ptr(o.ptr), count(o.count) { o.ptr = nullptr; }
+  AlignedBuf& operator=(AlignedBuf&& o) noexcept {
+    std::swap(ptr, o.ptr);
+    std::swap(count, o.count);
+    return *this;
+  }
+  ~AlignedBuf() {
+    if (ptr) ::operator delete[](ptr, std::align_val_t(64));
+  }
+};
+
+static inline int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+
+// One point set, centred, in the two layouts the kernels read.
+template <typename T>
+struct PointSet {
+  int64_t rows = 0, rows_pad = 0, dp = 0;
+  AlignedBuf<T> rp;   // [rows_pad][dp] row-major, zero padded
+  AlignedBuf<T> soa;  // [rows_pad / W][d][W] packed panels, zero padded
+};
+
+template <typename T>
+static double prepare(PointSet<T>& s, const T* src, int64_t rows, int64_t d, const T* centre) {
+  s.rows = rows;
+  s.rows_pad = round_up(rows, TILE_COLS);
+  s.dp = round_up(d, Vec<T>::W3);
+  s.rp = AlignedBuf<T>(static_cast<size_t>(s.rows_pad * s.dp));
+  s.soa = AlignedBuf<T>(static_cast<size_t>(d * s.rows_pad));
+  constexpr int64_t W = Vec<T>::W;
+  double nonfinite = 0.0;  // 0, or NaN when any input is NaN or ±Inf
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* row = src + i * d;
+    T* dst = s.rp.ptr + i * s.dp;
+    T flag = 0;
+    for (int64_t k = 0; k < d; ++k) {
+      T v = row[k];
+      flag += v - v;
+      T c = v - centre[k];
+      dst[k] = c;
+      s.soa.ptr[(i / W) * d * W + k * W + (i % W)] = c;
+    }
+    nonfinite += static_cast<double>(flag);
+  }
+  return nonfinite;
+}
+
+template <typename T>
+struct Problem {
+  int64_t d = 0;
+  int ker = 0;
+  bool unbiased = true;
+  Scales<T> scales;
+  PointSet<T> set[2];      // 0: x, 1: y
+  bool need_grad[2] = {false, false};
+  T* grad_out[2] = {nullptr, nullptr};
+  double coef_within[2] = {0, 0};  // multiplies (W_i a_i − G_i) for the within block (wpos form)
+  double coef_cross = 0.0;
+};
+
+struct Task {
+  int set;          // 0: rows of x, 1: rows of y
+  int64_t i0, i1;   // row range
+  double cost;
+};
+
+// Per-thread scratch.
+template <typename T>
+struct Scratch {
+  AlignedBuf<T> wbuf;      // [ROWS_R][TILE_COLS]
+  AlignedBuf<double> wsum;  // [TASK_ROWS]
+  AlignedBuf<double> gsum;  // [TASK_ROWS][dp]
+  Scratch(int64_t dp)
+      : wbuf(ROWS_R * TILE_COLS), wsum(TASK_ROWS), gsum(static_cast<size_t>(TASK_ROWS * dp)) {}
+};
+
+// Stage 1 + 2 for NR rows against columns [jlo, jhi) of a tile starting at j0.
+template <typename T, int KER, int NR, bool GRAD>
+static inline void tile_values(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, int mode,
+                               int64_t ib, int64_t j0, int64_t jlo, int64_t jhi, T* wbuf,
+                               typename Vec<T>::V& ks, typename Vec<T>::V* ws) {
+  using V = typename Vec<T>::V;
+  using I = typename Vec<T>::I;
+  constexpr int W = Vec<T>::W;
+  const int64_t d = P.d;
+  const int64_t ncols = B.rows;
+  const T* arow[NR];
+  for (int r = 0; r < NR; ++r) arow[r] = A.rp.ptr + (ib + r) * A.dp;
+  I iota;
+  for (int l = 0; l < W; ++l) iota[l] = l;
+
+  for (int64_t j = jlo; j < jhi; j += W) {
+    V acc[NR];
+    for (int r = 0; r < NR; ++r) acc[r] = splat<V>(T(0));
+    const T* bp = B.soa.ptr + j * d;  // panel j / W: [d][W]
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < d; ++k) {
+      V bv = loadv<V>(bp + k * W);  // [W] coordinate k of columns j .. j + W
+      for (int r = 0; r < NR; ++r) {
+        V df = bv - arow[r][k];  // broadcast operand; the sign is irrelevant (squared)
+        acc[r] += df * df;
+      }
+    }
+    V kv[NR], wv[NR];
+    for (int r = 0; r < NR; ++r) kernel_eval<T, KER>(P.scales, acc[r], kv[r], wv[r]);
+    const bool edge = (j + W > ncols) || (mode != kCross && j < ib + NR && j + W > ib);
+    if (edge) {
+      using Lane = typename Vec<T>::Lane;
+      I jj = iota + static_cast<Lane>(j);
+      for (int r = 0; r < NR; ++r) {
+        I valid = jj < static_cast<Lane>(ncols);
+        const Lane row = static_cast<Lane>(ib + r);
+        if (mode == kFull) valid &= jj != row;
+        if (mode == kTriangle) valid &= jj > row;
+        kv[r] = valid ? kv[r] : splat<V>(T(0));
+        wv[r] = valid ? wv[r] : splat<V>(T(0));
+      }
+    }
+    for (int r = 0; r < NR; ++r) ks += kv[r];
+    if (GRAD) {
+      for (int r = 0; r < NR; ++r) {
+        ws[r] += wv[r];
+        storev(wbuf + r * TILE_COLS + (j - j0), wv[r]);
+      }
+    }
+  }
+}
+
+// Stage 3: G[r][kc : kc + NV·W3] += Σ_{j ∈ [jlo, jend)} w[r][j] · b_j[kc : ...], flushed × coef.
+template <typename T, int NR, int NV>
+static inline void tile_grad(const PointSet<T>& B, int64_t kc, const T* wbuf, int64_t j0, int64_t jlo,
+                             int64_t jend, double coef, double* gsum, int64_t gld) {
+  using V3 = typename Vec<T>::V3;
+  constexpr int W3 = Vec<T>::W3;
+  const int64_t dp = B.dp;
+  // Two accumulator sets (even/odd j) hide the FMA latency when NR·NV is small; one set otherwise
+  // (32 accumulators would spill).
+  constexpr bool kTwo = NR * NV <= 8;
+  V3 acc0[NR][NV], acc1[NR][NV];
+  for (int r = 0; r < NR; ++r)
+    for (int v = 0; v < NV; ++v) acc0[r][v] = acc1[r][v] = splat<V3>(T(0));
+  const T* bp = B.rp.ptr + kc;
+  int64_t j = jlo;
+  if (!kTwo) {
+    for (; j < jend; ++j) {
+      V3 b0[NV];
+      for (int v = 0; v < NV; ++v) b0[v] = loadv<V3>(bp + j * dp + v * W3);
+      for (int r = 0; r < NR; ++r) {
+        const T w0 = wbuf[r * TILE_COLS + (j - j0)];
+        for (int v = 0; v < NV; ++v) acc0[r][v] += w0 * b0[v];
+      }
+    }
+  }
+  for (; j + 1 < jend; j += 2) {
+    V3 b0[NV], b1[NV];
+    for (int v = 0; v < NV; ++v) {
+      b0[v] = loadv<V3>(bp + j * dp + v * W3);
+      b1[v] = loadv<V3>(bp + (j + 1) * dp + v * W3);
+    }
+    for (int r = 0; r < NR; ++r) {
+      const T w0 = wbuf[r * TILE_COLS + (j - j0)];
+      const T w1 = wbuf[r * TILE_COLS + (j + 1 - j0)];
+      for (int v = 0; v < NV; ++v) {
+        acc0[r][v] += w0 * b0[v];
+        acc1[r][v] += w1 * b1[v];
+      }
+    }
+  }
+  if (j < jend) {
+    V3 b0[NV];
+    for (int v = 0; v < NV; ++v) b0[v] = loadv<V3>(bp + j * dp + v * W3);
+    for (int r = 0; r < NR; ++r) {
+      const T w0 = wbuf[r * TILE_COLS + (j - j0)];
+      for (int v = 0; v < NV; ++v) acc0[r][v] += w0 * b0[v];
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int v = 0; v < NV; ++v) {
+      V3 a = acc0[r][v] + acc1[r][v];
+      double* g = gsum + r * gld + kc + v * W3;
+      for (int l = 0; l < W3; ++l) g[l] += coef * static_cast<double>(a[l]);
+    }
+}
+
+template <typename T, int NR>
+static void tile_grad_dispatch(const PointSet<T>& B, const T* wbuf, int64_t j0, int64_t jlo, int64_t jend,
+                               double coef, double* gsum, int64_t gld) {
+  constexpr int W3 = Vec<T>::W3;
+  for (int64_t kc = 0; kc < B.dp; kc += MAX_NV * W3) {
+    const int64_t nv = std::min<int64_t>(MAX_NV, (B.dp - kc) / W3);
+    switch (nv) {
+      case 1: tile_grad<T, NR, 1>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+      case 2: tile_grad<T, NR, 2>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+      case 3: tile_grad<T, NR, 3>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+      default: tile_grad<T, NR, 4>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+    }
+  }
+}
+
+// One row block (NR rows) against one tile: values, and the gradient sums when GRAD.
+template <typename T, int KER, int NR, bool GRAD>
+static void row_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, int mode, int64_t ib,
+                      int64_t j0, int64_t jlo, int64_t jhi, double coef, Scratch<T>& S, int64_t row_off,
+                      double& value) {
+  using V = typename Vec<T>::V;
+  V ks = splat<V>(T(0));
+  V ws[NR];
+  for (int r = 0; r < NR; ++r) ws[r] = splat<V>(T(0));
+  tile_values<T, KER, NR, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, S.wbuf.ptr, ks, ws);
+  value += hsum(ks);
+  if (GRAD) {
+    for (int r = 0; r < NR; ++r) S.wsum.ptr[row_off + r] += coef * hsum(ws[r]);
+    const int64_t jend = std::min<int64_t>(jhi, B.rows);
+    if (jend > jlo)
+      tile_grad_dispatch<T, NR>(B, S.wbuf.ptr, j0, jlo, jend, coef, S.gsum.ptr + row_off * B.dp, B.dp);
+  }
+}
+
+template <typename T, int KER, bool GRAD>
+static double sweep_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, int mode,
+                          int64_t i0, int64_t i1, double coef, Scratch<T>& S) {
+  constexpr int W = Vec<T>::W;
+  double value = 0.0;
+  const int64_t jstart = mode == kTriangle ? (i0 + 1) / W * W : 0;
+  for (int64_t j0 = jstart; j0 < B.rows; j0 += TILE_COLS) {
+    const int64_t jhi = std::min<int64_t>(j0 + TILE_COLS, round_up(B.rows, W));
+    for (int64_t ib = i0; ib < i1; ib += ROWS_R) {
+      const int nr = static_cast<int>(std::min<int64_t>(ROWS_R, i1 - ib));
+      int64_t jlo = j0;
+      if (mode == kTriangle) jlo = std::max<int64_t>(j0, (ib + 1) / W * W);
+      if (jlo >= jhi) continue;
+      const int64_t off = ib - i0;
+      switch (nr) {
+        case 1: row_block<T, KER, 1, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
+        case 2: row_block<T, KER, 2, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
+        case 3: row_block<T, KER, 3, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
+        default: row_block<T, KER, ROWS_R, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
+      }
+    }
+  }
+  return value;
+}
+
+// Runs one task; writes vals[0] = within sum (full, i ≠ j), vals[1] = cross sum, vals[2] = diagonal.
+template <typename T, int KER>
+static void run_task(const Problem<T>& P, const Task& t, Scratch<T>& S, double* vals) {
+  const int s = t.set, o = 1 - s;
+  const PointSet<T>& A = P.set[s];
+  const PointSet<T>& B = P.set[o];
+  const bool grad = P.need_grad[s];
+  const int64_t nrows = t.i1 - t.i0;
+  if (grad) {
+    std::memset(S.wsum.ptr, 0, sizeof(double) * TASK_ROWS);
+    std::memset(S.gsum.ptr, 0, sizeof(double) * TASK_ROWS * A.dp);
+  }
+  // Within block.
+  if (grad) {
+    vals[0] = sweep_block<T, KER, true>(P, A, A, kFull, t.i0, t.i1, P.coef_within[s], S);
+  } else {
+    vals[0] = 2.0 * sweep_block<T, KER, false>(P, A, A, kTriangle, t.i0, t.i1, 0.0, S);
+  }
+  // Cross block: rows of x carry the value; rows of y only sweep x when ∂/∂y is wanted.
+  vals[1] = 0.0;
+  if (s == 0) {
+    vals[1] = grad ? sweep_block<T, KER, true>(P, A, B, kCross, t.i0, t.i1, P.coef_cross, S)
+                   : sweep_block<T, KER, false>(P, A, B, kCross, t.i0, t.i1, 0.0, S);
+  } else if (grad) {
+    sweep_block<T, KER, true>(P, A, B, kCross, t.i0, t.i1, P.coef_cross, S);
+  }
+  // Diagonal k(r_ii) (biased estimator): r_ii is 0 for finite rows and NaN otherwise.
+  vals[2] = 0.0;
+  if (!P.unbiased) {
+    for (int64_t i = t.i0; i < t.i1; ++i) {
+      const T* a = A.rp.ptr + i * A.dp;
+      T r = 0;
+      for (int64_t k = 0; k < P.d; ++k) r += (a[k] - a[k]) * (a[k] - a[k]);
+      vals[2] += static_cast<double>(kernel_scalar(P.scales, P.ker, r));
+    }
+  }
+  // Gradient rows: ∂/∂a_i = Σ_blocks coef · (W_i a_i − G_i).
+  if (grad) {
+    T* out = P.grad_out[s];
+    for (int64_t r = 0; r < nrows; ++r) {
+      const T* a = A.rp.ptr + (t.i0 + r) * A.dp;
+      const double wsum = S.wsum.ptr[r];
+      const double* g = S.gsum.ptr + r * A.dp;
+      T* dst = out + (t.i0 + r) * P.d;
+      for (int64_t k = 0; k < P.d; ++k) dst[k] = static_cast<T>(wsum * static_cast<double>(a[k]) - g[k]);
+    }
+  }
+}
+
+template <typename T>
+static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* gy) {
+  const int64_t n = in.n, m = in.m, d = in.d;
+  Problem<T> P;
+  P.d = d;
+  P.ker = static_cast<int>(in.kernel);
+  P.unbiased = in.unbiased;
+  P.scales.count = std::min(in.num_bandwidths, 64);
+  for (int q = 0; q < P.scales.count; ++q) {
+    P.scales.b[q] = static_cast<T>(in.bandwidths[q]);
+    P.scales.ib[q] = static_cast<T>(1.0 / in.bandwidths[q]);
+    P.scales.nib[q] = static_cast<T>(-1.0 / in.bandwidths[q]);
+  }
+  // Centre: the mean of all n + m rows, in double.
+  std::vector<double> mean(static_cast<size_t>(d), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(x[i * d + k]);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(y[i * d + k]);
+  std::vector<T> centre(static_cast<size_t>(d));
+  for (int64_t k = 0; k < d; ++k) {
+    const double c = mean[k] / static_cast<double>(n + m);
+    centre[k] = std::isfinite(c) ? static_cast<T>(c) : T(0);
+  }
+  double nonfinite = prepare(P.set[0], x, n, d, centre.data());
+  nonfinite += prepare(P.set[1], y, m, d, centre.data());
+
+  const double nn = static_cast<double>(n), mm = static_cast<double>(m);
+  const double a_xx = in.unbiased ? 1.0 / (nn * (nn - 1.0)) : 1.0 / (nn * nn);
+  const double a_yy = in.unbiased ? 1.0 / (mm * (mm - 1.0)) : 1.0 / (mm * mm);
+  const double a_xy = -2.0 / (nn * mm);
+  // With wpos = −dk/dr: ∂/∂a_i of a·Σ_{i≠j} k = −4a Σ_j wpos (a_i − a_j); of a_xy Σ k(x_i, y_j): −2a_xy ….
+  P.coef_within[0] = -4.0 * a_xx;
+  P.coef_within[1] = -4.0 * a_yy;
+  P.coef_cross = -2.0 * a_xy;
+  P.need_grad[0] = gx != nullptr;
+  P.need_grad[1] = gy != nullptr;
+  P.grad_out[0] = gx;
+  P.grad_out[1] = gy;
+
+  // Tasks, heaviest first (the order only affects load balance, never the result).
+  std::vector<Task> tasks;
+  for (int s = 0; s < 2; ++s) {
+    const int64_t rows = s == 0 ? n : m, other = s == 0 ? m : n;
+    for (int64_t i0 = 0; i0 < rows; i0 += TASK_ROWS) {
+      const int64_t i1 = std::min<int64_t>(i0 + TASK_ROWS, rows);
+      double cols = P.need_grad[s] ? static_cast<double>(rows) : static_cast<double>(rows - i0);
+      if (s == 0 || P.need_grad[s]) cols += static_cast<double>(other) * (P.need_grad[s] ? 1.5 : 1.0);
+      tasks.push_back(Task{s, i0, i1, cols * static_cast<double>(i1 - i0)});
+    }
+  }
+  std::vector<size_t> order(tasks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return tasks[a].cost > tasks[b].cost; });
+
+  double total_cost = 0.0;
+  for (const Task& t : tasks) total_cost += t.cost;
+  // Roughly 1 ms of single-core work per extra thread before another thread pays for itself.
+  const double per_thread = 2.0e6 / static_cast<double>(d + 8);
+  int threads = std::max(1, in.threads);
+  threads = static_cast<int>(std::min<double>(threads, std::max(1.0, total_cost / per_thread)));
+  threads = std::min<int>(threads, static_cast<int>(tasks.size()));
+  threads = std::max(threads, 1);
+
+  std::vector<double> vals(tasks.size() * 3, 0.0);
+  std::vector<std::unique_ptr<Scratch<T>>> scratch;
+  const int64_t dp_max = std::max(P.set[0].dp, P.set[1].dp);
+  for (int t = 0; t < threads; ++t) scratch.emplace_back(new Scratch<T>(dp_max));
+
+  std::atomic<size_t> next{0};
+  auto worker = [&](int tid) {
+    Scratch<T>& S = *scratch[tid];
+    for (;;) {
+      const size_t idx = next.fetch_add(1);
+      if (idx >= order.size()) break;
+      const size_t ti = order[idx];
+      if (P.ker == static_cast<int>(Kernel::kImq))
+        run_task<T, 0>(P, tasks[ti], S, &vals[ti * 3]);
+      else
+        run_task<T, 1>(P, tasks[ti], S, &vals[ti * 3]);
+    }
+  };
+  if (threads == 1) {
+    worker(0);
+  } else {
+    std::vector<std::thread> pool;
+    pool.reserve(threads - 1);
+    for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+    worker(0);
+    for (auto& th : pool) th.join();
+  }
+
+  // Fixed-order reduction.
+  double s_within[2] = {0.0, 0.0}, s_cross = 0.0, s_diag[2] = {0.0, 0.0};
+  for (size_t ti = 0; ti < tasks.size(); ++ti) {
+    const int s = tasks[ti].set;
+    s_within[s] += vals[ti * 3 + 0];
+    s_diag[s] += vals[ti * 3 + 2];
+    if (s == 0) s_cross += vals[ti * 3 + 1];
+  }
+  if (!in.unbiased) {
+    s_within[0] += s_diag[0];
+    s_within[1] += s_diag[1];
+  }
+  return a_xx * s_within[0] + a_yy * s_within[1] + a_xy * s_cross + nonfinite;
+}
+
+}  // namespace
+
+double mmd_fused_f32(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y) {
+  return mmd_fused<float>(p, x, y, grad_x, grad_y);
+}
+
+double mmd_fused_f64(const MmdProblem& p, const double* x, const double* y, double* grad_x,
+                     double* grad_y) {
+  return mmd_fused<double>(p, x, y, grad_x, grad_y);
+}
+
+int simd_bytes() { return kVecBytes; }
+
+std::string simd_description() {
+  std::string s = std::to_string(kVecBytes * 8) + "-bit vectors (";
+#if defined(__AVX512F__)
+  s += "AVX-512F";
+#elif defined(__AVX2__)
+  s += "AVX2";
+#elif defined(__AVX__)
+  s += "AVX";
+#elif defined(__SSE2__)
+  s += "SSE2";
+#elif defined(__ARM_NEON)
+  s += "NEON";
+#else
+  s += "generic";
+#endif
+#if defined(__FMA__)
+  s += ", FMA";
+#endif
+  s += ")";
+  return s;
+}
+
+}  // namespace cpu
+}  // namespace wae_fast
