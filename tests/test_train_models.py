@@ -1,0 +1,123 @@
+"""Trainer: each model for one tiny step, the objectives' normalisations, schedules, NaN handling."""
+import math
+
+import pytest
+import torch
+
+import wae_fast
+from wae_fast.train import make_config
+from wae_fast.train import objectives as obj
+from wae_fast.train.data import synthetic_dataset
+from wae_fast.train.models import ARCH_SPECS, Decoder, Discriminator, Encoder, image_shape
+from wae_fast.train.trainer import NonFiniteLossError, StepSchedule, Trainer
+
+MODELS = ("wae-mmd", "wae-gan", "vae")
+
+
+def tiny_config(model, tmp_path, **overrides):
+    values = dict(arch="tiny", epochs=2, batch_size=10, d_z=4, disc_width=16, fid_samples=30,
+                  fid_classifier_epochs=1, cache_dir=str(tmp_path / "cache"), lr_milestones=(1,),
+                  lr_factors=(0.5,))
+    values.update(overrides)
+    return make_config("small", model, **values)
+
+
+def tiny_trainer(model, tmp_path, **overrides):
+    return Trainer(tiny_config(model, tmp_path, **overrides), tmp_path / model, synthetic_dataset(40, 20),
+                   log=lambda *a: None, progress=False, plots=False, final_eval=False)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_one_step_updates_parameters(model, tmp_path):
+    trainer = tiny_trainer(model, tmp_path)
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in trainer.modules().items()}
+    x = trainer.data.to_float(trainer.train_x[:10])
+    terms = trainer.train_step(x)
+    assert all(math.isfinite(v) for v in terms.values())
+    expected = {"wae-mmd": {"loss", "recon", "mmd"}, "wae-gan": {"loss", "recon", "gan", "d_loss"},
+                "vae": {"loss", "recon", "nll", "kl"}}[model]
+    assert set(terms) == expected
+    for name, module in trainer.modules().items():
+        changed = any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters()))
+        assert changed, f"{model}: {name} parameters did not change"
+
+
+def test_wae_mmd_objective_is_algorithm_2(tmp_path):
+    cfg = tiny_config("wae-mmd", tmp_path, lam=3.0)
+    gen = torch.Generator().manual_seed(0)
+    z, zp = torch.randn(10, 4, generator=gen), torch.randn(10, 4, generator=gen)
+    c = 2 * 4 * cfg.sigma_z2
+    k = lambda a, b: c / (c + torch.cdist(a, b).pow(2))  # noqa: E731
+    off = 1 - torch.eye(10)
+    expected = ((k(z, z) * off).sum() / 90 + (k(zp, zp) * off).sum() / 90 - 2 * k(z, zp).mean())
+    got = obj.mmd_penalty(z, zp, cfg)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(got, wae_fast.imq_mmd(z, zp, c=c, backend="reference"), atol=1e-5)
+    x, y = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
+    assert float(obj.squared_cost(x, y)) == 4.0          # summed over pixels, averaged over the batch
+
+
+def test_gan_losses_match_algorithm_1():
+    disc = Discriminator(2, 8)
+    zp, zc = torch.randn(6, 2), torch.randn(6, 2)
+    d = obj.discriminator_loss(disc, zp, zc, lam=10.0)
+    expected = -10.0 * (torch.log(torch.sigmoid(disc(zp))).mean() + torch.log(1 - torch.sigmoid(disc(zc))).mean())
+    assert torch.allclose(d, expected, atol=1e-5)
+    assert torch.allclose(obj.gan_penalty(disc, zc), -torch.log(torch.sigmoid(disc(zc))).mean(), atol=1e-5)
+
+
+def test_gaussian_kl_is_zero_at_the_prior():
+    mu, logvar = torch.zeros(5, 3), torch.full((5, 3), math.log(2.0))
+    assert abs(float(obj.gaussian_kl(mu, logvar, 2.0))) < 1e-6
+    assert float(obj.gaussian_kl(mu + 1, logvar, 2.0)) == pytest.approx(5 * 0 + 3 * 0.5 / 2.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_SPECS))
+def test_architectures_shapes(arch):
+    c, h, w = image_shape(arch)
+    enc, dec = Encoder(arch, 6), Decoder(arch, 6)
+    z = enc(torch.rand(2, c, h, w))
+    assert z.shape == (2, 6)
+    out = dec.mean(z)
+    assert out.shape == (2, c, h, w)
+    lo = -1 if ARCH_SPECS[arch]["act"] == "tanh" else 0
+    assert out.min() >= lo and out.max() <= 1
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())
+
+
+def test_paper_presets_follow_the_paper():
+    m = make_config("paper-mnist", "wae-mmd")
+    assert (m.d_z, m.batch_size, m.lr, m.epochs, m.lam, m.adam_betas) == (8, 100, 1e-3, 100, 10.0, (0.5, 0.999))
+    assert [m.lr * f for f in StepSchedule(m.lr_milestones, m.lr_factors).factors] == pytest.approx([5e-4, 1e-4])
+    assert (m.recon_factor, m.mmd_scales, m.pretrain_steps) == (1.0, (1.0,), 0)
+    c = make_config("paper-celeba", "wae-gan")
+    assert (c.d_z, c.lr, c.epochs, c.disc_width) == (64, 1e-4, 55, 1024)
+    assert make_config("paper-celeba", "vae").epochs == 68
+
+
+def test_schedulers_step_each_epoch(tmp_path):
+    trainer = tiny_trainer("wae-gan", tmp_path, epochs=3, lr_milestones=(1, 2), lr_factors=(0.5, 0.1))
+    trainer.fit()
+    lrs = [(h["lr"], h["adv_lr"]) for h in trainer.history]
+    assert lrs == [(1e-3, 5e-4), (5e-4, 2.5e-4), (pytest.approx(1e-4), pytest.approx(5e-5))]
+    assert trainer.ae_opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    trainer = tiny_trainer("wae-mmd", tmp_path)
+    monkeypatch.setattr(obj, "mmd_penalty", lambda *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 1, step 1.*checkpoint"):
+        trainer.fit()
+    assert not (tmp_path / "wae-mmd" / "checkpoint.pt").exists()
+
+
+def test_bad_configs_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="model must be one of"):
+        make_config("small", "aae")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        make_config("huge", "vae")
+    with pytest.raises(ValueError, match="lr_milestones"):
+        make_config("small", "vae", lr_milestones=(5,), lr_factors=(0.5, 0.1))
+    with pytest.raises(ValueError, match="expects images of shape"):
+        Trainer(tiny_config("vae", tmp_path), tmp_path, synthetic_dataset(40, 20, shape=(3, 28, 28)),
+                log=lambda *a: None)
