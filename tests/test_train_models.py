@@ -121,3 +121,16 @@ def test_bad_configs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="expects images of shape"):
         Trainer(tiny_config("vae", tmp_path), tmp_path, synthetic_dataset(40, 20, shape=(3, 28, 28)),
                 log=lambda *a: None)
+
+
+def test_official_extras_run_and_are_explicit(tmp_path):
+    trainer = tiny_trainer("wae-mmd", tmp_path, epochs=1, pretrain_steps=5, recon_factor=0.05,
+                           mmd_scales=wae_fast.OFFICIAL_SCALES)
+    logs = []
+    trainer.log = logs.append
+    trainer.fit()
+    assert any("encoder pre-training" in m for m in logs)
+    assert math.isfinite(trainer.history[-1]["train_loss"])
+    default = make_config("small", "wae-mmd")
+    assert (default.recon_factor, default.mmd_scales, default.pretrain_steps) == (1.0, (1.0,), 0)
+    assert obj.prior_moment_loss(torch.randn(4000, 3), torch.randn(4000, 3)) < 0.05

@@ -31,7 +31,13 @@ def rng_state(data_gen: torch.Generator, noise_gen: torch.Generator) -> dict:
 
 def restore_rng_state(state: dict, data_gen: torch.Generator, noise_gen: torch.Generator) -> None:
     data_gen.set_state(state["data"])
-    noise_gen.set_state(state["noise"])
+    try:
+        noise_gen.set_state(state["noise"])
+    except RuntimeError:   # resumed on another device type: the generator states are not interchangeable
+        import warnings
+        warnings.warn("the checkpoint's prior/noise generator was saved on another device type; it is "
+                      "re-seeded, so this resume is not bit-exact", RuntimeWarning)
+        noise_gen.manual_seed(int(state["data"].sum()))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS)
     g.add_argument("--data-dir", help="MNIST IDX folder, or the folder holding img_align_celeba/")
+    g.add_argument("--data-seed", type=int, help="shuffle/split seed of the embedded 5k digits (default 0)")
     g.add_argument("--n-test", type=int, help="held-out images of the embedded 5k digits (default 1000)")
     g.add_argument("--max-images", type=int, help="use at most this many training images")
     g = p.add_argument_group("model and objective")
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-CONFIG_OPTIONS = ("dataset", "data_dir", "n_test", "max_images", "arch", "d_z", "sigma_z2", "lam", "mmd_scales",
+CONFIG_OPTIONS = ("dataset", "data_dir", "data_seed", "n_test", "max_images", "arch", "d_z", "sigma_z2", "lam", "mmd_scales",
                   "mmd_backend", "disc_width", "disc_layers", "vae_sigma_g2", "recon_factor", "pretrain_steps",
                   "epochs", "batch_size", "lr", "lr_milestones", "lr_factors", "adv_lr", "fid_samples",
                   "fid_classifier_epochs", "eval_every", "inception_weights", "cache_dir", "seed", "device",
