@@ -20,6 +20,9 @@
 #include "cpu/mmd_cpu.h"
 
 #include <algorithm>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -172,25 +175,58 @@ struct Scales {
   T ib[64];   // RBF: 1/b_s
 };
 
-template <typename T, int KER>
-static inline void kernel_eval(const Scales<T>& s, typename Vec<T>::V r, typename Vec<T>::V& kv,
-                               typename Vec<T>::V& wv) {
+// 1/t to within ~1 ulp. With AVX-512: rcp14 (relative error < 2^-14) refined by Newton steps
+// (one for float, two for double), a few pipelined FMAs instead of a long-latency, low-throughput
+// division. t is r + b ≥ b > 0, or NaN/+Inf (Inf gives NaN here, and the value is NaN anyway
+// because a non-finite input is flagged).
+static inline Vec<float>::V vrecip(Vec<float>::V t) {
+#if defined(__AVX512F__)
+  using V = Vec<float>::V;
+  V q = bitcast<V>(_mm512_rcp14_ps(bitcast<__m512>(t)));
+  V e = 1.0f - t * q;
+  return q + q * e;
+#else
+  return 1.0f / t;
+#endif
+}
+static inline Vec<double>::V vrecip(Vec<double>::V t) {
+#if defined(__AVX512F__)
+  using V = Vec<double>::V;
+  V q = bitcast<V>(_mm512_rcp14_pd(bitcast<__m512d>(t)));
+  V e = 1.0 - t * q;
+  q = q + q * e;
+  e = 1.0 - t * q;
+  return q + q * e;
+#else
+  return 1.0 / t;
+#endif
+}
+
+// k(r) and wpos(r) = −dk/dr ≥ 0 of NR distance vectors, all scales; scales outer, rows inner, so the
+// NR evaluations are independent and pipeline.
+template <typename T, int KER, int NR>
+static inline void kernel_eval(const Scales<T>& s, const typename Vec<T>::V* r, typename Vec<T>::V* kv,
+                               typename Vec<T>::V* wv) {
   using V = typename Vec<T>::V;
-  V k = splat<V>(T(0)), w = splat<V>(T(0));
+  for (int i = 0; i < NR; ++i) kv[i] = wv[i] = splat<V>(T(0));
   for (int q = 0; q < s.count; ++q) {
     if (KER == static_cast<int>(Kernel::kImq)) {
-      V inv = T(1) / (r + s.b[q]);
-      V bq = s.b[q] * inv;
-      k += bq;
-      w += bq * inv;
+      const T b = s.b[q];
+      for (int i = 0; i < NR; ++i) {
+        V inv = vrecip(r[i] + b);
+        V bq = b * inv;
+        kv[i] += bq;
+        wv[i] += bq * inv;
+      }
     } else {
-      V e = vexp(r * s.nib[q]);
-      k += e;
-      w += e * s.ib[q];
+      const T nib = s.nib[q], ib = s.ib[q];
+      for (int i = 0; i < NR; ++i) {
+        V e = vexp(r[i] * nib);
+        kv[i] += e;
+        wv[i] += e * ib;
+      }
     }
   }
-  kv = k;
-  wv = w;
 }
 
 template <typename T>
@@ -229,6 +265,7 @@ static inline int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * 
 template <typename T>
 struct PointSet {
   int64_t rows = 0, rows_pad = 0, dp = 0;
+  bool wide_grad = false;  // stage 3 uses full-width vectors (d > the 256-bit lane count)
   AlignedBuf<T> rp;   // [rows_pad][dp] row-major, zero padded
   AlignedBuf<T> soa;  // [rows_pad / W][d][W] packed panels, zero padded
 };
@@ -237,7 +274,8 @@ template <typename T>
 static double prepare(PointSet<T>& s, const T* src, int64_t rows, int64_t d, const T* centre) {
   s.rows = rows;
   s.rows_pad = round_up(rows, TILE_COLS);
-  s.dp = round_up(d, Vec<T>::W3);
+  s.wide_grad = d > Vec<T>::W3;
+  s.dp = round_up(d, s.wide_grad ? Vec<T>::W : Vec<T>::W3);
   s.rp = AlignedBuf<T>(static_cast<size_t>(s.rows_pad * s.dp));
   s.soa = AlignedBuf<T>(static_cast<size_t>(d * s.rows_pad));
   constexpr int64_t W = Vec<T>::W;
@@ -315,7 +353,7 @@ static inline void tile_values(const Problem<T>& P, const PointSet<T>& A, const 
       }
     }
     V kv[NR], wv[NR];
-    for (int r = 0; r < NR; ++r) kernel_eval<T, KER>(P.scales, acc[r], kv[r], wv[r]);
+    kernel_eval<T, KER, NR>(P.scales, acc, kv, wv);
     const bool edge = (j + W > ncols) || (mode != kCross && j < ib + NR && j + W > ib);
     if (edge) {
       using Lane = typename Vec<T>::Lane;
@@ -339,25 +377,25 @@ static inline void tile_values(const Problem<T>& P, const PointSet<T>& A, const 
   }
 }
 
-// Stage 3: G[r][kc : kc + NV·W3] += Σ_{j ∈ [jlo, jend)} w[r][j] · b_j[kc : ...], flushed × coef.
-template <typename T, int NR, int NV>
+// Stage 3: G[r][kc : kc + NV·WG] += Σ_{j ∈ [jlo, jend)} w[r][j] · b_j[kc : ...], flushed × coef.
+// VG is the vector type over features: 256-bit for small d (fewer wasted lanes), full width otherwise.
+template <typename T, typename VG, int NR, int NV>
 static inline void tile_grad(const PointSet<T>& B, int64_t kc, const T* wbuf, int64_t j0, int64_t jlo,
                              int64_t jend, double coef, double* gsum, int64_t gld) {
-  using V3 = typename Vec<T>::V3;
-  constexpr int W3 = Vec<T>::W3;
+  constexpr int WG = sizeof(VG) / sizeof(T);
   const int64_t dp = B.dp;
   // Two accumulator sets (even/odd j) hide the FMA latency when NR·NV is small; one set otherwise
   // (32 accumulators would spill).
   constexpr bool kTwo = NR * NV <= 8;
-  V3 acc0[NR][NV], acc1[NR][NV];
+  VG acc0[NR][NV], acc1[NR][NV];  // [NR, NV·WG] each
   for (int r = 0; r < NR; ++r)
-    for (int v = 0; v < NV; ++v) acc0[r][v] = acc1[r][v] = splat<V3>(T(0));
+    for (int v = 0; v < NV; ++v) acc0[r][v] = acc1[r][v] = splat<VG>(T(0));
   const T* bp = B.rp.ptr + kc;
   int64_t j = jlo;
   if (!kTwo) {
     for (; j < jend; ++j) {
-      V3 b0[NV];
-      for (int v = 0; v < NV; ++v) b0[v] = loadv<V3>(bp + j * dp + v * W3);
+      VG b0[NV];
+      for (int v = 0; v < NV; ++v) b0[v] = loadv<VG>(bp + j * dp + v * WG);
       for (int r = 0; r < NR; ++r) {
         const T w0 = wbuf[r * TILE_COLS + (j - j0)];
         for (int v = 0; v < NV; ++v) acc0[r][v] += w0 * b0[v];
@@ -365,10 +403,10 @@ static inline void tile_grad(const PointSet<T>& B, int64_t kc, const T* wbuf, in
     }
   }
   for (; j + 1 < jend; j += 2) {
-    V3 b0[NV], b1[NV];
+    VG b0[NV], b1[NV];
     for (int v = 0; v < NV; ++v) {
-      b0[v] = loadv<V3>(bp + j * dp + v * W3);
-      b1[v] = loadv<V3>(bp + (j + 1) * dp + v * W3);
+      b0[v] = loadv<VG>(bp + j * dp + v * WG);
+      b1[v] = loadv<VG>(bp + (j + 1) * dp + v * WG);
     }
     for (int r = 0; r < NR; ++r) {
       const T w0 = wbuf[r * TILE_COLS + (j - j0)];
@@ -380,8 +418,8 @@ static inline void tile_grad(const PointSet<T>& B, int64_t kc, const T* wbuf, in
     }
   }
   if (j < jend) {
-    V3 b0[NV];
-    for (int v = 0; v < NV; ++v) b0[v] = loadv<V3>(bp + j * dp + v * W3);
+    VG b0[NV];
+    for (int v = 0; v < NV; ++v) b0[v] = loadv<VG>(bp + j * dp + v * WG);
     for (int r = 0; r < NR; ++r) {
       const T w0 = wbuf[r * TILE_COLS + (j - j0)];
       for (int v = 0; v < NV; ++v) acc0[r][v] += w0 * b0[v];
@@ -389,25 +427,34 @@ static inline void tile_grad(const PointSet<T>& B, int64_t kc, const T* wbuf, in
   }
   for (int r = 0; r < NR; ++r)
     for (int v = 0; v < NV; ++v) {
-      V3 a = acc0[r][v] + acc1[r][v];
-      double* g = gsum + r * gld + kc + v * W3;
-      for (int l = 0; l < W3; ++l) g[l] += coef * static_cast<double>(a[l]);
+      VG a = acc0[r][v] + acc1[r][v];
+      double* g = gsum + r * gld + kc + v * WG;
+      for (int l = 0; l < WG; ++l) g[l] += coef * static_cast<double>(a[l]);
     }
+}
+
+template <typename T, typename VG, int NR>
+static void tile_grad_chunks(const PointSet<T>& B, const T* wbuf, int64_t j0, int64_t jlo, int64_t jend,
+                             double coef, double* gsum, int64_t gld) {
+  constexpr int WG = sizeof(VG) / sizeof(T);
+  for (int64_t kc = 0; kc < B.dp; kc += MAX_NV * WG) {
+    const int64_t nv = std::min<int64_t>(MAX_NV, (B.dp - kc) / WG);
+    switch (nv) {
+      case 1: tile_grad<T, VG, NR, 1>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+      case 2: tile_grad<T, VG, NR, 2>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+      case 3: tile_grad<T, VG, NR, 3>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+      default: tile_grad<T, VG, NR, 4>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+    }
+  }
 }
 
 template <typename T, int NR>
 static void tile_grad_dispatch(const PointSet<T>& B, const T* wbuf, int64_t j0, int64_t jlo, int64_t jend,
                                double coef, double* gsum, int64_t gld) {
-  constexpr int W3 = Vec<T>::W3;
-  for (int64_t kc = 0; kc < B.dp; kc += MAX_NV * W3) {
-    const int64_t nv = std::min<int64_t>(MAX_NV, (B.dp - kc) / W3);
-    switch (nv) {
-      case 1: tile_grad<T, NR, 1>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
-      case 2: tile_grad<T, NR, 2>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
-      case 3: tile_grad<T, NR, 3>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
-      default: tile_grad<T, NR, 4>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
-    }
-  }
+  if (B.wide_grad)
+    tile_grad_chunks<T, typename Vec<T>::V, NR>(B, wbuf, j0, jlo, jend, coef, gsum, gld);
+  else
+    tile_grad_chunks<T, typename Vec<T>::V3, NR>(B, wbuf, j0, jlo, jend, coef, gsum, gld);
 }
 
 // One row block (NR rows) against one tile: values, and the gradient sums when GRAD.
