@@ -302,10 +302,10 @@ def probe(args: dict) -> dict:
     info: dict = {"device": args["device"], "torch": torch.__version__, "wae_fast": wae_fast.__version__,
                   "wae_fast_path": str(Path(wae_fast.__file__).parent), "python": platform.python_version(),
                   "cuda_available": torch.cuda.is_available()}
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except Exception:  # noqa: BLE001  (an optional dependency; any import failure means "absent")
+    try:  # the version without importing triton (slow to import, and the CPU runs never use it)
+        from importlib.metadata import version
+        info["triton"] = version("triton")
+    except Exception:  # noqa: BLE001  (an optional dependency; any failure means "absent")
         info["triton"] = None
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
