@@ -117,20 +117,26 @@ def test_mmd_and_grads_match_reference(shape, unbiased, kernel, dtype, poisoned_
     _assert_grad_close(grad_y, want_gy, grad_rtol, "grad y")
 
 
-@pytest.mark.parametrize("blocks", [(16, 32), (32, 16)], ids=["bm16-bn32", "bm32-bn16"])
+@pytest.mark.parametrize("blocks", [(16, 32, 0, 0), (32, 16, 16, 16), (16, 16, 16, 32)],
+                         ids=["bm16-bn32", "bm32-bn16-chunked", "bm16-bn16-chunked"])
 @pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
-def test_small_blocks_many_tiles(blocks, unbiased, monkeypatch):
-    """Many ragged tiles, BLOCK_M ≠ BLOCK_N, diagonal tiles off the grid's diagonal (interpreter config;
-    compiled runs use the autotuned configs, which this then checks once more)."""
-    monkeypatch.setattr(triton_mmd, "INTERPRETER_BLOCKS", {"BLOCK_M": blocks[0], "BLOCK_N": blocks[1]})
-    x, y = _make_inputs(70, 45, 5, torch.float64, True, seed=6)
-    bandwidths = tuple(s * 10.0 for s in OFFICIAL_SCALES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+def test_small_blocks_many_tiles(blocks, unbiased, dtype, monkeypatch):
+    """Many ragged tiles, BLOCK_M ≠ BLOCK_N, diagonal tiles off the grid's diagonal, and d split into
+    BLOCK_K-wide chunks for the distance dot and BLOCK_G-wide gradient column blocks (the compiled
+    path's chunking; the interpreter runs it only here). Compiled runs use the autotuned configs."""
+    bm, bn, bk, bg = blocks
+    monkeypatch.setattr(triton_mmd, "INTERPRETER_BLOCKS",
+                        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "BLOCK_G": bg})
+    x, y = _make_inputs(70, 45, 33, dtype, True, seed=6)
+    bandwidths = tuple(s * 66.0 for s in OFFICIAL_SCALES)
+    value_tol, grad_rtol = TOLERANCES[dtype]
     for kernel in ("imq", "rbf"):
         value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, kernel, bandwidths, unbiased, True, True)
         want = _reference(x, y, kernel, bandwidths, unbiased)
-        _assert_close(value, want[0], 1e-12 * 7, "value")
-        _assert_grad_close(grad_x, want[1], 1e-10, "grad x")
-        _assert_grad_close(grad_y, want[2], 1e-10, "grad y")
+        _assert_close(value, want[0], value_tol * 7, "value")
+        _assert_grad_close(grad_x, want[1], grad_rtol, "grad x")
+        _assert_grad_close(grad_y, want[2], grad_rtol, "grad y")
 
 
 def test_autotune_pruning_keeps_a_config():

@@ -84,14 +84,17 @@ _KERNEL_IDS = {"imq": 0, "rbf": 1}
 # ----------------------------------------------------------------------------------------------------
 
 @triton.jit
-def _sweep_columns(b_a, b_na, o_m, m_m, p_z, p_bw, coef, n_z, d, stride_zm,
-                   b_rw, b_wz,
+def _sweep_columns(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, n_z, d, o_g, m_g,
+                   p_bw, coef, b_rw, b_wz,
                    KERNEL: tl.constexpr, N_SCALES: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
                    COMPUTE_GRAD: tl.constexpr, DOT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Stream the rows of Z (n_z × d) as column blocks against the row block b_a.
+                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+                   BLOCK_G: tl.constexpr):
+    """Stream the rows of Z (n_z × d) as column blocks against the row block (o_m) of A.
 
-    Returns (Σ_j k_ij per row, b_rw + Σ_j coef·w_ij, b_wz + Σ_j coef·w_ij z_j).
+    Returns (Σ_j k_ij per row, b_rw + Σ_j coef·w_ij, b_wz + Σ_j coef·w_ij z_j[o_g]).
+    BLOCK_K == BLOCK_D: b_a holds the whole row block; else r's dot runs over BLOCK_K-wide chunks
+    re-read from cache. BLOCK_G: the gradient columns o_g this program owns.
     """
     ACC = p_bw.dtype.element_ty
     o_d = tl.arange(0, BLOCK_D)
@@ -100,14 +103,30 @@ def _sweep_columns(b_a, b_na, o_m, m_m, p_z, p_bw, coef, n_z, d, stride_zm,
     for start_n in range(0, n_z, BLOCK_N):
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_z
-        p_zt = p_z + o_n[:, None] * stride_zm + o_d[None, :]
-        b_z = tl.load(p_zt, mask=m_n[:, None] & m_d[None, :], other=0.0)  # [BN, BD] input dtype
-        b_zf = b_z.to(ACC)  # [BN, BD]
-        b_nz = tl.sum(b_zf * b_zf, axis=1)  # [BN]
-        if DOT_UPCAST:
-            b_ab = tl.dot(b_a, tl.trans(b_zf), input_precision="ieee", out_dtype=ACC)  # [BM, BN]
-        else:
+        if BLOCK_K == BLOCK_D:
+            b_z = tl.load(p_z + o_n[:, None] * stride_zm + o_d[None, :],
+                          mask=m_n[:, None] & m_d[None, :], other=0.0)  # [BN, BD] input dtype
+            b_zf = b_z.to(ACC)  # [BN, BD]
+            b_nz = tl.sum(b_zf * b_zf, axis=1)  # [BN]
+            if DOT_UPCAST:
+                b_z = b_zf
             b_ab = tl.dot(b_a, tl.trans(b_z), input_precision="ieee", out_dtype=ACC)  # [BM, BN]
+        else:
+            b_nz = tl.zeros([BLOCK_N], dtype=ACC)  # [BN]
+            b_ab = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)  # [BM, BN]
+            for k0 in range(0, d, BLOCK_K):
+                o_k = k0 + tl.arange(0, BLOCK_K)
+                m_k = o_k < d
+                b_ak = tl.load(p_a + o_m[:, None] * stride_am + o_k[None, :],
+                               mask=m_m[:, None] & m_k[None, :], other=0.0)  # [BM, BK]
+                b_zk = tl.load(p_z + o_n[:, None] * stride_zm + o_k[None, :],
+                               mask=m_n[:, None] & m_k[None, :], other=0.0)  # [BN, BK]
+                b_zkf = b_zk.to(ACC)  # [BN, BK]
+                b_nz += tl.sum(b_zkf * b_zkf, axis=1)
+                if DOT_UPCAST:
+                    b_ak = b_ak.to(ACC)
+                    b_zk = b_zkf
+                b_ab = tl.dot(b_ak, tl.trans(b_zk), acc=b_ab, input_precision="ieee")  # [BM, BN]
         b_r = b_na[:, None] + b_nz[None, :] - 2.0 * b_ab  # [BM, BN]
         b_r = tl.where(b_r < 0.0, 0.0, b_r)  # [BM, BN] clamp at 0, NaN kept
 
@@ -137,7 +156,12 @@ def _sweep_columns(b_a, b_na, o_m, m_m, p_z, p_bw, coef, n_z, d, stride_zm,
         if COMPUTE_GRAD:
             b_w = tl.where(m_t, b_w * coef, 0.0)  # [BM, BN]
             b_rw += tl.sum(b_w, axis=1)
-            b_wz = tl.dot(b_w, b_zf, acc=b_wz, input_precision="ieee")  # [BM, BD]
+            if BLOCK_K == BLOCK_D and BLOCK_G == BLOCK_D:
+                b_zg = b_zf  # [BN, BG] the column tile already in registers
+            else:
+                b_zg = tl.load(p_z + o_n[:, None] * stride_zm + o_g[None, :],
+                               mask=m_n[:, None] & m_g[None, :], other=0.0).to(ACC)  # [BN, BG]
+            b_wz = tl.dot(b_w, b_zg, acc=b_wz, input_precision="ieee")  # [BM, BG]
     return b_ks, b_rw, b_wz
 
 
@@ -146,46 +170,61 @@ def _mmd_rows_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
                      n_a, n_b, d, stride_am, stride_bm, stride_gm,
                      KERNEL: tl.constexpr, N_SCALES: tl.constexpr, EXCLUDE_DIAG: tl.constexpr,
                      DO_CROSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr, DOT_UPCAST: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr):
     """Rows of A (n_a × d) against the columns A ("within") and, if DO_CROSS, B ("cross").
 
-    Writes p_sums[0, i] = Σ_j k(a_i, a_j) (diagonal excluded if EXCLUDE_DIAG), p_sums[1, i] =
-    Σ_j k(a_i, b_j) if DO_CROSS, and, if COMPUTE_GRAD,
-    p_grad[i] = coef_w Σ_j w(a_i, a_j)(a_i − a_j) + coef_c Σ_j w(a_i, b_j)(a_i − b_j),
+    Program (pid_m, pid_g) owns rows o_m and gradient columns o_g. Writes (the pid_g == 0 programs)
+    p_sums[0, i] = Σ_j k(a_i, a_j) (diagonal excluded if EXCLUDE_DIAG), p_sums[1, i] = Σ_j k(a_i, b_j)
+    if DO_CROSS, and, if COMPUTE_GRAD,
+    p_grad[i, o_g] = coef_w Σ_j w(a_i, a_j)(a_i − a_j) + coef_c Σ_j w(a_i, b_j)(a_i − b_j),
     with (coef_w, coef_c) = p_coef[0], p_coef[1].
     """
     ACC = p_bw.dtype.element_ty
-    pid = tl.program_id(0)
-    o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_d = tl.arange(0, BLOCK_D)
+    pid_m = tl.program_id(0)
+    pid_g = tl.program_id(1)
+    o_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     m_m = o_m < n_a
-    m_d = o_d < d
-    m_a = m_m[:, None] & m_d[None, :]  # [BM, BD]
-    p_at = p_a + o_m[:, None] * stride_am + o_d[None, :]
-    b_a = tl.load(p_at, mask=m_a, other=0.0)  # [BM, BD] input dtype, kept for the whole sweep
-    b_af = b_a.to(ACC)  # [BM, BD]
-    b_na = tl.sum(b_af * b_af, axis=1)  # [BM]
-    if DOT_UPCAST:
-        b_a = b_af
+    m_g = o_g < d
+    if BLOCK_K == BLOCK_D:  # the whole row block stays in registers for the sweep
+        o_d = tl.arange(0, BLOCK_D)
+        b_a = tl.load(p_a + o_m[:, None] * stride_am + o_d[None, :],
+                      mask=m_m[:, None] & (o_d < d)[None, :], other=0.0)  # [BM, BD] input dtype
+        b_af = b_a.to(ACC)  # [BM, BD]
+        b_na = tl.sum(b_af * b_af, axis=1)  # [BM]
+        if DOT_UPCAST:
+            b_a = b_af
+    else:  # wide rows: norms from chunks, the sweep re-reads the chunks
+        b_a = tl.zeros([BLOCK_M, BLOCK_K], dtype=ACC)  # [BM, BK] unused placeholder
+        b_na = tl.zeros([BLOCK_M], dtype=ACC)  # [BM]
+        for k0 in range(0, d, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            b_ak = tl.load(p_a + o_m[:, None] * stride_am + o_k[None, :],
+                           mask=m_m[:, None] & (o_k < d)[None, :], other=0.0).to(ACC)  # [BM, BK]
+            b_na += tl.sum(b_ak * b_ak, axis=1)
 
     b_rw = tl.zeros([BLOCK_M], dtype=ACC)  # [BM]
-    b_wz = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)  # [BM, BD]
+    b_wz = tl.zeros([BLOCK_M, BLOCK_G], dtype=ACC)  # [BM, BG]
+    m_first = m_m & ((tl.zeros([BLOCK_M], dtype=tl.int32) + pid_g) == 0)  # [BM] sums stored once
     coef_w = tl.load(p_coef)
-    b_sw, b_rw, b_wz = _sweep_columns(b_a, b_na, o_m, m_m, p_a, p_bw, coef_w, n_a, d, stride_am,
-                                      b_rw, b_wz, KERNEL, N_SCALES, EXCLUDE_DIAG, COMPUTE_GRAD,
-                                      DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D)
-    tl.store(p_sums + o_m, b_sw, mask=m_m)
+    b_sw, b_rw, b_wz = _sweep_columns(b_a, b_na, o_m, m_m, p_a, stride_am, p_a, stride_am, n_a, d,
+                                      o_g, m_g, p_bw, coef_w, b_rw, b_wz,
+                                      KERNEL, N_SCALES, EXCLUDE_DIAG, COMPUTE_GRAD, DOT_UPCAST,
+                                      BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
+    tl.store(p_sums + o_m, b_sw, mask=m_first)
     if DO_CROSS:
         coef_c = tl.load(p_coef + 1)
-        b_sc, b_rw, b_wz = _sweep_columns(b_a, b_na, o_m, m_m, p_b, p_bw, coef_c, n_b, d, stride_bm,
-                                          b_rw, b_wz, KERNEL, N_SCALES, False, COMPUTE_GRAD,
-                                          DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D)
-        tl.store(p_sums + n_a + o_m, b_sc, mask=m_m)
+        b_sc, b_rw, b_wz = _sweep_columns(b_a, b_na, o_m, m_m, p_a, stride_am, p_b, stride_bm, n_b, d,
+                                          o_g, m_g, p_bw, coef_c, b_rw, b_wz,
+                                          KERNEL, N_SCALES, False, COMPUTE_GRAD, DOT_UPCAST,
+                                          BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
+        tl.store(p_sums + n_a + o_m, b_sc, mask=m_first)
     if COMPUTE_GRAD:
-        b_af = tl.load(p_at, mask=m_a, other=0.0).to(ACC)  # [BM, BD] reloaded: not live in the sweep
-        b_g = b_rw[:, None] * b_af - b_wz  # [BM, BD]
-        p_gt = p_grad + o_m[:, None] * stride_gm + o_d[None, :]
-        tl.store(p_gt, b_g, mask=m_a)
+        m_ag = m_m[:, None] & m_g[None, :]  # [BM, BG]
+        b_ag = tl.load(p_a + o_m[:, None] * stride_am + o_g[None, :], mask=m_ag, other=0.0).to(ACC)  # [BM, BG]
+        b_g = b_rw[:, None] * b_ag - b_wz  # [BM, BG]
+        tl.store(p_grad + o_m[:, None] * stride_gm + o_g[None, :], b_g, mask=m_ag)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -271,7 +310,11 @@ def _tuned_kernel():
 
 
 #: The one config used under the interpreter: large blocks (the interpreter pays per tile, not per element).
-INTERPRETER_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128}
+#: BLOCK_K / BLOCK_G = 0 mean "all of BLOCK_D" (no chunking of d); tests lower them to exercise chunks.
+INTERPRETER_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 0, "BLOCK_G": 0}
+#: Compiled: the width of the d-chunks of the distance dot, and the gradient columns per program.
+GPU_BLOCK_K = 32
+GPU_BLOCK_G = 64
 
 
 def _new_buffer(shape, dtype, device):
@@ -297,16 +340,26 @@ def _launch_rows(a, b, p_bw, coef, kernel_id, exclude_diag, do_cross, compute_gr
     grad = _new_buffer((n_a, d), acc, a.device) if compute_grad else None
     p_grad = grad if compute_grad else sums  # never written when compute_grad is False
     block_d = max(16, triton.next_power_of_2(d))
+    interpreting = _interpreting()
+    if interpreting:
+        block_k = INTERPRETER_BLOCKS["BLOCK_K"] or block_d
+        block_g = INTERPRETER_BLOCKS["BLOCK_G"] or block_d
+    else:
+        block_k, block_g = min(block_d, GPU_BLOCK_K), min(block_d, GPU_BLOCK_G)
+    block_g = block_g if compute_grad else block_d  # without a gradient, one program per row block
     args = (a, b, p_bw, coef, sums, p_grad, n_a, b.shape[0], d, a.stride(0), b.stride(0),
             grad.stride(0) if compute_grad else 0)
     meta = dict(KERNEL=kernel_id, N_SCALES=p_bw.numel(), EXCLUDE_DIAG=exclude_diag, DO_CROSS=do_cross,
-                COMPUTE_GRAD=compute_grad, DOT_UPCAST=_dot_upcast(a.dtype), BLOCK_D=block_d)
-    if _interpreting():
-        grid = (triton.cdiv(n_a, INTERPRETER_BLOCKS["BLOCK_M"]),)
-        _mmd_rows_kernel[grid](*args, **meta, **INTERPRETER_BLOCKS)
+                COMPUTE_GRAD=compute_grad, DOT_UPCAST=_dot_upcast(a.dtype), BLOCK_D=block_d,
+                BLOCK_K=block_k, BLOCK_G=block_g)
+    n_g = triton.cdiv(d, block_g)
+    if interpreting:
+        grid = (triton.cdiv(n_a, INTERPRETER_BLOCKS["BLOCK_M"]), n_g)
+        _mmd_rows_kernel[grid](*args, **meta, BLOCK_M=INTERPRETER_BLOCKS["BLOCK_M"],
+                               BLOCK_N=INTERPRETER_BLOCKS["BLOCK_N"])
     else:
         def grid(cfg):
-            return (triton.cdiv(n_a, cfg["BLOCK_M"]),)
+            return (triton.cdiv(n_a, cfg["BLOCK_M"]), n_g)
         _tuned_kernel()[grid](*args, **meta)
     return sums, grad
 
