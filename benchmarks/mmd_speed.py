@@ -385,6 +385,14 @@ def _mem_available_gb() -> float | None:
     return None
 
 
+def _loadavg_1m() -> float | None:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _launch(request: dict, threads: int, timeout: float) -> tuple[str, dict | None, str]:
     """Run a worker: ("ok", result, "") or ("TIMEOUT" | "error", None, detail)."""
     env = dict(os.environ)
@@ -609,7 +617,8 @@ def main(argv=None) -> int:
             for provider in providers:
                 row = {**common, **case, "provider": provider,
                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                       "flops": mmd_flops(case["n"], case["m"], case["d"], case["mode"])}
+                       "flops": mmd_flops(case["n"], case["m"], case["d"], case["mode"]),
+                       "loadavg_1m": _loadavg_1m()}
                 ok, why = info["provider_status"][provider]
                 label = (f"{case['kernel']}x{case['scales']} n={case['n']} m={case['m']} d={case['d']} "
                          f"{case['mode']} {provider}")
@@ -665,6 +674,11 @@ def main(argv=None) -> int:
               "matmul rate, flops = (2d+4)(n^2+m^2+nm), x3 with backward")
     print("# extra MB: peak memory over the worker's memory after imports and inputs; "
           "speed-up: reference median / provider median")
+    loads = [r["loadavg_1m"] for r in all_rows if r.get("loadavg_1m") is not None and r["status"] != "unavailable"]
+    if loads:
+        print(f"# 1-minute load average before each case: {min(loads):.1f} to {max(loads):.1f} on "
+              f"{os.cpu_count()} CPUs (this run's own worker adds about {args.threads}); more means shared "
+              "cores and noisy times")
     print(format_table(all_rows))
     missing = sorted({(r["provider"], r["detail"]) for r in all_rows if r["status"] == "unavailable"})
     for name, why in missing:
