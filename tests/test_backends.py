@@ -78,8 +78,12 @@ def test_float32_matches_float64_reference(backend):
         got = _fused(x.float(), y.float(), kernel, estimator, scales, param, backend)
         assert got[0].dtype == torch.float32
         _assert_close(got[0], want[0], 0.0, 2e-5 * len(scales), "value")
-        _assert_close(got[1], want[1], 2e-3, 1e-8, "grad x")
-        _assert_close(got[2], want[2], 2e-3, 1e-8, "grad y")
+        # Rounding in float32 is relative to the size of the terms summed, |w_ij|·|z_j| ≤ Σ_s 1/b_s ·
+        # max|z|, which can be far larger than the gradient when they cancel (duplicated rows).
+        base = (2.0 * x.shape[1] if param is None else param)
+        term_size = 4.0 * sum(1.0 / (s * base) for s in scales) * max(x.abs().max(), y.abs().max()).item()
+        _assert_close(got[1], want[1], 2e-3, 5e-7 * term_size, "grad x")
+        _assert_close(got[2], want[2], 2e-3, 5e-7 * term_size, "grad y")
 
     check()
 
