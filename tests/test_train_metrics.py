@@ -68,3 +68,14 @@ def test_fid_lenet_needs_labelled_digits(tmp_path):
 def test_inception_fid_explains_missing_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="Inception-v3 weights"):
         inception_fid(torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28), tmp_path / "pt_inception.pth")
+
+
+def test_evaluate_summary_groups_runs_by_model():
+    from wae_fast.train.evaluate import markdown_table, summary_table
+
+    rows = [{"run": f"{m}-s{s}", "model": m, "test_recon": 10.0 + s, "fid_lenet": 50.0 + 2 * s, "kid": 1.0,
+             "fid_lenet_floor": 2.0} for m in ("wae-mmd", "vae") for s in (0, 1)]
+    summary = summary_table(rows)
+    assert "| wae-mmd | 2 | 10.50 ± 0.71 |" in summary and "51.0 ± 1.4" in summary
+    assert summary_table(rows[:1]) == ""
+    assert markdown_table(rows).count("\n") == 2 + len(rows)

@@ -53,6 +53,38 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SUMMARY_KEYS = (("test_recon", "test recon", "{:.2f}"), ("test_mmd", "test MMD²", "{:.4f}"),
+                ("fid_lenet", "FID-LeNet", "{:.1f}"), ("kid", "KID", "{:.1f}"))
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Mean ± std over the runs of each model (only when some model has several runs, e.g. seeds)."""
+    import statistics
+
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get("model", r["run"]), []).append(r)
+    if all(len(g) < 2 for g in groups.values()):
+        return ""
+    floors = [r["fid_lenet_floor"] for r in rows if "fid_lenet_floor" in r]
+    lines = ["| model | runs | " + " | ".join(k[1] for k in SUMMARY_KEYS) + " |",
+             "|---|---|" + "---|" * len(SUMMARY_KEYS)]
+    for model, group in groups.items():
+        cells = []
+        for key, _, fmt in SUMMARY_KEYS:
+            values = [r[key] for r in group if r.get(key) is not None]
+            if not values:
+                cells.append("—")
+            elif len(values) == 1:
+                cells.append(fmt.format(values[0]))
+            else:
+                cells.append(f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}")
+        lines.append(f"| {model} | {len(group)} | " + " | ".join(cells) + " |")
+    note = (f"\nmean ± std over runs; FID-LeNet floor (train vs test) {statistics.mean(floors):.2f}\n"
+            if floors else "\n")
+    return "\n".join(lines) + "\n" + note
+
+
 def combined_figure(rows: list[dict], path: Path) -> Path:
     from .plots import _pyplot
     plt = _pyplot()
@@ -123,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: the runs were scored with different FID-LeNet classifiers (different data or seeds); "
               "their FID-LeNet/KID values are not comparable", file=sys.stderr)
     table = markdown_table(rows)
+    summary = summary_table(rows)
+    if summary:
+        table += "\n" + summary
     print(table, end="")
     if args.out:
         out = Path(args.out)
