@@ -139,17 +139,20 @@ def test_small_blocks_many_tiles(blocks, unbiased, dtype, monkeypatch):
         _assert_grad_close(grad_y, want[2], grad_rtol, "grad y")
 
 
-def test_autotune_pruning_keeps_a_config():
-    """The GPU config list is pruned by a register estimate per d and dtype, never down to nothing."""
-    triton = pytest.importorskip("triton")
-    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-               for bm, bn, w, s in triton_mmd._CONFIGS]
-    for dtype in (torch.float32, torch.float64):
-        bw = torch.ones(1, dtype=dtype)
-        small = triton_mmd._prune_configs(configs, {"p_bw": bw}, BLOCK_D=16)
-        wide = triton_mmd._prune_configs(configs, {"p_bw": bw}, BLOCK_D=1024)
-        assert len(small) == len(configs) and len(wide) >= 1
-        assert max(c.kwargs["BLOCK_M"] for c in wide) <= 32
+def test_autotune_pruning_clamps_d_blocks():
+    """The GPU configs' d-chunk (BLOCK_K) and gradient block (BLOCK_G) never exceed BLOCK_D, a forward
+    without gradient uses one gradient block, and nothing is pruned away."""
+    pytest.importorskip("triton")
+    configs = triton_mmd._gpu_configs()
+    for block_d in (16, 64, 256, 1024):
+        for grad in (True, False):
+            kept = triton_mmd._prune_configs(configs, {}, BLOCK_D=block_d, COMPUTE_GRAD=grad)
+            assert kept
+            for c in kept:
+                assert 16 <= c.kwargs["BLOCK_K"] <= block_d
+                assert 16 <= c.kwargs["BLOCK_G"] <= block_d
+                assert grad or c.kwargs["BLOCK_G"] == block_d
+    assert len(triton_mmd._prune_configs(configs, {}, BLOCK_D=256, COMPUTE_GRAD=True)) == len(configs)
 
 
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
@@ -205,10 +208,14 @@ def test_nan_propagates():
     assert torch.isnan(grad_x[4]).all() and torch.isnan(grad_y).any()
 
 
-def test_too_wide_raises():
-    x = torch.zeros(2, triton_mmd.MAX_D + 1, device=DEVICE)
-    with pytest.raises(RuntimeError, match="d <= "):
-        triton_mmd.mmd_and_grads(x, x, "imq", (1.0,), True, True, True)
+def test_very_wide_features():
+    """d = 1000: no limit on d (compiled, rows are chunked over d; interpreted, one padded tile)."""
+    x, y = _make_inputs(3, 4, 1000, torch.float32, False, seed=7)
+    value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, "rbf", (2000.0, 500.0), True, True, True)
+    want = _reference(x, y, "rbf", (2000.0, 500.0), True)
+    _assert_close(value, want[0], 2e-6 * 2, "value")
+    _assert_grad_close(grad_x, want[1], 2e-5, "grad x")
+    _assert_grad_close(grad_y, want[2], 2e-5, "grad y")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
@@ -233,6 +240,36 @@ def test_public_api_backend_triton(kernel, dtype):
         _assert_close(value, want_value, 1e-2 * max(abs(want_value.item()), 1e-3), "value")
         _assert_grad_close(xf.grad, -2.5 * want_gx, 1e-2, "grad x")
         _assert_grad_close(yf.grad, -2.5 * want_gy, 1e-2, "grad y")
+
+
+def test_compiles_for_nvidia_gpus_without_one():
+    """Ahead-of-time compile of the kernel to a cubin for sm_90 with triton's bundled ptxas (no GPU
+    needed): checks the compiled path's lowering (tl.dot for float32/float16/bfloat16/float64, the
+    chunked and the register-resident row paths), which the interpreter does not exercise."""
+    pytest.importorskip("triton.backends.nvidia")
+    out = _run_isolated("""
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+        from wae_fast.backends import triton_mmd as T
+        assert T._jit_mode() == "compiled"
+        ptr = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
+        for dtype, (bm, bn, warps, bk, bg) in {"fp32": (32, 32, 4, 64, 64), "fp16": (32, 32, 4, 64, 64),
+                                               "bf16": (64, 32, 8, 16, 32),
+                                               "fp64": (32, 32, 4, 16, 32)}.items():
+            acc = "*fp64" if dtype == "fp64" else "*fp32"
+            const = dict(KERNEL=1 if dtype == "bf16" else 0, N_SCALES=7, EXCLUDE_DIAG=True, DO_CROSS=True,
+                         COMPUTE_GRAD=True, DOT_UPCAST=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=64,
+                         BLOCK_K=bk, BLOCK_G=bg)
+            sig = {name: "constexpr" if name in const else ptr[dtype] if name in ("p_a", "p_b")
+                   else acc if name.startswith("p_") else "i32" for name in T._mmd_rows_kernel.arg_names}
+            kernel = triton.compile(ASTSource(T._mmd_rows_kernel, sig, const),
+                                    target=GPUTarget("cuda", 90, 32),
+                                    options=dict(num_warps=warps, num_stages=2))
+            assert kernel.asm["cubin"], dtype
+            print(dtype, "ok")
+    """, {"CUDA_VISIBLE_DEVICES": "", "TRITON_DEFAULT_FP_FUSION": "1"})
+    assert out.split() == ["fp32", "ok", "fp16", "ok", "bf16", "ok", "fp64", "ok"]
 
 
 def test_is_available_here():
