@@ -55,7 +55,7 @@ constexpr int kVec3Bytes = kVecBytes < 32 ? kVecBytes : 32;
 constexpr int ROWS_R = 4;         // rows held against one column vector (register block)
 constexpr int TASK_ROWS = 64;     // rows per task (multiple of ROWS_R)
 constexpr int TILE_COLS = 512;    // columns per tile (multiple of every vector width)
-constexpr int MAX_NV = 4;         // stage-3 vectors per row per pass over the tile
+constexpr int MAX_NV = 2;         // stage-3 vectors per row per pass over the tile
 
 enum Mode : int { kCross = 0, kFull = 1, kTriangle = 2 };
 
@@ -319,17 +319,16 @@ struct Task {
 template <typename T>
 struct Scratch {
   AlignedBuf<T> wbuf;      // [ROWS_R][TILE_COLS]
-  AlignedBuf<double> wsum;  // [TASK_ROWS]
   AlignedBuf<double> gsum;  // [TASK_ROWS][dp]
   Scratch(int64_t dp)
-      : wbuf(ROWS_R * TILE_COLS), wsum(TASK_ROWS), gsum(static_cast<size_t>(TASK_ROWS * dp)) {}
+      : wbuf(ROWS_R * TILE_COLS), gsum(static_cast<size_t>(TASK_ROWS * dp)) {}
 };
 
 // Stage 1 + 2 for NR rows against columns [jlo, jhi) of a tile starting at j0.
 template <typename T, int KER, int NR, bool GRAD>
 static inline void tile_values(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, int mode,
                                int64_t ib, int64_t j0, int64_t jlo, int64_t jhi, T* wbuf,
-                               typename Vec<T>::V& ks, typename Vec<T>::V* ws) {
+                               typename Vec<T>::V& ks) {
   using V = typename Vec<T>::V;
   using I = typename Vec<T>::I;
   constexpr int W = Vec<T>::W;
@@ -369,92 +368,85 @@ static inline void tile_values(const Problem<T>& P, const PointSet<T>& A, const 
     }
     for (int r = 0; r < NR; ++r) ks += kv[r];
     if (GRAD) {
-      for (int r = 0; r < NR; ++r) {
-        ws[r] += wv[r];
-        storev(wbuf + r * TILE_COLS + (j - j0), wv[r]);
-      }
+      for (int r = 0; r < NR; ++r) storev(wbuf + r * TILE_COLS + (j - j0), wv[r]);
     }
   }
 }
 
-// Stage 3: G[r][kc : kc + NV·WG] += Σ_{j ∈ [jlo, jend)} w[r][j] · b_j[kc : ...], flushed × coef.
-// VG is the vector type over features: 256-bit for small d (fewer wasted lanes), full width otherwise.
+// Stage 3: G[r][kc : kc + NV·WG] += Σ_{j ∈ [jlo, jend)} w[r][j] · (b_j − a_r)[kc : ...], flushed × coef.
+// Direct differences: a duplicated point contributes exactly 0, and nothing cancels between a
+// weight-sum term and a weighted-mean term. VG is the vector type over features: 256-bit for small d
+// (fewer wasted lanes), full width otherwise.
 template <typename T, typename VG, int NR, int NV>
-static inline void tile_grad(const PointSet<T>& B, int64_t kc, const T* wbuf, int64_t j0, int64_t jlo,
-                             int64_t jend, double coef, double* gsum, int64_t gld) {
+static inline void tile_grad(const PointSet<T>& A, int64_t ib, const PointSet<T>& B, int64_t kc,
+                             const T* wbuf, int64_t j0, int64_t jlo, int64_t jend, double coef,
+                             double* gsum, int64_t gld) {
   constexpr int WG = sizeof(VG) / sizeof(T);
   const int64_t dp = B.dp;
-  // Two accumulator sets (even/odd j) hide the FMA latency when NR·NV is small; one set otherwise
-  // (32 accumulators would spill).
-  constexpr bool kTwo = NR * NV <= 8;
+  // Two accumulator sets (even/odd j) hide the FMA latency when NR·NV is small.
+  constexpr bool kTwo = NR * NV <= 4;
+  VG a[NR][NV];                   // [NR, NV·WG] the rows' own coordinates
   VG acc0[NR][NV], acc1[NR][NV];  // [NR, NV·WG] each
   for (int r = 0; r < NR; ++r)
-    for (int v = 0; v < NV; ++v) acc0[r][v] = acc1[r][v] = splat<VG>(T(0));
+    for (int v = 0; v < NV; ++v) {
+      a[r][v] = loadv<VG>(A.rp.ptr + (ib + r) * A.dp + kc + v * WG);
+      acc0[r][v] = acc1[r][v] = splat<VG>(T(0));
+    }
   const T* bp = B.rp.ptr + kc;
   int64_t j = jlo;
-  if (!kTwo) {
-    for (; j < jend; ++j) {
-      VG b0[NV];
-      for (int v = 0; v < NV; ++v) b0[v] = loadv<VG>(bp + j * dp + v * WG);
+  if (kTwo) {
+    for (; j + 1 < jend; j += 2) {
+      VG b0[NV], b1[NV];
+      for (int v = 0; v < NV; ++v) {
+        b0[v] = loadv<VG>(bp + j * dp + v * WG);
+        b1[v] = loadv<VG>(bp + (j + 1) * dp + v * WG);
+      }
       for (int r = 0; r < NR; ++r) {
         const T w0 = wbuf[r * TILE_COLS + (j - j0)];
-        for (int v = 0; v < NV; ++v) acc0[r][v] += w0 * b0[v];
+        const T w1 = wbuf[r * TILE_COLS + (j + 1 - j0)];
+        for (int v = 0; v < NV; ++v) {
+          acc0[r][v] += w0 * (b0[v] - a[r][v]);
+          acc1[r][v] += w1 * (b1[v] - a[r][v]);
+        }
       }
     }
   }
-  for (; j + 1 < jend; j += 2) {
-    VG b0[NV], b1[NV];
-    for (int v = 0; v < NV; ++v) {
-      b0[v] = loadv<VG>(bp + j * dp + v * WG);
-      b1[v] = loadv<VG>(bp + (j + 1) * dp + v * WG);
-    }
-    for (int r = 0; r < NR; ++r) {
-      const T w0 = wbuf[r * TILE_COLS + (j - j0)];
-      const T w1 = wbuf[r * TILE_COLS + (j + 1 - j0)];
-      for (int v = 0; v < NV; ++v) {
-        acc0[r][v] += w0 * b0[v];
-        acc1[r][v] += w1 * b1[v];
-      }
-    }
-  }
-  if (j < jend) {
+  for (; j < jend; ++j) {
     VG b0[NV];
     for (int v = 0; v < NV; ++v) b0[v] = loadv<VG>(bp + j * dp + v * WG);
     for (int r = 0; r < NR; ++r) {
       const T w0 = wbuf[r * TILE_COLS + (j - j0)];
-      for (int v = 0; v < NV; ++v) acc0[r][v] += w0 * b0[v];
+      for (int v = 0; v < NV; ++v) acc0[r][v] += w0 * (b0[v] - a[r][v]);
     }
   }
   for (int r = 0; r < NR; ++r)
     for (int v = 0; v < NV; ++v) {
-      VG a = acc0[r][v] + acc1[r][v];
+      VG s = acc0[r][v] + acc1[r][v];
       double* g = gsum + r * gld + kc + v * WG;
-      for (int l = 0; l < WG; ++l) g[l] += coef * static_cast<double>(a[l]);
+      for (int l = 0; l < WG; ++l) g[l] += coef * static_cast<double>(s[l]);
     }
 }
 
 template <typename T, typename VG, int NR>
-static void tile_grad_chunks(const PointSet<T>& B, const T* wbuf, int64_t j0, int64_t jlo, int64_t jend,
-                             double coef, double* gsum, int64_t gld) {
+static void tile_grad_chunks(const PointSet<T>& A, int64_t ib, const PointSet<T>& B, const T* wbuf,
+                             int64_t j0, int64_t jlo, int64_t jend, double coef, double* gsum, int64_t gld) {
   constexpr int WG = sizeof(VG) / sizeof(T);
   for (int64_t kc = 0; kc < B.dp; kc += MAX_NV * WG) {
     const int64_t nv = std::min<int64_t>(MAX_NV, (B.dp - kc) / WG);
     switch (nv) {
-      case 1: tile_grad<T, VG, NR, 1>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
-      case 2: tile_grad<T, VG, NR, 2>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
-      case 3: tile_grad<T, VG, NR, 3>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
-      default: tile_grad<T, VG, NR, 4>(B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+      case 1: tile_grad<T, VG, NR, 1>(A, ib, B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
+      default: tile_grad<T, VG, NR, 2>(A, ib, B, kc, wbuf, j0, jlo, jend, coef, gsum, gld); break;
     }
   }
 }
 
 template <typename T, int NR>
-static void tile_grad_dispatch(const PointSet<T>& B, const T* wbuf, int64_t j0, int64_t jlo, int64_t jend,
-                               double coef, double* gsum, int64_t gld) {
+static void tile_grad_dispatch(const PointSet<T>& A, int64_t ib, const PointSet<T>& B, const T* wbuf,
+                               int64_t j0, int64_t jlo, int64_t jend, double coef, double* gsum, int64_t gld) {
   if (B.wide_grad)
-    tile_grad_chunks<T, typename Vec<T>::V, NR>(B, wbuf, j0, jlo, jend, coef, gsum, gld);
+    tile_grad_chunks<T, typename Vec<T>::V, NR>(A, ib, B, wbuf, j0, jlo, jend, coef, gsum, gld);
   else
-    tile_grad_chunks<T, typename Vec<T>::V3, NR>(B, wbuf, j0, jlo, jend, coef, gsum, gld);
+    tile_grad_chunks<T, typename Vec<T>::V3, NR>(A, ib, B, wbuf, j0, jlo, jend, coef, gsum, gld);
 }
 
 // One row block (NR rows) against one tile: values, and the gradient sums when GRAD.
@@ -464,15 +456,12 @@ static void row_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<
                       double& value) {
   using V = typename Vec<T>::V;
   V ks = splat<V>(T(0));
-  V ws[NR];
-  for (int r = 0; r < NR; ++r) ws[r] = splat<V>(T(0));
-  tile_values<T, KER, NR, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, S.wbuf.ptr, ks, ws);
+  tile_values<T, KER, NR, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, S.wbuf.ptr, ks);
   value += hsum(ks);
   if (GRAD) {
-    for (int r = 0; r < NR; ++r) S.wsum.ptr[row_off + r] += coef * hsum(ws[r]);
     const int64_t jend = std::min<int64_t>(jhi, B.rows);
     if (jend > jlo)
-      tile_grad_dispatch<T, NR>(B, S.wbuf.ptr, j0, jlo, jend, coef, S.gsum.ptr + row_off * B.dp, B.dp);
+      tile_grad_dispatch<T, NR>(A, ib, B, S.wbuf.ptr, j0, jlo, jend, coef, S.gsum.ptr + row_off * B.dp, B.dp);
   }
 }
 
@@ -510,7 +499,6 @@ static void run_task(const Problem<T>& P, const Task& t, Scratch<T>& S, double* 
   const bool grad = P.need_grad[s];
   const int64_t nrows = t.i1 - t.i0;
   if (grad) {
-    std::memset(S.wsum.ptr, 0, sizeof(double) * TASK_ROWS);
     std::memset(S.gsum.ptr, 0, sizeof(double) * TASK_ROWS * A.dp);
   }
   // Within block.
@@ -537,15 +525,13 @@ static void run_task(const Problem<T>& P, const Task& t, Scratch<T>& S, double* 
       vals[2] += static_cast<double>(kernel_scalar(P.scales, P.ker, r));
     }
   }
-  // Gradient rows: ∂/∂a_i = Σ_blocks coef · (W_i a_i − G_i).
+  // Gradient rows: ∂/∂a_i = Σ_blocks coef · Σ_j wpos_ij (a_i − b_j) = −Σ_blocks coef · G_i.
   if (grad) {
     T* out = P.grad_out[s];
     for (int64_t r = 0; r < nrows; ++r) {
-      const T* a = A.rp.ptr + (t.i0 + r) * A.dp;
-      const double wsum = S.wsum.ptr[r];
       const double* g = S.gsum.ptr + r * A.dp;
       T* dst = out + (t.i0 + r) * P.d;
-      for (int64_t k = 0; k < P.d; ++k) dst[k] = static_cast<T>(wsum * static_cast<double>(a[k]) - g[k]);
+      for (int64_t k = 0; k < P.d; ++k) dst[k] = static_cast<T>(-g[k]);
     }
   }
 }
