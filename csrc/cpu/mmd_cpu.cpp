@@ -52,7 +52,7 @@ constexpr int kVecBytes = 16;
 // Stage 3 vectorises over the feature dimension; 256-bit vectors waste fewer lanes at small d.
 constexpr int kVec3Bytes = kVecBytes < 32 ? kVecBytes : 32;
 
-constexpr int ROWS_R = 4;         // rows held against one column vector (register block)
+constexpr int ROWS_R = 8;         // rows held against one column vector (register block)
 constexpr int TASK_ROWS = 64;     // rows per task (multiple of ROWS_R)
 constexpr int TILE_COLS = 512;    // columns per tile (multiple of every vector width)
 constexpr int MAX_NV = 2;         // stage-3 vectors per row per pass over the tile
@@ -460,8 +460,14 @@ static void row_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<
   value += hsum(ks);
   if (GRAD) {
     const int64_t jend = std::min<int64_t>(jhi, B.rows);
-    if (jend > jlo)
-      tile_grad_dispatch<T, NR>(A, ib, B, S.wbuf.ptr, j0, jlo, jend, coef, S.gsum.ptr + row_off * B.dp, B.dp);
+    if (jend > jlo) {
+      // Stage 3 in sub-blocks of at most 4 rows (accumulators and row coordinates fill the registers).
+      constexpr int NG = NR < 4 ? NR : 4;
+      static_assert(NR % NG == 0, "row block must split into equal gradient sub-blocks");
+      for (int rr = 0; rr < NR; rr += NG)
+        tile_grad_dispatch<T, NG>(A, ib + rr, B, S.wbuf.ptr + rr * TILE_COLS, j0, jlo, jend, coef,
+                                  S.gsum.ptr + (row_off + rr) * B.dp, B.dp);
+    }
   }
 }
 
@@ -473,8 +479,9 @@ static double sweep_block(const Problem<T>& P, const PointSet<T>& A, const Point
   const int64_t jstart = mode == kTriangle ? (i0 + 1) / W * W : 0;
   for (int64_t j0 = jstart; j0 < B.rows; j0 += TILE_COLS) {
     const int64_t jhi = std::min<int64_t>(j0 + TILE_COLS, round_up(B.rows, W));
-    for (int64_t ib = i0; ib < i1; ib += ROWS_R) {
-      const int nr = static_cast<int>(std::min<int64_t>(ROWS_R, i1 - ib));
+    for (int64_t ib = i0, nr = 0; ib < i1; ib += nr) {
+      // Row blocks of ROWS_R, then 4, then the 1–3 rows left.
+      nr = i1 - ib >= ROWS_R ? ROWS_R : (i1 - ib >= 4 ? 4 : i1 - ib);
       int64_t jlo = j0;
       if (mode == kTriangle) jlo = std::max<int64_t>(j0, (ib + 1) / W * W);
       if (jlo >= jhi) continue;
@@ -483,6 +490,7 @@ static double sweep_block(const Problem<T>& P, const PointSet<T>& A, const Point
         case 1: row_block<T, KER, 1, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
         case 2: row_block<T, KER, 2, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
         case 3: row_block<T, KER, 3, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
+        case 4: row_block<T, KER, 4, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
         default: row_block<T, KER, ROWS_R, GRAD>(P, A, B, mode, ib, j0, jlo, jhi, coef, S, off, value); break;
       }
     }
