@@ -1,8 +1,9 @@
 """Builds wae_fast and its optional C++ extension wae_fast._C (the fused CPU backend).
 
 Sources and flags come from csrc/build_config.json, shared with CMakeLists.txt. The version comes from
-wae_fast/_version.py. -march=native is used unless WAE_FAST_PORTABLE=1 is set. If the extension cannot
-be built, installation still succeeds with a warning; backend="cpu" then says what is missing.
+wae_fast/_version.py. -march=native is used unless WAE_FAST_PORTABLE=1 is set (and dropped automatically if the compiler
+rejects it). If the extension cannot be built, installation still succeeds with a warning;
+backend="cpu" then says what is missing.
 """
 import json
 import os
@@ -56,6 +57,19 @@ class OptionalBuildExt(build_ext):
             self._warn(exc)
 
     def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+            return
+        except Exception as exc:  # noqa: BLE001
+            native = [f for f in CONFIG["native_flags"] if f in ext.extra_compile_args]
+            if not native:
+                self._warn(exc)
+                return
+            print(f"wae_fast: building with {' '.join(native)} failed ({exc}); retrying without it",
+                  file=sys.stderr)
+        ext.extra_compile_args = [f for f in ext.extra_compile_args if f not in CONFIG["native_flags"]]
+        ext.define_macros = [(k, v) for k, v in ext.define_macros if k != "WAE_FAST_BUILD_FLAGS"] + [
+            ("WAE_FAST_BUILD_FLAGS", '"' + " ".join(CONFIG["compile_flags"]) + '"')]
         try:
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001
