@@ -117,10 +117,10 @@ def test_mmd_and_grads_match_reference(shape, unbiased, kernel, dtype, poisoned_
     _assert_grad_close(grad_y, want_gy, grad_rtol, "grad y")
 
 
-@pytest.mark.parametrize("blocks", [(16, 32, 0, 0), (32, 16, 16, 16), (16, 16, 16, 32)],
-                         ids=["bm16-bn32", "bm32-bn16-chunked", "bm16-bn16-chunked"])
+@pytest.mark.parametrize("dtype, blocks", [
+    (torch.float64, (16, 32, 0, 0)), (torch.float64, (32, 16, 16, 16)), (torch.bfloat16, (16, 16, 16, 32)),
+], ids=["float64-bm16-bn32", "float64-bm32-bn16-chunked", "bfloat16-bm16-bn16-chunked"])
 @pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
 def test_small_blocks_many_tiles(blocks, unbiased, dtype, monkeypatch):
     """Many ragged tiles, BLOCK_M ≠ BLOCK_N, diagonal tiles off the grid's diagonal, and d split into
     BLOCK_K-wide chunks for the distance dot and BLOCK_G-wide gradient column blocks (the compiled
@@ -153,6 +153,11 @@ def test_autotune_pruning_clamps_d_blocks():
                 assert 16 <= c.kwargs["BLOCK_G"] <= block_d
                 assert grad or c.kwargs["BLOCK_G"] == block_d
     assert len(triton_mmd._prune_configs(configs, {}, BLOCK_D=256, COMPUTE_GRAD=True)) == len(configs)
+    fp64 = {"p_bw": torch.ones(1, dtype=torch.float64)}
+    for block_d in (16, 64, 256):
+        kept = triton_mmd._prune_configs(configs, fp64, BLOCK_D=block_d, COMPUTE_GRAD=True)
+        assert len(kept) >= 3
+        assert all(c.kwargs["BLOCK_K"] <= 32 for c in kept)
 
 
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
@@ -318,6 +323,17 @@ def test_is_available_explains_missing_interpreter():
     assert lines[0] == "False"
     assert "TRITON_INTERPRET=1" in lines[1] and "before triton is" in lines[1]
     assert lines[2].startswith("raised:") and "TRITON_INTERPRET=1" in lines[2]
+
+
+def test_is_available_explains_missing_triton():
+    out = _run_isolated("""
+        import sys
+        sys.modules["triton"] = None  # as if triton were not installed
+        import torch
+        from wae_fast.backends import triton_mmd
+        print(triton_mmd.is_available(torch.device("cpu")))
+    """, {})
+    assert "False" in out and "triton is not installed" in out
 
 
 def test_is_available_explains_late_interpreter_switch():
