@@ -2,21 +2,26 @@
 //
 // Design (a GEMM micro-kernel turned into a pairwise reduction):
 //   * Both point sets are copied once per call, centred on their common mean (distances and
-//     gradients are shift invariant; centring keeps Σ_j w_ij (a_i − b_j) = W_i a_i − Σ_j w_ij b_j free
-//     of cancellation), into two layouts: row-major with d padded to the gradient vector width
-//     (`rp`, [rows_pad][dp]) and packed column panels (`soa`, [rows_pad/W][d][W]: the d coordinates of W
-//     consecutive points, so the distance loop streams memory). O((n+m)·d).
+//     gradients are shift invariant; centring keeps float32 differences accurate for data far from the
+//     origin), into two layouts: row-major with d padded to the gradient vector width (`rp`,
+//     [rows_pad][dp]) and packed column panels (`soa`, [rows_pad/W][d][W]: the d coordinates of W
+//     consecutive points, so the distance loop streams memory). O((n+m)·d) extra memory.
 //   * A task owns TASK_ROWS rows of one set and sweeps column tiles of TILE_COLS columns, first of its
 //     own set ("within", diagonal excluded), then of the other set ("cross"). Within a tile, ROWS_R
 //     rows at a time are held against a SIMD vector of W columns:
-//       stage 1  r = Σ_k (a_ik − b_kj)²           direct differences (no ‖a‖²+‖b‖²−2ab cancellation)
-//       stage 2  k(r), w(r) for every scale       accumulated to the value; w stored in a tile buffer
-//       stage 3  G_i += Σ_j w_ij b_j              a small GEMM [R, tile] × [tile, dp], vectorised on d
-//     Tile partial sums are kept in the input type and flushed to double per tile.
-//   * Without a gradient for a set, its within block is swept as a triangle (j > i) and doubled.
+//       stage 1  r = Σ_k (a_ik − b_kj)²          direct differences (no ‖a‖²+‖b‖²−2ab cancellation)
+//       stage 2  k(r), w(r) for every scale      accumulated to the value; w stored in a tile buffer
+//                                                (IMQ: rcp14 + Newton; RBF: a vectorised exp)
+//       stage 3  G_i += Σ_j w_ij (b_j − a_i)     a small GEMM-like pass [R, tile] × [tile, dp],
+//                                                vectorised over d, direct differences again
+//     Tile partial sums are kept in the input type and flushed to double per tile; the value and
+//     the gradient rows are accumulated in double.
+//   * Without a gradient for a set, its within block is swept as a triangle (j > i) and doubled;
+//     with one, the full square is swept (every row's gradient is then owned by one task).
 //   * Tasks are pulled from an atomic counter by std::threads; each writes its own value slots and
 //     its own gradient rows, and the slots are summed in task order: the result does not depend on
-//     the thread count or on scheduling.
+//     the thread count or on scheduling (bitwise).
+//   * NaN/Inf anywhere in the inputs is detected during the copy (v − v) and added to the value.
 #include "cpu/mmd_cpu.h"
 
 #include <algorithm>
@@ -305,7 +310,7 @@ struct Problem {
   PointSet<T> set[2];      // 0: x, 1: y
   bool need_grad[2] = {false, false};
   T* grad_out[2] = {nullptr, nullptr};
-  double coef_within[2] = {0, 0};  // multiplies (W_i a_i − G_i) for the within block (wpos form)
+  double coef_within[2] = {0, 0};  // ∂/∂a_i = Σ_blocks coef · Σ_j wpos_ij (a_i − b_j)
   double coef_cross = 0.0;
 };
 
