@@ -187,7 +187,7 @@ struct Scales {
 static inline Vec<float>::V vrecip(Vec<float>::V t) {
 #if defined(__AVX512F__)
   using V = Vec<float>::V;
-  V q = bitcast<V>(_mm512_rcp14_ps(bitcast<__m512>(t)));
+  V q = bitcast<V>(_mm512_maskz_rcp14_ps(0xFFFF, bitcast<__m512>(t)));
   V e = 1.0f - t * q;
   return q + q * e;
 #else
@@ -197,7 +197,7 @@ static inline Vec<float>::V vrecip(Vec<float>::V t) {
 static inline Vec<double>::V vrecip(Vec<double>::V t) {
 #if defined(__AVX512F__)
   using V = Vec<double>::V;
-  V q = bitcast<V>(_mm512_rcp14_pd(bitcast<__m512d>(t)));
+  V q = bitcast<V>(_mm512_maskz_rcp14_pd(0xFF, bitcast<__m512d>(t)));
   V e = 1.0 - t * q;
   q = q + q * e;
   e = 1.0 - t * q;
