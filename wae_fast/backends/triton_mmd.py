@@ -57,7 +57,9 @@ BLOCK_G) keyed on d, the kernel, whether the gradient is computed (and, automati
 not on n. Under the interpreter autotuning is skipped and one large-block config
 (INTERPRETER_BLOCKS) is used so tests stay fast.
 
-Limits: double backward is not supported (see wae_fast/_op.py); any d works, tested up to 1000.
+Limits: double backward is not supported (see wae_fast/_op.py); any d works (tested up to 1000);
+element offsets are 32-bit, so n·d and m·d must stay below 2³¹; the first call for a new (d, kernel,
+dtype, gradient) key on a GPU autotunes (compiles and times every kept config).
 """
 from __future__ import annotations
 
