@@ -228,6 +228,15 @@ def test_torch_compile_keeps_the_op_in_one_graph(backend):
     assert torch.allclose(compiled_grad, eager_grad, rtol=1e-10, atol=1e-14)
 
 
+def test_auto_backend_picks_triton_for_cuda_tensors(monkeypatch):
+    from wae_fast.backends import triton_mmd
+    monkeypatch.setattr(triton_mmd, "is_available", lambda device=None: (True, ""))
+    assert wae_fast.select_backend("auto", torch.device("cuda")) == "triton"
+    monkeypatch.setattr(triton_mmd, "is_available", lambda device=None: (False, "no GPU here"))
+    with pytest.raises(RuntimeError, match="picks 'triton' for CUDA tensors, but it cannot run: no GPU here"):
+        wae_fast.select_backend("auto", torch.device("cuda"))
+
+
 def test_auto_backend_on_cpu_uses_fused_backend_or_warns():
     chosen = wae_fast.select_backend("auto", torch.device("cpu"))
     if wae_fast.backend_status("cpu", torch.device("cpu"))[0]:

@@ -52,7 +52,7 @@ def select_backend(requested: str, device: torch.device) -> str:
             if not ok:
                 raise RuntimeError(
                     f"backend='auto' picks 'triton' for CUDA tensors, but it cannot run: {reason}. "
-                    "Install triton, or pass backend='reference' (dense, O(n·m) memory).")
+                    "Pass backend='reference' (dense, O(n·m) memory) to run without it.")
             return "triton"
         if device.type == "cpu":
             ok, reason = backend_status("cpu", device)
