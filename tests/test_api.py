@@ -237,9 +237,14 @@ def test_auto_backend_picks_triton_for_cuda_tensors(monkeypatch):
         wae_fast.select_backend("auto", torch.device("cuda"))
 
 
-def test_auto_backend_on_cpu_uses_fused_backend_or_warns():
-    chosen = wae_fast.select_backend("auto", torch.device("cpu"))
+def test_auto_backend_on_cpu_uses_fused_backend_or_warns(monkeypatch):
     if wae_fast.backend_status("cpu", torch.device("cpu"))[0]:
-        assert chosen == "cpu"
-    else:
-        assert chosen == "reference"
+        assert wae_fast.select_backend("auto", torch.device("cpu")) == "cpu"
+    from wae_fast import _dispatch
+    from wae_fast.backends import cpu
+    monkeypatch.setattr(cpu, "is_available", lambda device=None: (False, "not built"))
+    monkeypatch.setattr(_dispatch, "_warned_cpu_fallback", False)
+    with pytest.warns(RuntimeWarning, match="not built.*falls back to the dense reference"):
+        assert wae_fast.select_backend("auto", torch.device("cpu")) == "reference"
+    with pytest.raises(RuntimeError, match="backend='cpu' cannot run: not built"):
+        wae_fast.imq_mmd(torch.randn(4, 2), torch.randn(4, 2), backend="cpu")
