@@ -34,6 +34,7 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -637,7 +638,11 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
   } else {
     std::vector<std::thread> pool;
     pool.reserve(threads - 1);
-    for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+    try {
+      for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+    } catch (const std::system_error&) {
+      // Could not start a thread: the ones started and this one share the tasks.
+    }
     worker(0);
     for (auto& th : pool) th.join();
   }
