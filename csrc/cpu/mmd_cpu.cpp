@@ -58,9 +58,16 @@ constexpr int kVecBytes = 16;
 // Stage 3 vectorises over the feature dimension; 256-bit vectors waste fewer lanes at small d.
 constexpr int kVec3Bytes = kVecBytes < 32 ? kVecBytes : 32;
 
-constexpr int ROWS_R = 8;         // rows held against one column vector (register block)
-constexpr int TASK_ROWS = 64;     // rows per task (multiple of ROWS_R)
-constexpr int TILE_COLS = 512;    // columns per tile (multiple of every vector width)
+#ifndef WAE_FAST_TASK_ROWS
+#define WAE_FAST_TASK_ROWS 64
+#endif
+#ifndef WAE_FAST_TILE_COLS
+#define WAE_FAST_TILE_COLS 512
+#endif
+constexpr int ROWS_R = 8;                         // rows held against one column vector (register block)
+constexpr int TASK_ROWS = WAE_FAST_TASK_ROWS;     // rows per task (multiple of ROWS_R)
+constexpr int TILE_COLS = WAE_FAST_TILE_COLS;     // columns per tile (multiple of every vector width)
+static_assert(TASK_ROWS % ROWS_R == 0 && TILE_COLS % 64 == 0, "tile sizes");
 constexpr int MAX_NV = 2;         // stage-3 vectors per row per pass over the tile
 
 enum Mode : int { kCross = 0, kFull = 1, kTriangle = 2 };
