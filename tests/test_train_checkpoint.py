@@ -116,3 +116,12 @@ def test_cli_end_to_end_resume_and_evaluate(tmp_path, capsys):
     for name in ("comparison.md", "comparison.csv", "comparison.json", "comparison.png"):
         assert (tmp_path / "cmp" / name).is_file()
     assert cli_main(["evaluate", str(tmp_path / "missing")]) == 2
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "b.json", {})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644

@@ -319,7 +319,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Held-out reconstruction cost (mean code, decoder mean) and MMD²(Q_Z, P_Z) of the test codes."""
+        """Held-out reconstruction cost (mean code, decoder mean) and MMD²(Q_Z, P_Z) of the test codes
+        (unbiased, the paper's single IMQ kernel with C = 2·d_z·σ_z², whatever kernel trained the model)."""
         self.set_train(False)
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 10_000)
         recon_sum, codes, kl_sum, nll_sum = 0.0, [], 0.0, 0.0
@@ -336,7 +337,10 @@ class Trainer:
         codes = torch.cat(codes)[:MAX_MMD_CODES]
         result = {"test_recon": recon_sum / n_test}
         if codes.shape[0] >= 2:
-            result["test_mmd"] = float(obj.mmd_penalty(codes, self.prior(codes.shape[0], gen), self.run_cfg))
+            # always the paper's single IMQ kernel (C = 2·d_z·σ_z²), whatever the training scales, so
+            # that runs trained with different kernels stay comparable
+            paper_kernel = dataclasses.replace(self.run_cfg, mmd_scales=(1.0,))
+            result["test_mmd"] = float(obj.mmd_penalty(codes, self.prior(codes.shape[0], gen), paper_kernel))
         if self.cfg.model == "vae":
             result.update(test_kl=kl_sum / n_test, test_nll=nll_sum / n_test)
         self.set_train(True)
