@@ -79,3 +79,14 @@ def test_evaluate_summary_groups_runs_by_model():
     assert "| wae-mmd | 2 | 10.50 ± 0.71 |" in summary and "51.0 ± 1.4" in summary
     assert summary_table(rows[:1]) == ""
     assert markdown_table(rows).count("\n") == 2 + len(rows)
+
+
+def test_evaluate_summary_separates_settings_not_seeds():
+    from wae_fast.train.evaluate import summary_table
+
+    def row(seed, factor):
+        return {"run": f"r{seed}{factor}", "model": "wae-mmd", "fid_lenet": 10.0 * factor + seed,
+                "config": {"model": "wae-mmd", "seed": seed, "recon_factor": factor, "out": f"x{seed}"}}
+
+    summary = summary_table([row(0, 1.0), row(1, 1.0), row(0, 0.05)])
+    assert "| wae-mmd | 2 |" in summary and "| wae-mmd (recon_factor=0.05) | 1 |" in summary

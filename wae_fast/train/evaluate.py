@@ -38,7 +38,31 @@ def load_run(run_dir: Path, recompute: bool = False, overrides: dict | None = No
         row = trainer.finish()
     row["run"] = run_dir.name
     row["path"] = str(run_dir)
+    config = run_dir / "config.json"
+    if config.is_file():
+        row["config"] = json.loads(config.read_text())
     return row
+
+
+# settings that do not change what is trained: runs differing only in these are grouped together
+_NOT_A_SETTING = {"seed", "out", "device", "threads", "cache_dir", "eval_every", "inception_weights", "data_dir"}
+
+
+def _group_key(row: dict) -> str:
+    config = row.get("config") or {"model": row.get("model", row["run"])}
+    return json.dumps({k: v for k, v in config.items() if k not in _NOT_A_SETTING}, sort_keys=True)
+
+
+def _group_labels(keys: list[str]) -> dict[str, str]:
+    """model name, plus the settings that differ from the first group of the same model."""
+    labels, first = {}, {}
+    for key in keys:
+        config = json.loads(key)
+        model = config.get("model", "?")
+        base = first.setdefault(model, config)
+        diff = [f"{k}={v}" for k, v in config.items() if base.get(k) != v]
+        labels[key] = model + (f" ({', '.join(diff)})" if diff else "")
+    return labels
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -58,18 +82,19 @@ SUMMARY_KEYS = (("test_recon", "test recon", "{:.2f}"), ("test_mmd", "test MMD²
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Mean ± std over the runs of each model (only when some model has several runs, e.g. seeds)."""
+    """Mean ± std over runs that differ only in their seed (only when some setting has several runs)."""
     import statistics
 
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(r.get("model", r["run"]), []).append(r)
+        groups.setdefault(_group_key(r), []).append(r)
     if all(len(g) < 2 for g in groups.values()):
         return ""
+    labels = _group_labels(list(groups))
     floors = [r["fid_lenet_floor"] for r in rows if "fid_lenet_floor" in r]
-    lines = ["| model | runs | " + " | ".join(k[1] for k in SUMMARY_KEYS) + " |",
+    lines = ["| model (settings) | runs | " + " | ".join(k[1] for k in SUMMARY_KEYS) + " |",
              "|---|---|" + "---|" * len(SUMMARY_KEYS)]
-    for model, group in groups.items():
+    for group_key, group in groups.items():
         cells = []
         for key, _, fmt in SUMMARY_KEYS:
             values = [r[key] for r in group if r.get(key) is not None]
@@ -79,7 +104,7 @@ def summary_table(rows: list[dict]) -> str:
                 cells.append(fmt.format(values[0]))
             else:
                 cells.append(f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}")
-        lines.append(f"| {model} | {len(group)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {labels[group_key]} | {len(group)} | " + " | ".join(cells) + " |")
     note = (f"\nmean ± std over runs; FID-LeNet floor (train vs test) {statistics.mean(floors):.2f}\n"
             if floors else "\n")
     return "\n".join(lines) + "\n" + note
