@@ -17,7 +17,7 @@ import numbers
 import torch
 
 from . import _dispatch
-from ._op import mmd_fused
+from ._op import MMDFunction
 from .kernels import ESTIMATORS, KERNELS, effective_bandwidths, median_sigma2
 from .reference import mmd_reference
 
@@ -101,10 +101,7 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", *, c=None, sigma2
     chosen = _dispatch.select_backend(backend, x.device)
     if chosen == "reference":
         return mmd_reference(x, y, kernel, bandwidths, unbiased)
-    grad_on = torch.is_grad_enabled()
-    value, _, _ = mmd_fused(x, y, kernel, list(bandwidths), unbiased, chosen,
-                            grad_on and x.requires_grad, grad_on and y.requires_grad)
-    return value
+    return MMDFunction.apply(x, y, kernel, bandwidths, unbiased, chosen)
 
 
 def imq_mmd(x: torch.Tensor, y: torch.Tensor, c=None, *, scales=(1.0,), estimator: str = "unbiased",
