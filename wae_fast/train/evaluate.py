@@ -156,7 +156,18 @@ def combined_figure(rows: list[dict], path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=70)
     plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, _small_png(buffer.getvalue()))
+
+
+def _small_png(png: bytes) -> bytes:
+    """A 256-colour version of a PNG (a third of the size; the figure is mostly grey digits)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return png
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256).save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
