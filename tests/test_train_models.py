@@ -134,3 +134,19 @@ def test_official_extras_run_and_are_explicit(tmp_path):
     default = make_config("small", "wae-mmd")
     assert (default.recon_factor, default.mmd_scales, default.pretrain_steps) == (1.0, (1.0,), 0)
     assert obj.prior_moment_loss(torch.randn(4000, 3), torch.randn(4000, 3)) < 0.05
+
+
+@pytest.mark.parametrize("model", ["wae-mmd", "vae"])
+def test_evaluation_and_pictures_leave_the_model_untouched(model, tmp_path):
+    trainer = tiny_trainer(model, tmp_path)
+    trainer.out.mkdir(parents=True)
+    trainer.train_step(trainer.data.to_float(trainer.train_x[:10]))
+    before = {k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in trainer.modules().items()}
+    first = trainer.evaluate()
+    trainer.draw()                      # nested eval-mode uses (decode_prior inside draw)
+    trainer.sample_quality()
+    assert trainer.evaluate() == first
+    for k, m in trainer.modules().items():
+        assert m.training
+        for n, t in m.state_dict().items():
+            assert torch.equal(t, before[k][n]), f"{k}.{n} changed during evaluation"

@@ -10,6 +10,7 @@ own, so evaluating never changes the course of training and ``--resume`` continu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -215,6 +216,18 @@ class Trainer:
         for m in self.modules().values():
             m.train(mode)
 
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """Evaluation mode (batch-norm uses, and never updates, its running statistics); restores the
+        previous modes on exit, so nested uses stay in evaluation mode."""
+        modes = {k: m.training for k, m in self.modules().items()}
+        self.set_train(False)
+        try:
+            yield
+        finally:
+            for k, m in self.modules().items():
+                m.train(modes[k])
+
     def prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         z = torch.randn(n, self.cfg.d_z, generator=generator, device=self.device)
         return z * math.sqrt(self.cfg.sigma_z2)
@@ -321,29 +334,28 @@ class Trainer:
     def evaluate(self) -> dict:
         """Held-out reconstruction cost (mean code, decoder mean) and MMD²(Q_Z, P_Z) of the test codes
         (unbiased, the paper's single IMQ kernel with C = 2·d_z·σ_z², whatever kernel trained the model)."""
-        self.set_train(False)
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 10_000)
-        recon_sum, codes, kl_sum, nll_sum = 0.0, [], 0.0, 0.0
-        for i in range(0, self.test_x.shape[0], EVAL_BATCH):
-            x = self.data.to_float(self.test_x[i:i + EVAL_BATCH])
-            z, mu, logvar = self.encode(x, gen)
-            recon_sum += float((x - self.decoder.mean(mu)).pow(2).flatten(1).sum(1).sum())
-            codes.append(z)
-            if logvar is not None:
-                kl_sum += float(obj.gaussian_kl(mu, logvar, self.cfg.sigma_z2)) * x.shape[0]
-                nll_sum += float(obj.vae_reconstruction_nll(x, self.decoder(z), self.decoder_kind,
-                                                            self.cfg.vae_sigma_g2, self.decoder.activate)) * x.shape[0]
-        n_test = self.test_x.shape[0]
-        codes = torch.cat(codes)[:MAX_MMD_CODES]
-        result = {"test_recon": recon_sum / n_test}
-        if codes.shape[0] >= 2:
-            # always the paper's single IMQ kernel (C = 2·d_z·σ_z²), whatever the training scales, so
-            # that runs trained with different kernels stay comparable
-            paper_kernel = dataclasses.replace(self.run_cfg, mmd_scales=(1.0,))
-            result["test_mmd"] = float(obj.mmd_penalty(codes, self.prior(codes.shape[0], gen), paper_kernel))
-        if self.cfg.model == "vae":
-            result.update(test_kl=kl_sum / n_test, test_nll=nll_sum / n_test)
-        self.set_train(True)
+        with self.eval_mode():
+            gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 10_000)
+            recon_sum, codes, kl_sum, nll_sum = 0.0, [], 0.0, 0.0
+            for i in range(0, self.test_x.shape[0], EVAL_BATCH):
+                x = self.data.to_float(self.test_x[i:i + EVAL_BATCH])
+                z, mu, logvar = self.encode(x, gen)
+                recon_sum += float((x - self.decoder.mean(mu)).pow(2).flatten(1).sum(1).sum())
+                codes.append(z)
+                if logvar is not None:
+                    kl_sum += float(obj.gaussian_kl(mu, logvar, self.cfg.sigma_z2)) * x.shape[0]
+                    nll_sum += float(obj.vae_reconstruction_nll(x, self.decoder(z), self.decoder_kind,
+                                                                self.cfg.vae_sigma_g2, self.decoder.activate)) * x.shape[0]
+            n_test = self.test_x.shape[0]
+            codes = torch.cat(codes)[:MAX_MMD_CODES]
+            result = {"test_recon": recon_sum / n_test}
+            if codes.shape[0] >= 2:
+                # always the paper's single IMQ kernel (C = 2·d_z·σ_z²), whatever the training scales, so
+                # that runs trained with different kernels stay comparable
+                paper_kernel = dataclasses.replace(self.run_cfg, mmd_scales=(1.0,))
+                result["test_mmd"] = float(obj.mmd_penalty(codes, self.prior(codes.shape[0], gen), paper_kernel))
+            if self.cfg.model == "vae":
+                result.update(test_kl=kl_sum / n_test, test_nll=nll_sum / n_test)
         return result
 
     def to_unit(self, images: torch.Tensor) -> torch.Tensor:
@@ -353,36 +365,34 @@ class Trainer:
     @torch.no_grad()
     def decode_prior(self, n: int, seed: int) -> torch.Tensor:
         """n decoded prior samples, in [0, 1], on the CPU."""
-        self.set_train(False)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        out = [self.to_unit(self.decoder.mean(self.prior(min(EVAL_BATCH, n - i), gen)))
-               for i in range(0, n, EVAL_BATCH)]
-        self.set_train(True)
+        with self.eval_mode():
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+            out = [self.to_unit(self.decoder.mean(self.prior(min(EVAL_BATCH, n - i), gen)))
+                   for i in range(0, n, EVAL_BATCH)]
         return torch.cat(out)
 
     @torch.no_grad()
     def draw(self) -> None:
         """reconstructions.png, samples.png, interpolations.png (fixed images and noise every time)."""
         from .plots import interleave_rows, save_grid
-        self.set_train(False)
-        n_test = self.test_x.shape[0]
-        x = self.data.to_float(self.test_x[:min(50, n_test)])
-        _, mu, _ = self.encode(x, None)
-        save_grid(self.out / "reconstructions.png",
-                  interleave_rows(self.to_unit(x), self.to_unit(self.decoder.mean(mu)), 10), 10)
-        save_grid(self.out / "samples.png", self.decode_prior(100, self.cfg.seed + 20_000), 10)
-        pairs = torch.randperm(n_test, generator=torch.Generator().manual_seed(self.cfg.seed + 30_000))
-        n_pairs = min(8, n_test // 2)
-        a = self.data.to_float(self.test_x[pairs[:n_pairs].to(self.device)])
-        b = self.data.to_float(self.test_x[pairs[n_pairs:2 * n_pairs].to(self.device)])
-        _, za, _ = self.encode(a, None)
-        _, zb, _ = self.encode(b, None)
-        t = torch.linspace(0, 1, 10, device=self.device).view(1, -1, 1)
-        z = (za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t).reshape(-1, self.cfg.d_z)
-        steps = self.to_unit(self.decoder.mean(z)).view(n_pairs, 10, *x.shape[1:])
-        rows = torch.cat([self.to_unit(a).unsqueeze(1), steps, self.to_unit(b).unsqueeze(1)], dim=1)
-        save_grid(self.out / "interpolations.png", rows.flatten(0, 1), 12)
-        self.set_train(True)
+        with self.eval_mode():
+            n_test = self.test_x.shape[0]
+            x = self.data.to_float(self.test_x[:min(50, n_test)])
+            _, mu, _ = self.encode(x, None)
+            save_grid(self.out / "reconstructions.png",
+                      interleave_rows(self.to_unit(x), self.to_unit(self.decoder.mean(mu)), 10), 10)
+            save_grid(self.out / "samples.png", self.decode_prior(100, self.cfg.seed + 20_000), 10)
+            pairs = torch.randperm(n_test, generator=torch.Generator().manual_seed(self.cfg.seed + 30_000))
+            n_pairs = min(8, n_test // 2)
+            a = self.data.to_float(self.test_x[pairs[:n_pairs].to(self.device)])
+            b = self.data.to_float(self.test_x[pairs[n_pairs:2 * n_pairs].to(self.device)])
+            _, za, _ = self.encode(a, None)
+            _, zb, _ = self.encode(b, None)
+            t = torch.linspace(0, 1, 10, device=self.device).view(1, -1, 1)
+            z = (za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t).reshape(-1, self.cfg.d_z)
+            steps = self.to_unit(self.decoder.mean(z)).view(n_pairs, 10, *x.shape[1:])
+            rows = torch.cat([self.to_unit(a).unsqueeze(1), steps, self.to_unit(b).unsqueeze(1)], dim=1)
+            save_grid(self.out / "interpolations.png", rows.flatten(0, 1), 12)
 
     def sample_quality(self) -> dict:
         """FID-LeNet / KID of cfg.fid_samples prior samples against the test images (+ floor)."""
