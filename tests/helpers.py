@@ -29,3 +29,14 @@ def reference_value_and_grads(x, y, kernel, param, scales, estimator, upstream=1
                          **{key: param})
     (value * upstream).backward()
     return value.detach(), xr.grad, yr.grad
+
+
+def tiny_config(model, tmp_path, **overrides):
+    """A trainer config small enough for one-step tests: the "tiny" architecture, 2 epochs of batches of 10."""
+    from wae_fast.train import make_config
+
+    values = dict(arch="tiny", epochs=2, batch_size=10, d_z=4, disc_width=16, fid_samples=30,
+                  fid_classifier_epochs=1, cache_dir=str(tmp_path / "cache"), lr_milestones=(1,),
+                  lr_factors=(0.5,))
+    values.update(overrides)
+    return make_config("small", model, **values)

@@ -5,22 +5,14 @@ import os
 import pytest
 import torch
 
-from wae_fast.train import make_config
 from wae_fast.train.atomic import atomic_write_json
 from wae_fast.train.checkpoint import load_checkpoint
 from wae_fast.train.cli import main as cli_main
 from wae_fast.train.data import synthetic_dataset
+from helpers import tiny_config
 from wae_fast.train.trainer import Trainer
 
 QUIET = dict(log=lambda *a: None, progress=False, plots=False, final_eval=False)
-
-
-def tiny_config(model, tmp_path, **overrides):
-    values = dict(arch="tiny", epochs=2, batch_size=10, d_z=4, disc_width=16, fid_samples=30,
-                  fid_classifier_epochs=1, cache_dir=str(tmp_path / "cache"), lr_milestones=(1,),
-                  lr_factors=(0.5,))
-    values.update(overrides)
-    return make_config("small", model, **values)
 
 
 def assert_same_state(a: Trainer, b: Trainer):

@@ -9,17 +9,10 @@ from wae_fast.train import make_config
 from wae_fast.train import objectives as obj
 from wae_fast.train.data import synthetic_dataset
 from wae_fast.train.models import ARCH_SPECS, Decoder, Discriminator, Encoder, image_shape
+from helpers import tiny_config
 from wae_fast.train.trainer import NonFiniteLossError, StepSchedule, Trainer
 
 MODELS = ("wae-mmd", "wae-gan", "vae")
-
-
-def tiny_config(model, tmp_path, **overrides):
-    values = dict(arch="tiny", epochs=2, batch_size=10, d_z=4, disc_width=16, fid_samples=30,
-                  fid_classifier_epochs=1, cache_dir=str(tmp_path / "cache"), lr_milestones=(1,),
-                  lr_factors=(0.5,))
-    values.update(overrides)
-    return make_config("small", model, **values)
 
 
 def tiny_trainer(model, tmp_path, **overrides):
