@@ -1,6 +1,5 @@
 """Public API: argument checks, dtypes, properties every backend must have, MMDLoss, torch.compile."""
 import math
-import warnings
 
 import pytest
 import torch

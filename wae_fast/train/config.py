@@ -20,7 +20,7 @@ The official code's extras are off in every preset and switched on explicitly:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MODELS = ("wae-mmd", "wae-gan", "vae")
 DATASETS = ("mnist5k", "mnist", "celeba")
