@@ -114,3 +114,111 @@ def test_non_unit_upstream_gradient(backend):
     got = _fused(x, y, "imq", "unbiased", (1.0, 2.0), None, backend, upstream=-3.7)
     _assert_close(got[1], want[1], 1e-10, 1e-15, "grad x")
     _assert_close(got[2], want[2], 1e-10, 1e-15, "grad y")
+
+
+# ------------------------------------------------- data far from the origin, non-finite inputs (every backend)
+
+ALL_BACKENDS = ["reference"] + BACKENDS
+
+
+def _direct_oracle(x, y, kernel, bandwidths, unbiased):
+    """MMD² and its gradients in float64 from direct differences (a_i − b_j), not the norm expansion the
+    backends use: a literal transcription of the statistic, differentiated by autograd."""
+    x64 = x.detach().double().requires_grad_(True)
+    y64 = y.detach().double().requires_grad_(True)
+
+    def k(a, b):
+        r = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)  # [rows a, rows b]
+        if kernel == "imq":
+            return sum(bw / (bw + r) for bw in bandwidths)
+        return sum(torch.exp(-r / bw) for bw in bandwidths)
+
+    n, m = x64.shape[0], y64.shape[0]
+    k_xx, k_yy, k_xy = k(x64, x64), k(y64, y64), k(x64, y64)
+    if unbiased:
+        off_x, off_y = ~torch.eye(n, dtype=torch.bool), ~torch.eye(m, dtype=torch.bool)
+        value = k_xx[off_x].sum() / (n * (n - 1)) + k_yy[off_y].sum() / (m * (m - 1))
+    else:
+        value = k_xx.sum() / n**2 + k_yy.sum() / m**2
+    value = value - 2.0 * k_xy.sum() / (n * m)
+    value.backward()
+    return value.detach(), x64.grad, y64.grad
+
+
+def _relative(got, want):
+    return ((got.double() - want).norm() / want.norm()).item()
+
+
+def _value_and_grads(x, y, kernel, bandwidths, unbiased, backend, need_x=True, need_y=True):
+    xf = x.clone().requires_grad_(need_x)
+    yf = y.clone().requires_grad_(need_y)
+    param = {"c": bandwidths[0]} if kernel == "imq" else {"sigma2": bandwidths[0]}
+    value = wae_fast.mmd(xf, yf, kernel, estimator="unbiased" if unbiased else "biased", backend=backend,
+                         **param)
+    if need_x or need_y:
+        value.backward()
+    return value.detach(), xf.grad, yf.grad
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("shift", [1e2, -1e2, 1e3, -1e3, 1e4, -1e4])
+def test_float32_far_from_origin_matches_float64_direct_differences(backend, kernel, shift):
+    """float32 codes and prior samples shifted by up to ±1e4 (the issue's case: n = 60, m = 50, d = 8):
+    value and both gradients within 1e-4 relative of float64 direct differences on the same inputs.
+    Without centring, the norm expansion loses every digit here (the value even changes sign)."""
+    g = torch.Generator().manual_seed(int(abs(shift)) + (kernel == "rbf"))
+    x = (torch.randn(60, 8, generator=g, dtype=torch.float64) + shift).float()
+    y = (torch.randn(50, 8, generator=g, dtype=torch.float64) * 1.3 + 0.5 + shift).float()
+    bandwidths = (16.0,)
+    want = _direct_oracle(x, y, kernel, bandwidths, True)
+    got = _value_and_grads(x, y, kernel, bandwidths, True, backend)
+    assert abs(got[0].item() - want[0].item()) <= 1e-4 * abs(want[0].item()), (got[0], want[0])
+    assert _relative(got[1], want[1]) <= 1e-4
+    assert _relative(got[2], want[2]) <= 1e-4
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("estimator", ["unbiased", "biased"])
+def test_float64_shifted_by_1e6_matches_direct_differences(backend, estimator):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(37, 5, generator=g, dtype=torch.float64) + 1e6
+    y = torch.randn(29, 5, generator=g, dtype=torch.float64) * 0.7 - 0.2 + 1e6
+    for kernel, bandwidths in (("imq", (10.0,)), ("rbf", (3.0,))):
+        want = _direct_oracle(x, y, kernel, bandwidths, estimator == "unbiased")
+        got = _value_and_grads(x, y, kernel, bandwidths, estimator == "unbiased", backend)
+        assert abs(got[0].item() - want[0].item()) <= 1e-9 * abs(want[0].item())
+        assert _relative(got[1], want[1]) <= 1e-9
+        assert _relative(got[2], want[2]) <= 1e-9
+
+
+NON_FINITE = {"nan": float("nan"), "+inf": float("inf"), "-inf": float("-inf")}
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("estimator", ["unbiased", "biased"])
+@pytest.mark.parametrize("bad", list(NON_FINITE))
+@pytest.mark.parametrize("where", ["x", "y"])
+@pytest.mark.parametrize("need", [(True, True), (True, False), (False, True)], ids=["dxdy", "dx", "dy"])
+def test_non_finite_input_gives_nan_value_and_gradients(backend, kernel, estimator, bad, where, need):
+    """One NaN or ±Inf anywhere: the value and every entry of every requested gradient are NaN."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, generator=g)
+    y = torch.randn(4, 3, generator=g) + 0.5
+    (x if where == "x" else y)[2, 1] = NON_FINITE[bad]
+    value, grad_x, grad_y = _value_and_grads(x, y, kernel, (6.0,), estimator == "unbiased", backend, *need)
+    assert torch.isnan(value), value
+    for wanted, grad in zip(need, (grad_x, grad_y)):
+        if wanted:
+            assert torch.isnan(grad).all(), grad
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_infinite_prior_row_gives_nan(backend):
+    """The case where every off-diagonal distance to the bad row is +inf (k = 0) and the only NaN would
+    sit on a masked diagonal: still NaN."""
+    x = torch.tensor([[1.0, 1.0], [2.0, 0.5], [0.7, 1.5]])
+    y = torch.tensor([[1.2, 0.9], [0.6, 2.0], [float("-inf"), 1.0]])
+    for kernel in ("imq", "rbf"):
+        assert torch.isnan(wae_fast.mmd(x, y, kernel, backend=backend)), (backend, kernel)

@@ -6,7 +6,9 @@ skipped with the reason, unless CI requires the backend (WAE_FAST_REQUIRE_BACKEN
 
 Every buffer the launchers allocate is filled with NaN first, so an output the kernels forget to write
 cannot pass. Gradients of the reference come from autograd in float64, on the very same (rounded)
-inputs, so float16/bfloat16 cases are held to float32-level tolerances: the kernels compute in float32.
+inputs. float16/bfloat16 inputs are centred and the centred copy is rounded back to the input dtype
+(so that the distance dot runs on tensor cores in that dtype): their coordinates move by up to 2^-11
+(float16) or 2^-8 (bfloat16) of their centred size, and their tolerances say so.
 """
 from __future__ import annotations
 
@@ -48,8 +50,8 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 TOLERANCES = {
     torch.float64: (1e-12, 1e-10),
     torch.float32: (2e-6, 2e-5),
-    torch.float16: (2e-6, 2e-5),
-    torch.bfloat16: (2e-6, 2e-5),
+    torch.float16: (4e-4, 4e-3),
+    torch.bfloat16: (3e-3, 3e-2),
 }
 
 
@@ -63,7 +65,7 @@ def poisoned_buffers(monkeypatch):
         allocated.append(buffer)
         return buffer
 
-    monkeypatch.setattr(triton_mmd, "_new_buffer", new_buffer)
+    monkeypatch.setattr(wae_fast.backends, "new_buffer", new_buffer)
     return allocated
 
 
@@ -139,25 +141,14 @@ def test_small_blocks_many_tiles(blocks, unbiased, dtype, monkeypatch):
         _assert_grad_close(grad_y, want[2], grad_rtol, "grad y")
 
 
-def test_autotune_pruning_clamps_d_blocks():
-    """The GPU configs' d-chunk (BLOCK_K) and gradient block (BLOCK_G) never exceed BLOCK_D, a forward
-    without gradient uses one gradient block, and nothing is pruned away."""
-    pytest.importorskip("triton")
-    configs = triton_mmd._gpu_configs()
-    for block_d in (16, 64, 256, 1024):
-        for grad in (True, False):
-            kept = triton_mmd._prune_configs(configs, {}, BLOCK_D=block_d, COMPUTE_GRAD=grad)
-            assert kept
-            for c in kept:
-                assert 16 <= c.kwargs["BLOCK_K"] <= block_d
-                assert 16 <= c.kwargs["BLOCK_G"] <= block_d
-                assert grad or c.kwargs["BLOCK_G"] == block_d
-    assert len(triton_mmd._prune_configs(configs, {}, BLOCK_D=256, COMPUTE_GRAD=True)) == len(configs)
-    fp64 = {"p_bw": torch.ones(1, dtype=torch.float64)}
-    for block_d in (16, 64, 256):
-        kept = triton_mmd._prune_configs(configs, fp64, BLOCK_D=block_d, COMPUTE_GRAD=True)
-        assert len(kept) >= 3
-        assert all(c.kwargs["BLOCK_K"] <= 32 for c in kept)
+def test_d_blocks_chunk_only_wide_rows():
+    """Rows up to 128 wide stay in registers; wider ones are chunked (BLOCK_K) and, with a gradient,
+    split over gradient column blocks (BLOCK_G); without one, a single gradient block."""
+    for block_d in (16, 64, 128):
+        assert triton_mmd._d_blocks(block_d, True) == {"BLOCK_K": block_d, "BLOCK_G": block_d}
+    for block_d in (256, 1024):
+        assert triton_mmd._d_blocks(block_d, True) == {"BLOCK_K": 64, "BLOCK_G": 64}
+        assert triton_mmd._d_blocks(block_d, False) == {"BLOCK_K": 64, "BLOCK_G": block_d}
 
 
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
@@ -177,7 +168,8 @@ def test_gradients_only_when_requested(need_x, need_y):
     bandwidths = (16.0, 4.0)
     full = triton_mmd.mmd_and_grads(x, y, "imq", bandwidths, True, True, True)
     value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, "imq", bandwidths, True, need_x, need_y)
-    assert torch.equal(value, full[0])  # the value never depends on which gradients are computed
+    # Without ∂/∂y the y–y block is swept as a triangle: the same value up to the summation order.
+    assert torch.allclose(value, full[0], rtol=1e-6, atol=1e-7)
     assert (grad_x is not None) == need_x and (grad_y is not None) == need_y
     if need_x:
         assert torch.equal(grad_x, full[1])
@@ -248,33 +240,20 @@ def test_public_api_backend_triton(kernel, dtype):
 
 
 def test_compiles_for_nvidia_gpus_without_one():
-    """Ahead-of-time compile of the kernel to a cubin for sm_90 with triton's bundled ptxas (no GPU
-    needed): checks the compiled path's lowering (tl.dot for float32/float16/bfloat16/float64, the
-    chunked and the register-resident row paths), which the interpreter does not exercise."""
+    """Ahead-of-time compile of the kernel to sm_90 machine code with triton's bundled ptxas (no GPU
+    needed): every dtype, the FULL/TRIANGLE/cross sweeps, register-resident and chunked rows, the
+    float32 tensor-core dots and the bfloat16 split gradient dot: the compiled path's lowering, which the
+    interpreter does not exercise (scripts/triton_aot.py)."""
     pytest.importorskip("triton.backends.nvidia")
-    out = _run_isolated("""
-        import triton
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-        from wae_fast.backends import triton_mmd as T
-        assert T._jit_mode() == "compiled"
-        ptr = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
-        for dtype, (bm, bn, warps, bk, bg) in {"fp32": (32, 32, 4, 64, 64), "fp16": (32, 32, 4, 64, 64),
-                                               "bf16": (64, 32, 8, 16, 32),
-                                               "fp64": (32, 32, 4, 16, 32)}.items():
-            acc = "*fp64" if dtype == "fp64" else "*fp32"
-            const = dict(KERNEL=1 if dtype == "bf16" else 0, N_SCALES=7, EXCLUDE_DIAG=True, DO_CROSS=True,
-                         COMPUTE_GRAD=True, DOT_UPCAST=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=64,
-                         BLOCK_K=bk, BLOCK_G=bg)
-            sig = {name: "constexpr" if name in const else ptr[dtype] if name in ("p_a", "p_b")
-                   else acc if name.startswith("p_") else "i32" for name in T._mmd_rows_kernel.arg_names}
-            kernel = triton.compile(ASTSource(T._mmd_rows_kernel, sig, const),
-                                    target=GPUTarget("cuda", 90, 32),
-                                    options=dict(num_warps=warps, num_stages=2))
-            assert kernel.asm["cubin"], dtype
-            print(dtype, "ok")
-    """, {"CUDA_VISIBLE_DEVICES": "", "TRITON_DEFAULT_FP_FUSION": "1"})
-    assert out.split() == ["fp32", "ok", "fp16", "ok", "bf16", "ok", "fp64", "ok"]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(CUDA_VISIBLE_DEVICES="", TRITON_DEFAULT_FP_FUSION="1",
+               PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "triton_aot.py")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 7 and all(line.endswith(" ok") for line in lines), result.stdout
+    assert {line.split()[0] for line in lines} == {"fp32", "fp16", "bf16", "fp64"}
 
 
 def test_is_available_here():

@@ -2,7 +2,10 @@
 
 It is what most users write: three materialised kernel matrices (n×n, m×m, n×m), so its memory grows
 quadratically. It is differentiable by plain autograd (double backward included) and computes in the
-input dtype, except float16/bfloat16, which it computes in float32 and casts back.
+input dtype, except float16/bfloat16, which it computes in float32 and casts back. Like every backend it
+reads wae_fast.spec: both sets are first centred by spec.centre (distances are shift-invariant, and the
+norm expansion below would otherwise lose every digit for data far from the origin), the blocks are
+weighted by spec.estimator_weights, and any NaN/±Inf input makes the value and the gradients NaN.
 
     MMD²_U = 1/(n(n−1)) Σ_{i≠j} k(x_i,x_j) + 1/(m(m−1)) Σ_{i≠j} k(y_i,y_j) − 2/(nm) Σ_{i,j} k(x_i,y_j)
     MMD²_V = 1/n²      Σ_{i,j} k(x_i,x_j) + 1/m²      Σ_{i,j} k(y_i,y_j) − 2/(nm) Σ_{i,j} k(x_i,y_j)
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from . import spec
 from .kernels import kernel_values
 
 
@@ -35,14 +39,16 @@ def mmd_reference(x: torch.Tensor, y: torch.Tensor, kernel: str, bandwidths: tup
     if x.dtype in (torch.float16, torch.bfloat16):
         x, y = x.float(), y.float()
     n, m = x.shape[0], y.shape[0]
+    centre = spec.centre(x.detach(), y.detach()).to(x.dtype)  # [d], a constant for autograd
+    x, y = x - centre, y - centre
     k_xx = kernel_values(squared_distances(x, x), kernel, bandwidths)  # [n, n]
     k_yy = kernel_values(squared_distances(y, y), kernel, bandwidths)  # [m, m]
     k_xy = kernel_values(squared_distances(x, y), kernel, bandwidths)  # [n, m]
-    if unbiased:
-        within_x = _within_sum(k_xx, True) / (n * (n - 1))
-        within_y = _within_sum(k_yy, True) / (m * (m - 1))
-    else:
-        within_x = _within_sum(k_xx, False) / (n * n)
-        within_y = _within_sum(k_yy, False) / (m * m)
-    cross = k_xy.sum() * (2.0 / (n * m))
-    return (within_x + within_y - cross).to(out_dtype)
+    a_xx, a_yy, a_xy = spec.estimator_weights(n, m, unbiased)
+    value = a_xx * _within_sum(k_xx, unbiased) + a_yy * _within_sum(k_yy, unbiased) + a_xy * k_xy.sum()
+    # 0, or NaN when any input is NaN/±Inf, tied to every input element so that each gradient entry is
+    # NaN too (x·0 rather than Σx: a sum of large finite values could overflow).
+    finite = torch.isfinite(x.detach()).all() & torch.isfinite(y.detach()).all()
+    poison = torch.where(finite, 0.0, float("nan")).to(value.dtype)
+    value = value + poison * ((x * 0.0).sum() + (y * 0.0).sum())
+    return value.to(out_dtype)

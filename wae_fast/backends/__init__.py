@@ -8,3 +8,12 @@ x, y: contiguous, same device and dtype (float16, bfloat16, float32 or float64).
 gradients (of MMD² itself, not scaled by any upstream gradient) are float64 for float64 inputs and
 float32 otherwise. Kernel and bandwidths as in wae_fast.kernels.
 """
+from __future__ import annotations
+
+import torch
+
+
+def new_buffer(shape, dtype, device) -> torch.Tensor:
+    """Every output buffer a fused backend's launcher allocates comes from here (tests replace it to
+    poison the buffers with NaN, so an element a kernel forgets to write cannot pass)."""
+    return torch.empty(shape, dtype=dtype, device=device)

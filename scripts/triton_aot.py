@@ -1,0 +1,129 @@
+"""Compile the Triton MMD kernel ahead of time for an NVIDIA GPU, without one, and report its resources.
+
+    python scripts/triton_aot.py                 # the check set: every dtype and sweep kind, sm_90
+    python scripts/triton_aot.py --ptxas         # and registers / spills / shared memory per variant
+    python scripts/triton_aot.py --dtype fp32 --d 64 --blocks 64,64 --warps 4,8 --ptxas
+
+Run with TRITON_INTERPRET unset (the interpreter has no compiler). Uses triton's bundled ptxas, so it
+needs no CUDA toolkit. Prints one line per variant: dtype, d, kernel, sweep, blocks, warps, then "ok"
+and, with --ptxas, "regs=… spill_stores=… spill_loads=… smem=…".
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POINTER = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
+
+
+def variant_constants(dtype: str, d: int, kernel: int, within: int, cross_value: bool, grad: bool,
+                      block_m: int, block_n: int, precision: str) -> dict:
+    from wae_fast.backends import triton_mmd as T
+    import triton
+
+    block_d = max(16, triton.next_power_of_2(d))
+    return dict(KERNEL=kernel, WITHIN=within, CROSS_VALUE=cross_value,
+                COMPUTE_GRAD=grad, FAST_MATH=dtype != "fp64",
+                DOT_PRECISION="ieee" if dtype == "fp64" else precision,
+                GRAD_SPLIT_BF16=dtype == "bf16", DOT_UPCAST=False, BLOCK_M=block_m, BLOCK_N=block_n,
+                BLOCK_D=block_d, **T._d_blocks(block_d, grad))
+
+
+def compile_variant(dtype: str, const: dict, warps: int, stages: int = 2, capability: int = 90):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from wae_fast.backends import triton_mmd as T
+
+    acc = "*fp64" if dtype == "fp64" else "*fp32"
+    sig = {}
+    for name in T._run_task_kernel.arg_names:
+        if name in const:
+            sig[name] = "constexpr"
+        elif name in ("p_a", "p_b"):
+            sig[name] = POINTER[dtype]
+        elif name == "p_sums":
+            sig[name] = "*fp64"
+        elif name.startswith("p_"):
+            sig[name] = acc
+        else:
+            sig[name] = "i32"
+    return triton.compile(ASTSource(T._run_task_kernel, sig, const), target=GPUTarget("cuda", capability, 32),
+                          options=dict(num_warps=warps, num_stages=stages))
+
+
+def ptxas_report(kernel, capability: int = 90) -> str:
+    """registers, spills and shared memory from `ptxas -v` on the kernel's PTX (the first ptxas that
+    accepts it: TRITON_PTXAS_PATH, then the ones triton bundles, then the one on PATH)."""
+    import shutil
+
+    import triton
+
+    bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    candidates = [os.environ.get("TRITON_PTXAS_PATH"), str(bundled / "ptxas-blackwell"), str(bundled / "ptxas"),
+                  shutil.which("ptxas")]
+    text = "no ptxas accepted the PTX"
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "k.ptx"
+        ptx.write_text(kernel.asm["ptx"])
+        for ptxas in candidates:
+            if not ptxas or not Path(ptxas).exists():
+                continue
+            out = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{capability}a", str(ptx), "-o",
+                                  str(Path(tmp) / "k.o")], capture_output=True, text=True)
+            if out.returncode == 0:
+                text = out.stdout + out.stderr
+                break
+    regs = re.search(r"Used (\d+) registers", text)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    return (f"regs={regs.group(1) if regs else '?'} spill_stores={spill.group(1) if spill else '?'} "
+            f"spill_loads={spill.group(2) if spill else '?'} smem={kernel.metadata.shared}")
+
+
+CHECK_SET = [  # (dtype, d, kernel, within, cross_value, grad, BM, BN, warps): every dtype and sweep kind
+    ("fp32", 8, 0, 1, True, True, 64, 64, 4), ("fp32", 64, 1, 2, False, False, 64, 64, 4),
+    ("fp32", 256, 0, 1, True, True, 64, 32, 4), ("bf16", 64, 0, 1, True, True, 64, 64, 4),
+    ("fp16", 64, 1, 2, True, False, 64, 64, 4), ("fp64", 64, 0, 1, False, True, 32, 32, 4),
+    ("fp64", 256, 1, 2, True, False, 32, 32, 4),
+]
+
+
+def main() -> None:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        sys.exit("unset TRITON_INTERPRET: the ahead-of-time compile needs triton's compiler")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ptxas", action="store_true", help="report registers, spills, shared memory")
+    parser.add_argument("--dtype", help="fp32, fp16, bf16 or fp64 (with --d: a sweep instead of the check set)")
+    parser.add_argument("--d", type=int)
+    parser.add_argument("--blocks", default="64,64", help="BM,BN pairs separated by ';'")
+    parser.add_argument("--warps", default="4,8")
+    parser.add_argument("--precision", default="tf32x3")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO_ROOT))
+    if args.dtype:
+        blocks = [tuple(int(v) for v in b.split(",")) for b in args.blocks.split(";")]
+        warps = [int(w) for w in args.warps.split(",")]
+        variants = [(args.dtype, args.d, 0, 1, True, True, bm, bn, w)
+                    for (bm, bn), w in itertools.product(blocks, warps)]
+    else:
+        variants = CHECK_SET
+    for dtype, d, kernel, within, cross_value, grad, bm, bn, warps in variants:
+        const = variant_constants(dtype, d, kernel, within, cross_value, grad, bm, bn, args.precision)
+        compiled = compile_variant(dtype, const, warps)
+        assert compiled.asm["cubin"], dtype
+        line = (f"{dtype} d={d} kernel={kernel} within={within} cross={int(cross_value)} grad={int(grad)} "
+                f"blocks={bm}x{bn} warps={warps} ok")
+        if args.ptxas:
+            line += " " + ptxas_report(compiled)
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
