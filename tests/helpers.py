@@ -14,6 +14,16 @@ def fused_backends(device: str = "cpu") -> list[str]:
     return [name for name in ("cpu", "triton") if wae_fast.backend_status(name, dev)[0]]
 
 
+def fused_backend_devices() -> list[tuple[str, str]]:
+    """(backend, device) pairs to test: the C++ backend on CPU tensors, the Triton backend on CUDA
+    tensors when there is a GPU, else on CPU tensors through Triton's interpreter."""
+    pairs = [("cpu", "cpu")] if wae_fast.backend_status("cpu", torch.device("cpu"))[0] else []
+    triton_device = "cuda" if torch.cuda.is_available() else "cpu"
+    if wae_fast.backend_status("triton", torch.device(triton_device))[0]:
+        pairs.append(("triton", triton_device))
+    return pairs
+
+
 def required_backends() -> list[str]:
     """Backends CI insists on (WAE_FAST_REQUIRE_BACKENDS="cpu,triton"), so a broken build cannot pass."""
     spec = os.environ.get("WAE_FAST_REQUIRE_BACKENDS", "")

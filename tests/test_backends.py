@@ -1,5 +1,8 @@
-"""Every fused backend against the dense reference: hypothesis property tests on values and gradients,
-float64 gradcheck, a non-unit upstream gradient."""
+"""Every backend against independent oracles: hypothesis property tests of the fused backends against the
+dense reference, float64 gradcheck, a non-unit upstream gradient; data far from the origin and
+non-finite inputs against float64 direct differences for every backend (the reference included).
+
+The Triton backend runs on CUDA tensors when there is a GPU, else through Triton's interpreter."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,9 +10,11 @@ from hypothesis import strategies as st
 
 import wae_fast
 
-from helpers import fused_backends, reference_value_and_grads
+from helpers import fused_backend_devices, reference_value_and_grads
 
-BACKENDS = fused_backends("cpu")
+BACKEND_DEVICES = fused_backend_devices()
+BACKENDS = [backend for backend, _ in BACKEND_DEVICES]
+DEVICE_OF = dict(BACKEND_DEVICES, reference="cpu")
 # The Triton interpreter costs ~2 ms per tile: fewer examples there.
 EXAMPLES = {"cpu": 60, "triton": 12}
 
@@ -36,13 +41,15 @@ def mmd_cases(draw, max_rows=300, max_dim=130):
 
 
 def _fused(x, y, kernel, estimator, scales, param, backend, upstream=1.0):
-    xf = x.detach().clone().requires_grad_(True)
-    yf = y.detach().clone().requires_grad_(True)
+    """Value and upstream·gradients from ``backend`` on its device, returned on the CPU."""
+    device = DEVICE_OF[backend]
+    xf = x.detach().clone().to(device).requires_grad_(True)
+    yf = y.detach().clone().to(device).requires_grad_(True)
     key = "c" if kernel == "imq" else "sigma2"
     value = wae_fast.mmd(xf, yf, kernel, scales=scales, estimator=estimator, backend=backend,
                          **{key: param})
     (value * upstream).backward()
-    return value.detach(), xf.grad, yf.grad
+    return value.detach().cpu(), xf.grad.cpu(), yf.grad.cpu()
 
 
 def _assert_close(got, want, rtol, atol_scale, what):
@@ -98,8 +105,9 @@ def test_float32_matches_float64_reference(backend):
 @pytest.mark.parametrize("estimator", ["unbiased", "biased"])
 def test_gradcheck_float64(backend, kernel, estimator):
     g = torch.Generator().manual_seed(7)
-    x = torch.randn(9, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    device = DEVICE_OF[backend]
+    x = torch.randn(9, 3, generator=g, dtype=torch.float64).to(device).requires_grad_(True)
+    y = torch.randn(6, 3, generator=g, dtype=torch.float64).to(device).requires_grad_(True)
     fn = lambda a, b: wae_fast.mmd(a, b, kernel, scales=(0.5, 2.0), estimator=estimator,  # noqa: E731
                                    backend=backend)
     assert torch.autograd.gradcheck(fn, (x, y), eps=1e-6, atol=1e-8)
@@ -150,14 +158,17 @@ def _relative(got, want):
 
 
 def _value_and_grads(x, y, kernel, bandwidths, unbiased, backend, need_x=True, need_y=True):
-    xf = x.clone().requires_grad_(need_x)
-    yf = y.clone().requires_grad_(need_y)
+    """Value and requested gradients from ``backend`` on its device, returned on the CPU."""
+    device = DEVICE_OF[backend]
+    xf = x.detach().clone().to(device).requires_grad_(need_x)
+    yf = y.detach().clone().to(device).requires_grad_(need_y)
     param = {"c": bandwidths[0]} if kernel == "imq" else {"sigma2": bandwidths[0]}
     value = wae_fast.mmd(xf, yf, kernel, estimator="unbiased" if unbiased else "biased", backend=backend,
                          **param)
     if need_x or need_y:
         value.backward()
-    return value.detach(), xf.grad, yf.grad
+    grads = [None if t.grad is None else t.grad.cpu() for t in (xf, yf)]
+    return value.detach().cpu(), grads[0], grads[1]
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
@@ -218,7 +229,7 @@ def test_non_finite_input_gives_nan_value_and_gradients(backend, kernel, estimat
 def test_infinite_prior_row_gives_nan(backend):
     """The case where every off-diagonal distance to the bad row is +inf (k = 0) and the only NaN would
     sit on a masked diagonal: still NaN."""
-    x = torch.tensor([[1.0, 1.0], [2.0, 0.5], [0.7, 1.5]])
-    y = torch.tensor([[1.2, 0.9], [0.6, 2.0], [float("-inf"), 1.0]])
+    x = torch.tensor([[1.0, 1.0], [2.0, 0.5], [0.7, 1.5]], device=DEVICE_OF[backend])
+    y = torch.tensor([[1.2, 0.9], [0.6, 2.0], [float("-inf"), 1.0]], device=DEVICE_OF[backend])
     for kernel in ("imq", "rbf"):
         assert torch.isnan(wae_fast.mmd(x, y, kernel, backend=backend)), (backend, kernel)
