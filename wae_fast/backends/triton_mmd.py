@@ -30,9 +30,8 @@ and ∂/∂x; rows of y against y give the y–y sums and, only when ∂/∂y is
 cross block's contribution to ∂/∂y (no atomics).
 
 Precision. Accumulation in float32 within a tile (float64 for float64 inputs), value sums across tiles in
-float64. float32 dots use ``F32_DOT_PRECISION`` ("tf32x3", three TF32 tensor-core products that carry
-float32-level accuracy, or "ieee", FMA on the CUDA cores; environment variable
-WAE_FAST_TRITON_F32_DOT). float16/bfloat16 inputs: the centred copy is rounded back to the input dtype
+float64. float32 dots run as "tf32x3" (three TF32 tensor-core products that carry float32-level
+accuracy) or "ieee" (FMA on the CUDA cores), as the config table says. float16/bfloat16 inputs: the centred copy is rounded back to the input dtype
 (documented: the statistic is that of the centred points rounded to the input precision), the distance
 dot takes them natively (exact products, float32 accumulation), and for bfloat16 the gradient dot splits
 the float32 weights into two bfloat16 parts (W = W_hi + W_lo, 16 significant bits) against the exact
@@ -40,8 +39,9 @@ bfloat16 column tile; float16 gradients use the float32 path. float64 runs in fl
 Under the interpreter only, bfloat16 tiles are upcast before a dot (the interpreter's bfloat16 dot is
 broken: it multiplies the raw bits).
 
-Block sizes: a per-(dtype, d) table (``_gpu_config``; benchmarks/triton_configs.py measures the
-alternatives), no autotuning, so a first call compiles one kernel per key and nothing else. Wide rows (BLOCK_D > 128) run the distance dot over BLOCK_K-wide chunks re-read
+Block sizes and the float32 dot precision: a per-(dtype, d) table (``GPU_CONFIGS``, or a JSON file
+named by WAE_FAST_TRITON_CONFIGS; scripts/triton_tune.py times the alternatives on a GPU), no
+autotuning, so a first call compiles one kernel per key and nothing else. Wide rows (BLOCK_D > 128) run the distance dot over BLOCK_K-wide chunks re-read
 from cache and split the gradient's columns over a second grid axis (BLOCK_G).
 
 Limits: element offsets are 32-bit (n·d and m·d below 2³¹, checked); double backward is not supported
@@ -49,6 +49,8 @@ Limits: element offsets are 32-bit (n·d and m·d below 2³¹, checked); double 
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import torch
@@ -327,16 +329,6 @@ def is_available(device=None):
 
 F32_DOT_PRECISIONS = ("tf32x3", "ieee")
 
-
-def f32_dot_precision() -> str:
-    """How float32 dots run: "tf32x3" (tensor cores, float32-level accuracy; the default) or "ieee"
-    (FMA on the CUDA cores); WAE_FAST_TRITON_F32_DOT overrides."""
-    value = os.environ.get("WAE_FAST_TRITON_F32_DOT", "tf32x3")
-    if value not in F32_DOT_PRECISIONS:
-        raise ValueError(f"WAE_FAST_TRITON_F32_DOT must be one of {F32_DOT_PRECISIONS}, got {value!r}")
-    return value
-
-
 #: Above this padded width, d is chunked (BLOCK_K) and the gradient split over columns (BLOCK_G).
 _MAX_RESIDENT_D = 128
 _CHUNK_D = 64
@@ -347,18 +339,54 @@ def _d_blocks(block_d: int, compute_grad: bool) -> dict:
     return {"BLOCK_K": chunk, "BLOCK_G": chunk if compute_grad else block_d}
 
 
-def _gpu_config(dtype: torch.dtype, block_d: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a GPU launch: 64×64 tiles, 4 warps; float64 and
-    wide rows in smaller tiles (two registers per float64 value)."""
-    if dtype == torch.float64:
-        return (32, 32, 4, 2)
-    if block_d > 64:
-        return (64, 32, 4, 2)
-    return (64, 64, 4, 2)
+#: (BLOCK_M, BLOCK_N, num_warps, num_stages, float32 dot precision) by dtype and padded width BLOCK_D.
+#: Chosen so that ptxas (sm_90a) reports no register spills (scripts/triton_aot.py --ptxas); the
+#: alternatives are timed on a GPU by scripts/triton_tune.py.
+GPU_CONFIGS = {
+    torch.float32: {16: (64, 64, 4, 2, "tf32x3"), 32: (64, 64, 8, 2, "tf32x3"), 64: (64, 64, 8, 2, "tf32x3"),
+                    128: (64, 32, 8, 2, "tf32x3"), 0: (64, 32, 8, 2, "tf32x3")},
+    torch.float16: {16: (64, 64, 4, 2, "tf32x3"), 32: (64, 64, 8, 2, "tf32x3"), 64: (64, 64, 8, 2, "tf32x3"),
+                    128: (64, 32, 8, 2, "tf32x3"), 0: (64, 32, 8, 2, "tf32x3")},
+    torch.bfloat16: {16: (64, 64, 4, 2, "tf32x3"), 32: (64, 64, 8, 2, "tf32x3"), 64: (64, 64, 8, 2, "tf32x3"),
+                     128: (64, 32, 8, 2, "tf32x3"), 0: (64, 32, 8, 2, "tf32x3")},
+    torch.float64: {0: (32, 32, 4, 2, "ieee")},
+}
+#: WAE_FAST_TRITON_CONFIGS: a JSON file {"float32": {"64": [BM, BN, warps, stages, precision], ...}, ...}
+#: whose entries replace GPU_CONFIGS' (scripts/triton_tune.py writes one).
+_CONFIGS_ENV = "WAE_FAST_TRITON_CONFIGS"
+
+
+@functools.lru_cache(maxsize=8)
+def _config_file(path: str) -> dict:
+    with open(path) as f:
+        table = json.load(f)
+    configs = {}
+    for dtype_name, by_width in table.items():
+        dtype = getattr(torch, dtype_name, None)
+        if not isinstance(dtype, torch.dtype) or dtype not in GPU_CONFIGS:
+            raise ValueError(f"{_CONFIGS_ENV}={path}: unknown dtype {dtype_name!r}")
+        for width, entry in by_width.items():
+            bm, bn, warps, stages, precision = entry
+            if precision not in F32_DOT_PRECISIONS:
+                raise ValueError(f"{_CONFIGS_ENV}={path}: precision must be one of {F32_DOT_PRECISIONS}, "
+                                 f"got {precision!r}")
+            configs[(dtype, int(width))] = (int(bm), int(bn), int(warps), int(stages), precision)
+    return configs
+
+
+def _gpu_config(dtype: torch.dtype, block_d: int) -> tuple[int, int, int, int, str]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages, float32 dot precision) for a GPU launch."""
+    path = os.environ.get(_CONFIGS_ENV)
+    if path:
+        found = _config_file(path).get((dtype, block_d))
+        if found is not None:
+            return found
+    table = GPU_CONFIGS[dtype]
+    return table.get(block_d, table[0])
 
 
 #: The one config used under the interpreter: large blocks (the interpreter pays per tile, not per element).
-#: BLOCK_K / BLOCK_G = 0 mean "as on a GPU" (_d_blocks); tests lower them to exercise the chunked path.
+#: BLOCK_K / BLOCK_G = 0 mean "all of BLOCK_D"; tests lower them to exercise the chunked path.
 INTERPRETER_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 0, "BLOCK_G": 0}
 
 
@@ -379,23 +407,21 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad)
     sums = backends.new_buffer((2 if cross_value else 1, n_a), torch.float64, a.device)
     grad = backends.new_buffer((n_a, d), acc, a.device) if compute_grad else None
     block_d = max(16, triton.next_power_of_2(d))
+    bm, bn, warps, stages, precision = _gpu_config(a.dtype, block_d)
     meta = dict(KERNEL=kernel_id, WITHIN=within, CROSS_VALUE=cross_value,
                 COMPUTE_GRAD=compute_grad, FAST_MATH=a.dtype != torch.float64,
-                DOT_PRECISION="ieee" if a.dtype == torch.float64 else f32_dot_precision(),
+                DOT_PRECISION="ieee" if a.dtype == torch.float64 else precision,
                 GRAD_SPLIT_BF16=a.dtype == torch.bfloat16 and not _interpreting(),
                 DOT_UPCAST=_dot_upcast(a.dtype), BLOCK_D=block_d, **_d_blocks(block_d, compute_grad))
     args = (a, b, p_bw, coef, sums, grad if compute_grad else sums, n_a, b.shape[0], d, p_bw.numel(),
             a.stride(0), b.stride(0), grad.stride(0) if compute_grad else 0)
-    if _interpreting():
+    if _interpreting():  # one d-chunk (the interpreter pays per tile) unless INTERPRETER_BLOCKS says
         blocks = {"BLOCK_M": INTERPRETER_BLOCKS["BLOCK_M"], "BLOCK_N": INTERPRETER_BLOCKS["BLOCK_N"]}
-        if INTERPRETER_BLOCKS["BLOCK_K"]:
-            meta["BLOCK_K"] = INTERPRETER_BLOCKS["BLOCK_K"]
-        if INTERPRETER_BLOCKS["BLOCK_G"] and compute_grad:
-            meta["BLOCK_G"] = INTERPRETER_BLOCKS["BLOCK_G"]
+        meta["BLOCK_K"] = INTERPRETER_BLOCKS["BLOCK_K"] or block_d
+        meta["BLOCK_G"] = (INTERPRETER_BLOCKS["BLOCK_G"] or block_d) if compute_grad else block_d
         grid = (triton.cdiv(n_a, blocks["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_G"]))
         _run_task_kernel[grid](*args, **meta, **blocks)
     else:
-        bm, bn, warps, stages = _gpu_config(a.dtype, block_d)
         grid = (triton.cdiv(n_a, bm), triton.cdiv(d, meta["BLOCK_G"]))
         _run_task_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
     return sums, grad

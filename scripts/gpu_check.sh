@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The whole GPU check of wae_fast as one command (about 4–5 minutes on one H100/H200):
+#   1. versions and nvidia-smi;
+#   2. the package installed without a network (pip --no-build-isolation --no-deps -e ., in the
+#      background while step 3 runs), KeOps from carried wheels in .whl/ when they are there;
+#   3. the Triton kernel's block sizes, warps and float32 dot precision timed at n = m = 65,536
+#      (scripts/triton_tune.py; the best go to $OUT/triton_tune.json, which steps 4–5 then use);
+#   4. the Triton and cross-backend tests, compiled on CUDA (xdist spreads the compiles over the cores);
+#   5. benchmarks/mmd_speed.py: reference, triton and keops at n = m ∈ {4096, 16384, 65536}, d ∈ {8, 64},
+#      fwd and fwd+bwd, float32; bfloat16 at 65,536; triton alone at n = m = 10⁶, d = 8, fwd+bwd.
+# Results (at most 8 files) go to $OUT, or ./gpu_results when OUT is unset.
+#
+#   bash scripts/gpu_check.sh              # on the GPU machine
+#   bash scripts/gpu_check.sh --dry-run    # anywhere: the same steps on the CPU, Triton's interpreter,
+#                                          # tiny sizes (CI runs this so the script cannot rot)
+# Each step has its own time limit; a failing step is reported and the next one still runs; the exit
+# status is non-zero if any step failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DRY_RUN=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    *) echo "usage: bash scripts/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
+  esac
+done
+
+OUT=${OUT:-./gpu_results}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+LOG="$OUT/gpu_check.log"
+: > "$LOG"
+FAILED=()
+T0=$(date +%s)
+
+say() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
+step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, output to the log and the terminal
+  local name=$1 limit=$2; shift 2
+  say "step $name (limit ${limit}s): $*"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    say "step $name FAILED (exit $rc)"
+    FAILED+=("$name")
+  else
+    say "step $name ok"
+  fi
+}
+
+if [ "$DRY_RUN" = 1 ]; then
+  export TRITON_INTERPRET=1
+  DEVICE=cpu
+  TUNE_ARGS=(--dry-run --dims 8 --dtypes float32)
+  TEST_ARGS=(-q -x -p no:cacheprovider tests/test_triton_backend.py tests/test_backends.py
+             -k "d256 or far_from_origin and 1e4 or infinite_prior or gradcheck and triton")
+  BENCH=(--device cpu --allow-interpreter --providers reference,triton --sizes 64 --dims 8 --kernels imq
+         --scales 1 --modes fwd,fwd+bwd)
+  BENCH_BF16=(--device cpu --allow-interpreter --providers triton --sizes 64 --dims 8 --kernels imq
+              --scales 1 --modes fwd+bwd --dtype bfloat16)
+  BENCH_BIG=()
+  BENCH_KEOPS=()
+else
+  DEVICE=cuda
+  TUNE_ARGS=(--n 65536 --dims 8,64 --dtypes float32,bfloat16)
+  XDIST=()
+  if $PY -c "import xdist" 2>/dev/null; then XDIST=(-n 12); fi
+  TEST_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_triton_backend.py tests/test_backends.py
+             -k "not cpu")
+  BENCH=(--device cuda --providers reference,triton --sizes 4096,16384,65536 --dims 8,64 --kernels imq
+         --scales 1 --modes fwd,fwd+bwd)
+  BENCH_BF16=(--device cuda --providers reference,triton --sizes 65536 --dims 8,64 --kernels imq --scales 1
+              --modes fwd,fwd+bwd --dtype bfloat16)
+  BENCH_BIG=(--device cuda --providers triton --sizes 1000000 --dims 8 --kernels imq --scales 1
+             --modes fwd+bwd)
+  BENCH_KEOPS=(--device cuda --providers keops --sizes 4096,16384,65536 --dims 8,64 --kernels imq --scales 1
+               --modes fwd,fwd+bwd)
+fi
+
+# 1. what we run on
+say "versions"
+{
+  date -u
+  $PY -c "import sys, platform, torch; print('python', platform.python_version(), '| torch', torch.__version__, '| cuda', torch.version.cuda, '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')"
+  $PY -c "import triton, numpy; print('triton', triton.__version__, '| numpy', numpy.__version__)"
+  git log -1 --format='commit %H %s' 2>/dev/null || true
+  if command -v nvidia-smi >/dev/null; then nvidia-smi; fi
+} 2>&1 | tee -a "$LOG"
+
+# 2. install without a network; the C++ build runs in the background
+if [ "$DRY_RUN" = 0 ]; then
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    say "installing carried wheels: $(ls .whl | tr '\n' ' ')"
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/wae_fast_site .whl/*.whl \
+      >> "$LOG" 2>&1 && export PYTHONPATH="$PYTHONPATH:/tmp/wae_fast_site"
+  fi
+  say "pip install --no-build-isolation --no-deps -e . (background)"
+  $PY -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/install.log" 2>&1 &
+  INSTALL_PID=$!
+fi
+
+# 3. block sizes, warps, precision
+step tune 150 $PY scripts/triton_tune.py "${TUNE_ARGS[@]}" --out "$OUT/triton_tune.json" \
+  --rows "$OUT/triton_tune_rows.jsonl"
+if [ -s "$OUT/triton_tune.json" ] && [ "$(cat "$OUT/triton_tune.json")" != "{}" ]; then
+  export WAE_FAST_TRITON_CONFIGS="$OUT/triton_tune.json"
+  say "using the tuned configs: $(tr -d '\n ' < "$OUT/triton_tune.json")"
+fi
+
+if [ "$DRY_RUN" = 0 ]; then
+  wait "$INSTALL_PID"; rc=$?
+  cat "$OUT/install.log" >> "$LOG"; rm -f "$OUT/install.log"
+  if [ "$rc" -ne 0 ]; then say "install FAILED (exit $rc)"; FAILED+=(install); else say "install ok"; fi
+fi
+
+# 4. correctness, compiled
+step tests 200 $PY -m pytest "${TEST_ARGS[@]}"
+
+# 5. speed and memory
+BENCH_OUT="$OUT/mmd_speed_gpu.jsonl"
+[ "$DRY_RUN" = 1 ] && BENCH_OUT="$OUT/mmd_speed_dry_run.jsonl"
+step bench-float32 170 $PY benchmarks/mmd_speed.py "${BENCH[@]}" --out "$BENCH_OUT"
+step bench-bfloat16 60 $PY benchmarks/mmd_speed.py "${BENCH_BF16[@]}" --out "$BENCH_OUT"
+if [ ${#BENCH_BIG[@]} -gt 0 ]; then
+  step bench-1e6 60 $PY benchmarks/mmd_speed.py "${BENCH_BIG[@]}" --out "$BENCH_OUT"
+fi
+if [ ${#BENCH_KEOPS[@]} -gt 0 ]; then
+  step bench-keops 120 $PY benchmarks/mmd_speed.py "${BENCH_KEOPS[@]}" --out "$BENCH_OUT"
+fi
+
+say "results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+$PY benchmarks/mmd_speed.py --show "$BENCH_OUT" 2>&1 | tail -60
+if [ ${#FAILED[@]} -gt 0 ]; then
+  say "FAILED steps: ${FAILED[*]}"
+  exit 1
+fi
+say "all steps passed"

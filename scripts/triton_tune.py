@@ -1,0 +1,199 @@
+"""Time the Triton backend's block sizes, warps and float32 dot precision on a GPU; write the best as a
+config file the library reads (WAE_FAST_TRITON_CONFIGS) and print a table.
+
+    python scripts/triton_tune.py --out tuned.json                     # n = m = 65536, d ∈ {8, 64}
+    python scripts/triton_tune.py --dry-run --out /tmp/tuned.json      # CPU, Triton's interpreter, tiny
+
+The timed step is the WAE one: IMQ, one scale, unbiased, value + ∂/∂x (x–x FULL, x–y, y–y TRIANGLE).
+Each variant is compiled first in parallel worker processes (Triton's disk cache keeps the binaries),
+then timed one after another in this process (median of repeats, CUDA events), and its value and
+gradient are compared with a float64 run of the same inputs. pairs = n·m + n(n−1)/2 + m(m−1)/2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+#: (BLOCK_M, BLOCK_N, num_warps, num_stages) tried for every (dtype, d).
+CANDIDATES = [(64, 64, 4, 2), (64, 64, 8, 2), (64, 32, 4, 2), (64, 32, 8, 2), (128, 64, 8, 2),
+              (32, 64, 4, 2), (128, 32, 8, 2)]
+DRY_RUN_CANDIDATES = [(64, 64, 4, 2), (32, 32, 4, 2)]
+#: A variant counts only if its value is this close (relative) to float64.
+VALUE_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
+
+
+def _precisions(dtype_name: str) -> list[str]:
+    # bfloat16 uses the split bfloat16 gradient dot and a native distance dot: no float32 dot to choose.
+    return ["tf32x3"] if dtype_name == "bfloat16" else ["tf32x3", "ieee"]
+
+
+def _inputs(n: int, d: int, dtype_name: str, device: str):
+    import torch
+
+    g = torch.Generator().manual_seed(d)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(n, d, generator=g, dtype=torch.float64) * 1.1 + 0.1
+    dtype = getattr(torch, dtype_name)
+    return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+
+
+def _run(x, y, config):
+    """value, ∂/∂x with the Triton backend under one config (None: the library's table)."""
+    from wae_fast.backends import triton_mmd as T
+
+    d = x.shape[1]
+    original = T._gpu_config
+    if config is not None:
+        T._gpu_config = lambda dtype, block_d: tuple(config)
+    try:
+        value, grad_x, _ = T.mmd_and_grads(x, y, "imq", (2.0 * d,), True, True, False)
+    finally:
+        T._gpu_config = original
+    return value, grad_x
+
+
+def _compile_worker(job):
+    """Compile (by running once) one variant; returns (job, seconds, error)."""
+    n, d, dtype_name, config, device = job
+    start = time.perf_counter()
+    try:
+        import torch
+
+        x, y = _inputs(n, d, dtype_name, device)
+        _run(x, y, config)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return job, time.perf_counter() - start, ""
+    except Exception as exc:  # noqa: BLE001  (reported in the table, not fatal)
+        return job, time.perf_counter() - start, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+
+
+def _median_ms(fn, device: str, min_time_s: float, min_repeats: int) -> float:
+    import torch
+
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or time.perf_counter() - start < min_time_s:
+        if device == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        if len(times) >= 200:
+            break
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=65536, help="n = m")
+    parser.add_argument("--dims", default="8,64")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--jobs", type=int, default=min(12, os.cpu_count() or 1), help="parallel compiles")
+    parser.add_argument("--min-time", type=float, default=0.3, help="seconds of timing per variant")
+    parser.add_argument("--out", required=True, help="the JSON config file to write")
+    parser.add_argument("--rows", help="also append every timed variant as a JSON line here")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, Triton's interpreter, tiny sizes")
+    args = parser.parse_args()
+    if args.dry_run:
+        os.environ["TRITON_INTERPRET"] = "1"
+        args.n, args.jobs, args.min_time = min(args.n, 96), 1, 0.0
+    import torch
+
+    from wae_fast.backends import triton_mmd as T
+
+    device = "cpu" if args.dry_run else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: use --dry-run to check this script on the CPU")
+    device_name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
+    dims = [int(v) for v in args.dims.split(",")]
+    dtypes = args.dtypes.split(",")
+    candidates = DRY_RUN_CANDIDATES if args.dry_run else CANDIDATES
+    variants = [(args.n, d, dt, (bm, bn, w, st, p), device) for dt in dtypes for d in dims
+                for (bm, bn, w, st) in candidates for p in _precisions(dt)]
+    references = [(args.n, d, "float64", None, device) for d in dims]
+
+    t0 = time.perf_counter()
+    errors = {}
+    jobs = references + variants
+    if args.jobs > 1:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(args.jobs) as pool:
+            for job, seconds, error in pool.imap_unordered(_compile_worker, jobs):
+                errors[job] = error
+    else:
+        for job in jobs:
+            errors[job] = _compile_worker(job)[2]
+    print(f"# compiled {len(jobs)} variants in {time.perf_counter() - t0:.1f} s with {args.jobs} processes",
+          flush=True)
+
+    pairs = args.n * args.n + args.n * (args.n - 1)  # n·m + n(n−1)/2 + m(m−1)/2 with m = n
+    rows, best = [], {}
+    for d in dims:
+        x64, y64 = _inputs(args.n, d, "float64", device)
+        want_value, want_grad = _run(x64, y64, None)
+        for job in [v for v in variants if v[1] == d]:
+            _, _, dtype_name, config, _ = job
+            row = dict(device=device_name, n=args.n, m=args.n, d=d, dtype=dtype_name, block_m=config[0],
+                       block_n=config[1], num_warps=config[2], num_stages=config[3], precision=config[4],
+                       status="ok" if not errors[job] else "error", detail=errors[job])
+            if not errors[job]:
+                x, y = x64.to(getattr(torch, dtype_name)), y64.to(getattr(torch, dtype_name))
+                try:
+                    value, grad = _run(x, y, config)
+                    row["ms"] = _median_ms(lambda: _run(x, y, config), device, args.min_time, 3)
+                except Exception as exc:  # noqa: BLE001
+                    row.update(status="error", detail=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                else:
+                    row["pairs_per_s"] = pairs / (row["ms"] * 1e-3)
+                    row["value_rel_err"] = abs(value.double().item() - want_value.item()) / abs(want_value.item())
+                    row["grad_rel_err"] = ((grad.double() - want_grad).norm() / want_grad.norm()).item()
+                    ok = row["value_rel_err"] <= VALUE_TOLERANCE[dtype_name]
+                    key = (dtype_name, max(16, 1 << (d - 1).bit_length()))
+                    if ok and (key not in best or row["ms"] < best[key][0]):
+                        best[key] = (row["ms"], list(config))
+            rows.append(row)
+
+    table: dict = {}
+    for (dtype_name, block_d), (_, config) in sorted(best.items()):
+        table.setdefault(dtype_name, {})[str(block_d)] = config
+    tmp = Path(args.out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(table, indent=1) + "\n")
+    os.replace(tmp, args.out)
+    if args.rows:
+        with open(args.rows, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+    print(f"# {device_name}; IMQ, 1 scale, unbiased, value + d/dx; n = m = {args.n}")
+    print(f"{'dtype':>8} {'d':>3} {'BM':>4} {'BN':>4} {'w':>2} {'prec':>6} {'ms':>9} {'pairs/s':>9} "
+          f"{'val err':>8} {'grad err':>8}  status")
+    for row in rows:
+        if row["status"] == "ok":
+            print(f"{row['dtype']:>8} {row['d']:>3} {row['block_m']:>4} {row['block_n']:>4} {row['num_warps']:>2} "
+                  f"{row['precision']:>6} {row['ms']:>9.3f} {row['pairs_per_s']:>9.2e} "
+                  f"{row['value_rel_err']:>8.1e} {row['grad_rel_err']:>8.1e}  ok")
+        else:
+            print(f"{row['dtype']:>8} {row['d']:>3} {row['block_m']:>4} {row['block_n']:>4} {row['num_warps']:>2} "
+                  f"{row['precision']:>6}  {row['status']}: {row['detail'][:90]}")
+    print("# best:", json.dumps(table))
+
+
+if __name__ == "__main__":
+    main()
