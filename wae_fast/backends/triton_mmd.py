@@ -150,25 +150,26 @@ def _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_
 
 
 @triton.jit
-def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, stride_zm, n_z, d, o_g, m_g,
-                 p_bw, n_scales, coef, b_rw, b_wz,
+def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, stride_zm, n_z, col_lo,
+                 col_hi, d, o_g, m_g, p_bw, n_scales, coef, b_rw, b_wz,
                  MODE: tl.constexpr, KERNEL: tl.constexpr,
                  COMPUTE_VALUE: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr, DOT_UPCAST: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr):
-    """The row block (rows [row_start, row_end) of A) against the rows of Z (n_z × d) in one spec.Sweep
-    MODE: CROSS (every column), FULL (j ≠ i; Z is A) or TRIANGLE (j > i; Z is A).
+    """The row block (rows [row_start, row_end) of A) against the rows [col_lo, col_hi) of Z (n_z × d;
+    col_lo a multiple of BLOCK_N) in one spec.Sweep MODE: CROSS (every column), FULL (j ≠ i; Z is A) or
+    TRIANGLE (j > i; Z is A).
 
     Returns (Σ_j k_ij per row in float64 [BM], b_rw + Σ_j coef·w⁺_ij [BM], b_wz + Σ_j coef·w⁺_ij z_j[o_g]
     [BM, BG]).
     """
     ACC = b_na.dtype
     b_ks = tl.zeros([BLOCK_M], dtype=tl.float64)  # [BM]
-    col_begin = 0
+    col_begin = col_lo
     if MODE == 2:  # TRIANGLE: tiles left of the row block hold no pair j > i
-        col_begin = (row_start // BLOCK_N) * BLOCK_N
-    for start_n in range(col_begin, n_z, BLOCK_N):
+        col_begin = tl.maximum(col_lo, (row_start // BLOCK_N) * BLOCK_N)
+    for start_n in range(col_begin, col_hi, BLOCK_N):
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_z
         b_r, b_zf = _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
@@ -209,7 +210,7 @@ def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, s
 
 @triton.jit
 def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
-                     n_a, n_b, d, n_scales, stride_am, stride_bm, stride_gm,
+                     n_a, n_b, d, n_scales, stride_am, stride_bm, stride_gm, chunk_a, chunk_b,
                      KERNEL: tl.constexpr, WITHIN: tl.constexpr,
                      CROSS_VALUE: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr, DOT_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr,
                      DOT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -217,14 +218,17 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
     """One row block of A (n_a × d, centred) against A (the within block, spec.Sweep WITHIN) and, when
     CROSS_VALUE or COMPUTE_GRAD, against B (n_b × d, centred: the cross block).
 
-    Program (pid_m, pid_g) owns rows o_m and gradient columns o_g. The pid_g == 0 programs write
-    p_sums[0, i] = Σ_j k(a_i, a_j) over the within sweep's pairs and, if CROSS_VALUE,
-    p_sums[1, i] = Σ_j k(a_i, b_j); if COMPUTE_GRAD (then WITHIN is FULL),
-    p_grad[i, o_g] = Σ_blocks coef Σ_j w⁺(r_ij)(a_i − z_j)[o_g], with coef_within, coef_cross = p_coef[0:2].
+    Program (pid_m, pid_g, pid_c) owns rows o_m, gradient columns o_g and column chunk pid_c: columns
+    [pid_c·chunk_a, (pid_c + 1)·chunk_a) of A and [pid_c·chunk_b, (pid_c + 1)·chunk_b) of B (chunks split
+    the columns over more programs when there are few row blocks; the host adds the chunks' partials).
+    The pid_g == 0 programs write p_sums[pid_c, 0, i] = Σ_j k(a_i, a_j) over the within sweep's pairs
+    and, if CROSS_VALUE, p_sums[pid_c, 1, i] = Σ_j k(a_i, b_j); if COMPUTE_GRAD (then WITHIN is FULL),
+    p_grad[pid_c, i, o_g] = Σ_blocks coef Σ_j w⁺(r_ij)(a_i − z_j)[o_g], coef_within, coef_cross = p_coef[0:2].
     """
     ACC = p_bw.dtype.element_ty
     pid_m = tl.program_id(0)
     pid_g = tl.program_id(1)
+    pid_c = tl.program_id(2)
     row_start = pid_m * BLOCK_M
     row_end = tl.minimum(row_start + BLOCK_M, n_a)
     o_m = row_start + tl.arange(0, BLOCK_M)
@@ -253,16 +257,19 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
     m_store = m_m & ((tl.zeros([BLOCK_M], dtype=tl.int32) + pid_g) == 0)  # [BM] row sums stored once
     coef_within = tl.load(p_coef)
     b_sw, b_rw, b_wz = _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_a, stride_am,
-                                    n_a, d, o_g, m_g, p_bw, n_scales, coef_within, b_rw, b_wz,
+                                    n_a, pid_c * chunk_a, tl.minimum(n_a, (pid_c + 1) * chunk_a), d, o_g,
+                                    m_g, p_bw, n_scales, coef_within, b_rw, b_wz,
                                     WITHIN, KERNEL, True, COMPUTE_GRAD, FAST_MATH, DOT_PRECISION,
                                     GRAD_SPLIT_BF16, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K,
                                     BLOCK_G)
+    p_sums += pid_c * (2 if CROSS_VALUE else 1) * n_a
     tl.store(p_sums + o_m, b_sw, mask=m_store)
     if CROSS_VALUE or COMPUTE_GRAD:
         coef_cross = tl.load(p_coef + 1)
         b_sc, b_rw, b_wz = _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_b,
-                                        stride_bm, n_b, d, o_g, m_g, p_bw, n_scales, coef_cross, b_rw,
-                                        b_wz, 0, KERNEL, CROSS_VALUE, COMPUTE_GRAD, FAST_MATH,
+                                        stride_bm, n_b, pid_c * chunk_b, tl.minimum(n_b, (pid_c + 1) * chunk_b),
+                                        d, o_g, m_g, p_bw, n_scales, coef_cross, b_rw, b_wz, 0, KERNEL,
+                                        CROSS_VALUE, COMPUTE_GRAD, FAST_MATH,
                                         DOT_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST, BLOCK_M, BLOCK_N,
                                         BLOCK_D, BLOCK_K, BLOCK_G)
         if CROSS_VALUE:
@@ -272,7 +279,7 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
         b_ag = tl.load(p_a + o_m[:, None] * stride_am + o_g[None, :], mask=m_ag,
                        other=0.0).to(ACC)  # [BM, BG]
         b_g = b_rw[:, None] * b_ag - b_wz  # [BM, BG]
-        tl.store(p_grad + o_m[:, None] * stride_gm + o_g[None, :], b_g, mask=m_ag)
+        tl.store(p_grad + pid_c * n_a * stride_gm + o_m[:, None] * stride_gm + o_g[None, :], b_g, mask=m_ag)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -396,16 +403,34 @@ def _dot_upcast(dtype) -> bool:
     return dtype == torch.bfloat16 and _interpreting()
 
 
+#: Column chunks under the interpreter (tests raise it to exercise the split column range).
+INTERPRETER_COLUMN_CHUNKS = 1
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _column_chunks(row_programs: int, n_cols: int, block_n: int, device: torch.device) -> int:
+    """How many column chunks to split the sweep into: 1 when the row blocks alone give the GPU at least
+    4 programs per multiprocessor, else enough chunks for that (at most 32, each at least one tile)."""
+    if _interpreting():
+        return INTERPRETER_COLUMN_CHUNKS
+    target = 4 * _multiprocessors(device)
+    if row_programs >= target:
+        return 1
+    return max(1, min(triton.cdiv(target, row_programs), 32, triton.cdiv(n_cols, block_n)))
+
+
 def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad):
     """One launch of _run_task_kernel over the rows of a: (sums [1 or 2, n_a] float64, grad [n_a, d] | None).
 
     sums[0]: the within sweep's row sums; sums[1] (when cross_value): the cross sweep's. With compute_grad
     (then within is FULL) the cross block is swept for the gradient even without cross_value.
     """
-    n_a, d = a.shape
+    (n_a, d), n_b = a.shape, b.shape[0]
     acc = p_bw.dtype
-    sums = backends.new_buffer((2 if cross_value else 1, n_a), torch.float64, a.device)
-    grad = backends.new_buffer((n_a, d), acc, a.device) if compute_grad else None
     block_d = max(16, triton.next_power_of_2(d))
     bm, bn, warps, stages, precision = _gpu_config(a.dtype, block_d)
     meta = dict(KERNEL=kernel_id, WITHIN=within, CROSS_VALUE=cross_value,
@@ -413,18 +438,25 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad)
                 DOT_PRECISION="ieee" if a.dtype == torch.float64 else precision,
                 GRAD_SPLIT_BF16=a.dtype == torch.bfloat16 and not _interpreting(),
                 DOT_UPCAST=_dot_upcast(a.dtype), BLOCK_D=block_d, **_d_blocks(block_d, compute_grad))
-    args = (a, b, p_bw, coef, sums, grad if compute_grad else sums, n_a, b.shape[0], d, p_bw.numel(),
-            a.stride(0), b.stride(0), grad.stride(0) if compute_grad else 0)
+    options = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
     if _interpreting():  # one d-chunk (the interpreter pays per tile) unless INTERPRETER_BLOCKS says
-        blocks = {"BLOCK_M": INTERPRETER_BLOCKS["BLOCK_M"], "BLOCK_N": INTERPRETER_BLOCKS["BLOCK_N"]}
+        options = {"BLOCK_M": INTERPRETER_BLOCKS["BLOCK_M"], "BLOCK_N": INTERPRETER_BLOCKS["BLOCK_N"]}
         meta["BLOCK_K"] = INTERPRETER_BLOCKS["BLOCK_K"] or block_d
         meta["BLOCK_G"] = (INTERPRETER_BLOCKS["BLOCK_G"] or block_d) if compute_grad else block_d
-        grid = (triton.cdiv(n_a, blocks["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_G"]))
-        _run_task_kernel[grid](*args, **meta, **blocks)
-    else:
-        grid = (triton.cdiv(n_a, bm), triton.cdiv(d, meta["BLOCK_G"]))
-        _run_task_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
-    return sums, grad
+    row_programs = triton.cdiv(n_a, options["BLOCK_M"]) * triton.cdiv(d, meta["BLOCK_G"])
+    chunks = _column_chunks(row_programs, max(n_a, n_b), options["BLOCK_N"], a.device)
+    chunk_a = triton.cdiv(triton.cdiv(n_a, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
+    chunk_b = triton.cdiv(triton.cdiv(n_b, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
+
+    sums = backends.new_buffer((chunks, 2 if cross_value else 1, n_a), torch.float64, a.device)
+    grad = backends.new_buffer((chunks, n_a, d), acc, a.device) if compute_grad else None
+    args = (a, b, p_bw, coef, sums, grad if compute_grad else sums, n_a, n_b, d, p_bw.numel(),
+            a.stride(0), b.stride(0), d, chunk_a, chunk_b)
+    grid = (triton.cdiv(n_a, options["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_G"]), chunks)
+    _run_task_kernel[grid](*args, **meta, **options)
+    if chunks > 1:  # the chunks' partials, added in a fixed order
+        return sums.sum(0), grad.sum(0) if compute_grad else None
+    return sums[0], grad[0] if compute_grad else None
 
 
 def _centred_copy(t: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
