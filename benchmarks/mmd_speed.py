@@ -186,7 +186,7 @@ def probe_and_oracle(args, providers, cases, env):
     common = {"device": args.device, "threads": args.threads}
     info, oracles, detail = None, {}, ""
     timeout = args.timeout if args.timeout is not None else 600.0
-    for index, status, result, why in mmd_sweep.run_tasks(common, tasks, timeout, env):
+    for index, status, result, why, _ in mmd_sweep.run_tasks(common, tasks, timeout, env):
         if index == 0:
             info, detail = result, why
             if info is None:

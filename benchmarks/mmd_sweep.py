@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import mmd_flops
 from mmd_worker import RESULT_MARK
@@ -30,6 +31,8 @@ SCALES = (1, 7)
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 STATUSES = ("ok", "OOM", "TIMEOUT", "unavailable", "skipped", "error")
 CASE_KEYS = ("kernel", "scales", "n", "m", "d", "mode")
+#: Seconds a worker may take to start (imports, CUDA initialisation) before its first task's timeout runs.
+STARTUP_S = 120.0
 
 PRODUCT_DEFAULTS = {
     "sizes": "1024,4096,16384,32768,4096x16384",
@@ -117,6 +120,11 @@ def case_key(case: dict) -> tuple:
     return tuple(case[k] for k in CASE_KEYS)
 
 
+def compile_key(case: dict) -> str:
+    """What a provider compiles or autotunes for (Triton keys on d, KeOps compiles a formula per d)."""
+    return f"{case['provider']} d={case['d']} {case['kernel']}x{case['scales']} {case['mode']}"
+
+
 def inputs_key(case: dict) -> tuple:
     """Cases with the same inputs and statistic (the mode does not change the value)."""
     return (case["kernel"], case["scales"], case["n"], case["m"], case["d"])
@@ -153,19 +161,44 @@ def _pump(stream, sink) -> None:
     sink(None)
 
 
-def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget_s: float | None = None):
-    """Run tasks in worker processes; yields (task index, status, result | None, detail) for every task,
-    in order. status "ok" means the worker returned a result (whose own status may say OOM or error);
-    "TIMEOUT": the task ran past `timeout` seconds (or past the budget) and its worker was killed;
-    "error": the worker died; "skipped": the budget of all the tasks together (budget_s) was spent
-    before the task started. After a kill or a death the tasks left get a fresh worker."""
+class Outcome(NamedTuple):
+    index: int            # into the task list
+    status: str           # "ok" (the worker returned `result`), "TIMEOUT", "error" or "skipped"
+    result: dict | None
+    detail: str
+    phase: str | None     # what a killed or dead worker was doing: "first call" or "timing"
+
+
+def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget_s: float | None = None,
+              skip=None):
+    """Run tasks in worker processes; yields an Outcome for every task, in order.
+
+    "TIMEOUT": the task ran past `timeout` seconds (or past budget_s, the budget of all the tasks
+    together) and its worker was killed; "error": the worker died; "skipped": the budget was spent
+    before the task started, or skip(index) gave a reason not to start it. After a kill or a death the
+    tasks left get a fresh worker (skip is asked again before each start)."""
     budget_end = time.monotonic() + budget_s if budget_s is not None else None
     pending = list(range(len(tasks)))
     while pending:
-        if budget_end is not None and time.monotonic() >= budget_end:
-            for index in pending:
-                yield index, "skipped", None, f"not run: the provider's budget of {budget_s:g} s was spent"
+        held: collections.deque = collections.deque()  # skipped tasks, yielded in their turn
+        runnable = []
+        for index in pending:
+            reason = skip(index) if skip is not None else None
+            if budget_end is not None and time.monotonic() >= budget_end:
+                reason = f"not run: the provider's budget of {budget_s:g} s was spent"
+            if reason:
+                held.append(Outcome(index, "skipped", None, reason, None))
+            else:
+                runnable.append(index)
+
+        def release(before):
+            while held and held[0].index < before:
+                yield held.popleft()
+
+        if not runnable:
+            yield from release(len(tasks))
             return
+        pending = runnable
         request = {**common, "tasks": [tasks[i] for i in pending]}
         proc = subprocess.Popen([sys.executable, str(WORKER), json.dumps(request)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
@@ -191,8 +224,10 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
             end = time.monotonic() + timeout
             return min(end, budget_end) if budget_end is not None else end
 
-        current = 0  # index into this worker's task list
-        deadline = task_deadline()
+        current, phase = 0, None  # index into this worker's task list, and what it is doing
+        deadline = time.monotonic() + max(timeout, STARTUP_S)  # imports and CUDA start-up are no task's
+        if budget_end is not None:
+            deadline = min(deadline, budget_end)
         done_here = 0
         outcome = None
         while outcome is None:
@@ -201,8 +236,9 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
             except queue.Empty:
                 os.killpg(proc.pid, signal.SIGKILL)  # the worker and what it started (a KeOps compiler)
                 over_budget = budget_end is not None and time.monotonic() >= budget_end
-                outcome = ("TIMEOUT", f"killed: the provider's budget of {budget_s:g} s was spent" if over_budget
-                           else f"killed after {timeout:g} s")
+                why = (f"killed: the provider's budget of {budget_s:g} s was spent" if over_budget
+                       else f"killed after {timeout:g} s")
+                outcome = ("TIMEOUT", why + (f" during the {phase}" if phase else ""))
                 break
             if event is None:
                 proc.wait()
@@ -212,27 +248,32 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
                     why = f"worker killed by {sig}{hint}"
                 else:
                     why = f"worker exited with code {proc.returncode}"
+                if phase:
+                    why += f" during the {phase}"
                 tail = " | ".join(list(stderr_tail)[-3:])
                 outcome = ("error", f"{why}: {tail}"[:600])
                 break
             if event["event"] == "start":
-                current = event["index"]
+                current, phase = event["index"], None
                 deadline = task_deadline()
+            elif event["event"] == "phase":
+                phase = event["phase"]
             elif event["event"] == "result":
-                done_here = event["index"] + 1
-                yield pending[event["index"]], "ok", event["result"], ""
+                done_here, phase = event["index"] + 1, None
+                yield from release(pending[event["index"]])
+                yield Outcome(pending[event["index"]], "ok", event["result"], "", None)
             elif event["event"] == "done":
                 outcome = ("done", "")
         proc.wait()
         for r in readers:
             r.join(timeout=5)
-        if outcome[0] == "done":
-            return
         failed = max(current, done_here)
-        if failed >= len(pending):  # every task returned; the worker failed on its way out
+        if outcome[0] == "done" or failed >= len(pending):  # (or it failed on its way out)
+            yield from release(len(tasks))
             return
-        yield pending[failed], outcome[0], None, outcome[1]
-        pending = pending[failed + 1:]
+        yield from release(pending[failed])
+        yield Outcome(pending[failed], outcome[0], None, outcome[1], phase)
+        pending = sorted(pending[failed + 1:] + [o.index for o in held])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -332,6 +373,7 @@ class Sweep:
         self.reference_ms: dict = {}
         self.compile_times: dict = {}
         self.provider_seconds: dict = {}  # wall time of each provider's workers so far (--provider-budget)
+        self.failed_first_calls: dict = {}  # compile key → why its first call (compilation) failed
 
     def _mem_limit_gb(self) -> float | None:
         """CPU: the RLIMIT_AS head-room of a case, --mem-limit-gb lowered to the available memory − 1 GiB."""
@@ -386,12 +428,21 @@ class Sweep:
             if args.provider_budget is not None:
                 budget = max(args.provider_budget - self.provider_seconds.get(provider, 0.0), 0.0)
             started = time.monotonic()
-            for index, status, result, why in run_tasks({"device": self.device, "threads": args.threads},
-                                                        tasks, args.timeout, self.env, budget):
+
+            def skip(index, todo=todo):
+                key = compile_key(todo[index])
+                if key in self.failed_first_calls:
+                    return f"not run: the first call of {key} failed ({self.failed_first_calls[key]})"
+                return None
+
+            for index, status, result, why, phase in run_tasks(
+                    {"device": self.device, "threads": args.threads}, tasks, args.timeout, self.env, budget, skip):
                 row = todo[index]
                 row["mem_limit_gb"] = round(mem_limit, 2) if mem_limit is not None else None
                 if result is None:
                     row.update(status=status, detail=why)
+                    if phase == "first call":
+                        self.failed_first_calls[compile_key(row)] = f"{status}: {why}"
                 else:
                     row.update(result)
                 key = case_key(row)

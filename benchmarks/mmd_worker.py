@@ -8,7 +8,8 @@ Tasks, run in order:
     {"task": "oracle", ...}  the float64 MMD² of one set of inputs (the accuracy reference of the rows)
     {"task": "case", ...}    one timed (case, provider)
 
-Protocol: before each task the worker prints `@@mmd_speed@@ {"event": "start", "index": i}`, after it
+Protocol: before each task the worker prints `@@mmd_speed@@ {"event": "start", "index": i}`, during a case
+`{"event": "phase", "index": i, "phase": "first call" | "timing"}`, after it
 `@@mmd_speed@@ {"event": "result", "index": i, "result": {...}}`, at the end `{"event": "done"}`; any
 other output (KeOps' compiler log) is ignored by the parent, which kills a worker whose task runs past
 its timeout and starts a new one for the tasks left.
@@ -294,7 +295,9 @@ class Worker:
             torch.cuda.empty_cache()
         return seconds, True
 
-    def case(self, case: dict) -> dict:
+    def case(self, case: dict, phase=lambda name: None) -> dict:
+        """Time one (case, provider); phase(name) tells the parent what runs ("first call", "timing"), so
+        a kill says whether compilation or the case itself ran out of time."""
         torch = self.torch
         device = torch.device(self.device)
         on_cuda = device.type == "cuda"
@@ -307,6 +310,7 @@ class Worker:
         baseline_mb = 0.0
         try:
             if case["provider"] in ("triton", "keops"):
+                phase("first call")
                 out["compile_s"], out["compile_paid"] = self._prewarm(case, fn, device, timer)
             elif not on_cuda:
                 # start-up that must not count as this size's memory: thread pools (a thread that cannot
@@ -316,6 +320,7 @@ class Worker:
                     x0.requires_grad_(True)
                 make_step(fn, x0, y0, case["mode"], timer.sync)()
                 del x0, y0
+            phase("timing")
             x, y = make_inputs(case["n"], case["m"], case["d"], case["dtype"], self.device)
             if case["mode"] == "fwd+bwd":
                 x.requires_grad_(True)
@@ -518,7 +523,8 @@ def worker_main(request: dict) -> None:
         emit({"event": "start", "index": index})
         kind = task["task"]
         if kind == "case":
-            result = worker.case(task)
+            result = worker.case(task, lambda name, index=index: emit({"event": "phase", "index": index,
+                                                                       "phase": name}))
         elif kind == "oracle":
             result = worker.oracle(task)
         elif kind == "probe":

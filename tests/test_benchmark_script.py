@@ -312,18 +312,35 @@ def test_timeout_and_budget_kill_the_worker_and_go_on():
     env = mmd_sweep.worker_env(1, False)
     common = {"device": "cpu", "threads": 1}
     results = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=0.01, env=env))
-    assert [(i, s) for i, s, _, _ in results] == [(0, "TIMEOUT"), (1, "TIMEOUT")]
-    assert all(r is None and "killed after" in why for _, _, r, why in results)
+    assert [(o.index, o.status) for o in results] == [(0, "TIMEOUT"), (1, "TIMEOUT")]
+    assert all(o.result is None and "killed after" in o.detail for o in results)
     skipped = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=60, env=env, budget_s=0.0))
-    assert [s for _, s, _, _ in skipped] == ["skipped", "skipped"]
-    assert "budget" in skipped[0][3]
+    assert [o.status for o in skipped] == ["skipped", "skipped"] and "budget" in skipped[0].detail
+    # skip() is asked before a worker starts: the second task never runs
+    told = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=120, env=env,
+                                    skip=lambda i: "no" if i == 1 else None))
+    assert [(o.status, o.detail) for o in told] == [("ok", ""), ("skipped", "no")]
+
+
+def test_a_first_call_past_the_timeout_skips_its_key(tmp_path):
+    """A compilation (here: the interpreter's first call at 1536 rows) past --timeout: that case is a
+    TIMEOUT during the first call, and a later case with the same compile key is skipped, not retried."""
+    if not wae_fast.backend_status("triton", torch.device("cpu"))[0]:
+        pytest.skip("no Triton interpreter here")
+    out = tmp_path / "slow.jsonl"
+    _run("--device", "cpu", "--isolation", "group", "--allow-interpreter", "--providers", "triton",
+         "--sizes", "1536,48", "--dims", "8", "--kernels", "imq", "--scales", "1", "--modes", "fwd+bwd",
+         "--timeout", "1.5", "--tune-n", "4096", *FAST, "--out", str(out))
+    slow, small = _rows(out)
+    assert slow["status"] == "TIMEOUT" and "during the first call" in slow["detail"], slow
+    assert small["status"] == "skipped" and "first call" in small["detail"], small
 
 
 def test_a_dead_worker_is_an_error_row_and_the_rest_get_a_new_worker():
     env = mmd_sweep.worker_env(1, False)
     tasks = [{"task": "no-such-task"}, _case_task()]
     results = list(mmd_sweep.run_tasks({"device": "cpu", "threads": 1}, tasks, timeout=120, env=env))
-    (i0, s0, r0, why0), (i1, s1, r1, _) = results
+    (i0, s0, r0, why0, _), (i1, s1, r1, _, _) = results
     assert (i0, s0, r0) == (0, "error", None) and "exited with code" in why0 and "no-such-task" in why0
     assert (i1, s1) == (1, "ok") and r1["status"] == "ok" and r1["repeats"] == 1
 
