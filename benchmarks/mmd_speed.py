@@ -127,9 +127,10 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per case (its compilation included) before TIMEOUT "
                              "(default: CPU 600, CUDA 120)")
-    parser.add_argument("--provider-budget", type=float, default=None,
-                        help="seconds for all the cases of one provider (compilation included); the cases "
-                             "left when it is spent are 'skipped' (default: no budget)")
+    parser.add_argument("--provider-budget", default=None,
+                        help="seconds for all the cases of one provider (compilation included), or per "
+                             "provider as keops=60,triton=90; the cases left when it is spent are "
+                             "'skipped' (default: no budget)")
     parser.add_argument("--reference-max-n", type=int, default=None,
                         help="skip the dense reference when max(n, m) is above this (rows say 'skipped')")
     parser.add_argument("--f64-max-pairs", type=float, default=2.0 ** 34,
@@ -142,6 +143,8 @@ def parse_args(argv):
     parser.add_argument("--out", default=str(DEFAULT_OUT),
                         help="JSON-lines file rows are appended to (default: benchmarks/out/mmd_speed.jsonl)")
     parser.add_argument("--dry-run", action="store_true", help="list the cases and exit")
+    parser.add_argument("--show", metavar="FILE", default=None,
+                        help="print the table of every row in FILE (all its runs) and exit")
     args = parser.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
@@ -154,7 +157,8 @@ def parse_args(argv):
     for name in ("warmup",):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             parser.error(f"--{name} must be ≥ 0")
-    for name in ("min_time", "case_cap", "timeout", "provider_budget"):
+    args.provider_budget = mmd_sweep.parse_budget(args.provider_budget)
+    for name in ("min_time", "case_cap", "timeout"):
         value = getattr(args, name)
         if value is not None and not value >= 0:
             parser.error(f"--{name.replace('_', '-')} must be ≥ 0, got {value}")
@@ -206,6 +210,9 @@ def probe_and_oracle(args, providers, cases, env):
 
 def main(argv=None) -> int:
     _, args = parse_args(argv)
+    if args.show is not None:
+        print(mmd_sweep.show_file(Path(args.show)))
+        return 0
     providers = mmd_sweep.parse_csv(args.providers or ",".join(mmd_sweep.PROVIDERS), "--providers",
                                     mmd_sweep.PROVIDERS)
     cases = mmd_sweep.build_cases(args)

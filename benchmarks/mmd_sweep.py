@@ -86,6 +86,27 @@ def parse_csv(text: str, name: str, allowed=None, cast=str) -> list:
     return values
 
 
+def parse_budget(text: str | None) -> dict[str, float] | None:
+    """--provider-budget: "90" (every provider) or "keops=60,triton=90" → {provider: seconds}."""
+    if text is None:
+        return None
+    budget = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().rpartition("=")
+        names = [name] if sep else list(PROVIDERS)
+        if sep and name not in PROVIDERS:
+            raise SystemExit(f"mmd_speed: --provider-budget: {name!r} is not among {list(PROVIDERS)}")
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise SystemExit(f"mmd_speed: --provider-budget takes seconds or provider=seconds, got {item!r}") \
+                from None
+        if not seconds >= 0:
+            raise SystemExit(f"mmd_speed: --provider-budget must be ≥ 0 seconds, got {item!r}")
+        budget.update({n: seconds for n in names})
+    return budget
+
+
 def build_cases(args) -> list[dict]:
     """The (kernel, scales, n, m, d, mode) cases, in run order."""
     if not any(getattr(args, k) is not None for k in PRODUCT_DEFAULTS):
@@ -425,8 +446,8 @@ class Sweep:
             if args.isolation == "group":
                 progress(f"[{provider}] {len(tasks)} cases in one worker ...")
             budget = None
-            if args.provider_budget is not None:
-                budget = max(args.provider_budget - self.provider_seconds.get(provider, 0.0), 0.0)
+            if args.provider_budget and provider in args.provider_budget:
+                budget = max(args.provider_budget[provider] - self.provider_seconds.get(provider, 0.0), 0.0)
             started = time.monotonic()
 
             def skip(index, todo=todo):
@@ -503,6 +524,12 @@ def fmt_g(v, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}g}"
 
 
+def fmt_speedup(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0f}x" if v >= 100 else f"{v:.1f}x" if v >= 0.95 else f"{v:.2g}x"
+
+
 def provider_label(row: dict) -> str:
     return row["provider"] + ("(interp)" if row.get("interpreter") else "")
 
@@ -525,7 +552,7 @@ def format_table(rows: list[dict]) -> str:
         lines.append((
             f"{r['kernel']}x{r['scales']}", str(r["n"]), str(r["m"]), str(r["d"]), r["dtype"], r["mode"],
             provider_label(r), r["status"], fmt_ms(r.get("median_ms")) if ok else "-", reps,
-            fmt_g(r.get("pairs_per_s")), f"{speed:.3g}x" if speed is not None else "-",
+            fmt_g(r.get("pairs_per_s")), fmt_speedup(speed),
             fmt_g(r.get("rel_err_vs_f64"), 2), fmt_mb(r.get("peak_mem_mb")), fmt_mb(r.get("extra_mem_mb")),
             f"{100 * frac:.1f}%" if frac is not None else "-"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE_HEADER))]
@@ -577,6 +604,33 @@ def run_footer(rows: list[dict], compile_times: dict) -> list[str]:
     for name, why in sorted({(r["provider"], r["detail"]) for r in rows if r["status"] == "unavailable"}):
         lines.append(f"# {name}: unavailable ({why})")
     return lines
+
+
+def show_file(path: Path) -> str:
+    """The table of every row in a results file, one header line per run (device, dtype, peaks)."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SystemExit(f"mmd_speed: --show: cannot read {path}: {exc}") from None
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a run killed mid-write leaves at most a torn last line
+            continue
+    if not rows:
+        raise SystemExit(f"mmd_speed: --show: no rows in {path}")
+    out = []
+    for run_id in dict.fromkeys(r["run_id"] for r in rows):
+        first = next(r for r in rows if r["run_id"] == run_id)
+        matrix = (f", matrix unit {fmt_g(first.get('matrix_peak_gflops'), 4)} GFLOP/s"
+                  if first.get("matrix_unit") else "")
+        build = first.get("build_info") or {}
+        out.append(f"# run {run_id}: {first['device_name']}, {first['dtype']}, peak "
+                   f"{fmt_g(first.get('peak_gflops'), 4)} GFLOP/s{matrix}; build {build.get('selected', '-')}; "
+                   f"commit {first.get('git_commit')}")
+    out.append(format_table(rows))
+    return "\n".join(out)
 
 
 def progress(msg: str, end: str = "\n") -> None:

@@ -242,6 +242,15 @@ def test_finish_row_derives_the_figures():
     assert bare["floor_ms"] is None and bare["fraction_of_peak"] is None and bare["pairs_per_s"] > 0
 
 
+def test_provider_budget_syntax():
+    assert mmd_sweep.parse_budget(None) is None
+    assert mmd_sweep.parse_budget("90") == {p: 90.0 for p in mmd_sweep.PROVIDERS}
+    assert mmd_sweep.parse_budget("keops=60,triton=90") == {"keops": 60.0, "triton": 90.0}
+    for bad in ("keops=soon", "numba=5", "-1"):
+        with pytest.raises(SystemExit, match="--provider-budget"):
+            mmd_sweep.parse_budget(bad)
+
+
 def test_repeat_plan():
     assert mmd_worker.repeat_plan(3.0, 5, 100, 0.3, 2.0) == 1  # first run past the cap: timed once
     assert mmd_worker.repeat_plan(0.001, 5, 100, 0.3, 2.0) == 100  # capped by --repeats
@@ -299,6 +308,73 @@ def test_fma_probe_kernel_does_the_counted_multiply_adds():
 # ---------------------------------------------------------------------------------------------------
 # workers
 # ---------------------------------------------------------------------------------------------------
+
+class _FakeEvent:
+    """torch.cuda.Event stand-in: records the host clock."""
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self):
+        import time
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, end):
+        return (end.t - self.t) * 1e3
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """The worker's CUDA branch on CPU tensors: events, synchronisation and memory statistics faked."""
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: 2 ** 20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 5 * 2 ** 20)
+    real_inputs = mmd_worker.make_inputs
+    monkeypatch.setattr(mmd_worker, "make_inputs", lambda n, m, d, dtype, device: real_inputs(n, m, d, dtype, "cpu"))
+    worker = mmd_worker.Worker({"device": "cpu", "threads": 1})
+    worker.device = "cuda"
+    return worker
+
+
+def test_cuda_branch_times_with_events_and_records_oom(fake_cuda, monkeypatch):
+    phases = []
+    out = fake_cuda.case(_case_task(n=40, m=30, mode="fwd+bwd", min_repeats=5, repeats=100, min_time_s=0.0,
+                                    case_cap_s=2.0, warmup=1), phases.append)
+    assert out["status"] == "ok", out["detail"]
+    assert out["timer"] == "cuda_events" and out["mem_kind"] == "cuda_max_allocated"
+    assert out["repeats"] == 5 and not out["capped"] and out["median_ms"] > 0
+    assert (out["peak_mem_mb"], out["baseline_mem_mb"], out["extra_mem_mb"]) == (5.0, 1.0, 4.0)
+    assert phases == ["timing"]
+    # a first run past the cap: timed once
+    out = fake_cuda.case(_case_task(min_repeats=5, repeats=100, case_cap_s=0.0))
+    assert out["repeats"] == 1 and out["capped"]
+
+    def out_of_memory(x, y):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
+    monkeypatch.setattr(mmd_worker, "mmd_function", lambda *args: out_of_memory)
+    out = fake_cuda.case(_case_task(warmup=1))
+    assert out["status"] == "OOM" and "16.00 GiB" in out["detail"] and "median_ms" not in out
+
+
+def test_cuda_branch_compiles_once_per_key(fake_cuda):
+    """triton on "CUDA" (the interpreter here): the first call at --tune-n rows is paid by the first case
+    of a key only; a case of another mode pays its own."""
+    if not wae_fast.backend_status("triton", torch.device("cpu"))[0]:
+        pytest.skip("no Triton interpreter here")
+    phases = []
+    first = fake_cuda.case(_case_task(provider="triton", n=24, m=24, tune_n=32, min_repeats=1), phases.append)
+    again = fake_cuda.case(_case_task(provider="triton", n=40, m=40, tune_n=32, min_repeats=1))
+    other = fake_cuda.case(_case_task(provider="triton", n=24, m=24, tune_n=32, min_repeats=1, mode="fwd+bwd"))
+    assert first["status"] == again["status"] == other["status"] == "ok", (first, again, other)
+    assert first["compile_paid"] and not again["compile_paid"] and other["compile_paid"]
+    assert again["compile_s"] == first["compile_s"]
+    assert phases == ["first call", "timing"]
+
 
 def _case_task(**overrides):
     task = {"task": "case", "kernel": "imq", "scales": 1, "n": 32, "m": 32, "d": 4, "mode": "fwd",
@@ -460,6 +536,13 @@ def test_plot_writes_pngs(case_run, tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert png_gpu.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_prints_the_table_of_a_file(case_run):
+    _, out = case_run
+    proc = _run("--show", str(out))
+    assert "# run " in proc.stdout and "median ms" in proc.stdout
+    assert proc.stdout.count("fwd+bwd") == len([r for r in _rows(out) if r["status"] != "unavailable"])
 
 
 def test_dry_run_lists_cases():
