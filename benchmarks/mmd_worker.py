@@ -505,8 +505,8 @@ class Worker:
                 info["matrix_peak_gflops"], info["matrix_probe"] = None, f"matmul probe failed: {describe(exc)}"
             info["matrix_unit"] = mmd_peaks.uses_matrix_unit("cuda", dtype)
         else:
-            info["peak_gflops"], info["peak_probe"] = mmd_peaks.cpu_peak_gflops(self.threads)
-            info["peak_dtype"] = "float32"
+            info["peak_gflops"], info["peak_probe"] = mmd_peaks.cpu_peak_gflops(self.threads, dtype)
+            info["peak_dtype"] = "float64" if "float64 multiply-add" in info["peak_probe"] else "float32"
             info["matrix_peak_gflops"], info["matrix_probe"] = None, "no matrix unit on the CPU"
             info["matrix_unit"] = False
         return info

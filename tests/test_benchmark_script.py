@@ -271,6 +271,13 @@ def test_cpu_peak_absent_or_present(monkeypatch):
     assert rate is None and "peak_gflops is missing" in why
     monkeypatch.setattr(cpu, "peak_gflops", lambda threads: 123.0 * threads, raising=False)
     assert mmd_peaks.cpu_peak_gflops(2)[0] == 246.0
+    rate, why = mmd_peaks.cpu_peak_gflops(2, "float64")  # a probe without dtype: float32 lanes, said so
+    assert rate == 246.0 and "float32 multiply-add" in why
+    rates = iter([50.0, 80.0, 70.0])  # a busy machine only slows the probe: the best of the tries
+    monkeypatch.setattr(cpu, "peak_gflops", lambda threads, dtype=torch.float32: next(rates) *
+                        (0.5 if dtype == torch.float64 else 1.0))
+    rate, why = mmd_peaks.cpu_peak_gflops(2, "float64")
+    assert rate == 40.0 and "float64 multiply-add" in why
 
     def broken(threads):
         raise RuntimeError("the C++ extension wae_fast._C is not importable")
