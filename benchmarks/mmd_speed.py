@@ -136,6 +136,9 @@ def parse_args(argv):
     parser.add_argument("--f64-max-pairs", type=float, default=2.0 ** 34,
                         help="largest case (in pairs) whose float64 value the fused backend computes for "
                              "rel_err_vs_f64; 0 = none (default 2^34: n = m = 65536 included)")
+    parser.add_argument("--f64-budget", type=float, default=None,
+                        help="seconds for all the float64 values together; the input sets left get none "
+                             "(default: no budget)")
     parser.add_argument("--f64-reference-max-n", type=int, default=4096,
                         help="the dense float64 reference also gives value_f64 up to this max(n, m)")
     parser.add_argument("--matmul-size", type=int, default=8192,
@@ -158,7 +161,7 @@ def parse_args(argv):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             parser.error(f"--{name} must be ≥ 0")
     args.provider_budget = mmd_sweep.parse_budget(args.provider_budget)
-    for name in ("min_time", "case_cap", "timeout"):
+    for name in ("min_time", "case_cap", "timeout", "f64_budget"):
         value = getattr(args, name)
         if value is not None and not value >= 0:
             parser.error(f"--{name.replace('_', '-')} must be ≥ 0, got {value}")
@@ -190,11 +193,15 @@ def probe_and_oracle(args, providers, cases, env):
     common = {"device": args.device, "threads": args.threads}
     info, oracles, detail = None, {}, ""
     timeout = args.timeout if args.timeout is not None else 600.0
-    for index, status, result, why, _ in mmd_sweep.run_tasks(common, tasks, timeout, env):
+    outcomes = mmd_sweep.run_tasks(common, tasks, timeout, env, budget_s=args.f64_budget, budget_from=1)
+    for index, status, result, why, _ in outcomes:
         if index == 0:
             info, detail = result, why
             if info is None:
                 return None, {}, f"{status}: {why}"
+            if info["device"] == "cuda" and not info["cuda_available"]:
+                outcomes.close()  # no float64 values to compute; the worker is stopped
+                return info, {}, ""
             progress(f"  device: {info['device_name']}; torch {info['torch']}, wae_fast {info['wae_fast']} "
                      f"({info['wae_fast_path']})")
             progress(f"  peak: {mmd_sweep.fmt_g(info['peak_gflops'], 4)} GFLOP/s ({info['peak_probe']})")
@@ -204,7 +211,8 @@ def probe_and_oracle(args, providers, cases, env):
             if len(tasks) > 1:
                 progress(f"  float64 values of {len(tasks) - 1} input sets ...")
         else:
-            oracles[keys[index - 1]] = result if result is not None else {"values": {}, "errors": {"worker": why}}
+            oracles[keys[index - 1]] = result if result is not None else \
+                {"values": {}, "errors": {"worker": f"{status}: {why}"}}
     return info, oracles, detail
 
 

@@ -176,6 +176,14 @@ def worker_env(threads: int, allow_interpreter: bool) -> dict:
     return env
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a worker started with start_new_session and what it started (a KeOps compiler)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # already gone
+        pass
+
+
 def _pump(stream, sink) -> None:
     for line in stream:
         sink(line)
@@ -191,14 +199,15 @@ class Outcome(NamedTuple):
 
 
 def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget_s: float | None = None,
-              skip=None):
+              skip=None, budget_from: int = 0):
     """Run tasks in worker processes; yields an Outcome for every task, in order.
 
-    "TIMEOUT": the task ran past `timeout` seconds (or past budget_s, the budget of all the tasks
-    together) and its worker was killed; "error": the worker died; "skipped": the budget was spent
-    before the task started, or skip(index) gave a reason not to start it. After a kill or a death the
-    tasks left get a fresh worker (skip is asked again before each start)."""
-    budget_end = time.monotonic() + budget_s if budget_s is not None else None
+    "TIMEOUT": the task ran past `timeout` seconds (or past budget_s, the budget of the tasks from index
+    budget_from on, counted from when that one starts) and its worker was killed; "error": the worker
+    died; "skipped": the budget was spent before the task started, or skip(index) gave a reason not to
+    start it. After a kill or a death the tasks left get a fresh worker (skip is asked again before each
+    start)."""
+    budget_end = time.monotonic() + budget_s if (budget_s is not None and budget_from == 0) else None
     pending = list(range(len(tasks)))
     while pending:
         held: collections.deque = collections.deque()  # skipped tasks, yielded in their turn
@@ -206,7 +215,7 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
         for index in pending:
             reason = skip(index) if skip is not None else None
             if budget_end is not None and time.monotonic() >= budget_end:
-                reason = f"not run: the provider's budget of {budget_s:g} s was spent"
+                reason = f"not run: the budget of {budget_s:g} s was spent"
             if reason:
                 held.append(Outcome(index, "skipped", None, reason, None))
             else:
@@ -245,46 +254,54 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
             end = time.monotonic() + timeout
             return min(end, budget_end) if budget_end is not None else end
 
-        current, phase = 0, None  # index into this worker's task list, and what it is doing
-        deadline = time.monotonic() + max(timeout, STARTUP_S)  # imports and CUDA start-up are no task's
-        if budget_end is not None:
-            deadline = min(deadline, budget_end)
-        done_here = 0
-        outcome = None
-        while outcome is None:
-            try:
-                event = events.get(timeout=max(deadline - time.monotonic(), 0.0))
-            except queue.Empty:
-                os.killpg(proc.pid, signal.SIGKILL)  # the worker and what it started (a KeOps compiler)
-                over_budget = budget_end is not None and time.monotonic() >= budget_end
-                why = (f"killed: the provider's budget of {budget_s:g} s was spent" if over_budget
-                       else f"killed after {timeout:g} s")
-                outcome = ("TIMEOUT", why + (f" during the {phase}" if phase else ""))
-                break
-            if event is None:
-                proc.wait()
-                if proc.returncode < 0:
-                    sig = signal.Signals(-proc.returncode).name
-                    hint = " (likely the kernel's OOM killer)" if sig == "SIGKILL" else ""
-                    why = f"worker killed by {sig}{hint}"
-                else:
-                    why = f"worker exited with code {proc.returncode}"
-                if phase:
-                    why += f" during the {phase}"
-                tail = " | ".join(list(stderr_tail)[-3:])
-                outcome = ("error", f"{why}: {tail}"[:600])
-                break
-            if event["event"] == "start":
-                current, phase = event["index"], None
-                deadline = task_deadline()
-            elif event["event"] == "phase":
-                phase = event["phase"]
-            elif event["event"] == "result":
-                done_here, phase = event["index"] + 1, None
-                yield from release(pending[event["index"]])
-                yield Outcome(pending[event["index"]], "ok", event["result"], "", None)
-            elif event["event"] == "done":
-                outcome = ("done", "")
+        current, phase, done_here, outcome = 0, None, 0, None  # position in this worker's list, its state
+        try:
+            deadline = time.monotonic() + max(timeout, STARTUP_S)  # imports and CUDA start-up are no task's
+            if budget_end is not None:
+                deadline = min(deadline, budget_end)
+            while outcome is None:
+                try:
+                    event = events.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    kill_group(proc)
+                    over_budget = budget_end is not None and time.monotonic() >= budget_end
+                    why = (f"killed: the budget of {budget_s:g} s was spent" if over_budget
+                           else f"killed after {timeout:g} s")
+                    outcome = ("TIMEOUT", why + (f" during the {phase}" if phase else ""))
+                    break
+                if event is None:
+                    proc.wait()
+                    if proc.returncode < 0:
+                        sig = signal.Signals(-proc.returncode).name
+                        hint = " (likely the kernel's OOM killer)" if sig == "SIGKILL" else ""
+                        why = f"worker killed by {sig}{hint}"
+                    else:
+                        why = f"worker exited with code {proc.returncode}"
+                    if phase:
+                        why += f" during the {phase}"
+                    tail = " | ".join(list(stderr_tail)[-3:])
+                    outcome = ("error", f"{why}: {tail}"[:600])
+                    break
+                if event["event"] == "start":
+                    current, phase = event["index"], None
+                    if budget_s is not None and budget_end is None and pending[current] >= budget_from:
+                        budget_end = time.monotonic() + budget_s
+                    deadline = task_deadline()
+                elif event["event"] == "phase":
+                    phase = event["phase"]
+                elif event["event"] == "result":
+                    done_here, phase = event["index"] + 1, None
+                    yield from release(pending[event["index"]])
+                    yield Outcome(pending[event["index"]], "ok", event["result"], "", None)
+                elif event["event"] == "done":
+                    outcome = ("done", "")
+        finally:  # also when the caller stops early (a closed generator, Ctrl-C): no orphan worker
+            if outcome is not None and outcome[0] == "done":
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+            kill_group(proc)
         proc.wait()
         for r in readers:
             r.join(timeout=5)
@@ -357,6 +374,8 @@ def finish_row(row: dict, peaks: dict, reference_ms: float | None, oracle: dict 
     row["achieved_gflops"] = row["min_flops"] / seconds / 1e9
     row["fraction_of_peak"] = row["floor_ms"] / row["median_ms"] if row.get("floor_ms") is not None else None
     row["speedup_vs_reference"] = reference_ms / row["median_ms"] if reference_ms else None
+    if oracle and oracle.get("errors"):
+        row["f64_note"] = "; ".join(f"{name}: {why}" for name, why in oracle["errors"].items())
     if oracle and oracle.get("values"):
         name = "reference" if "reference" in oracle["values"] else next(iter(oracle["values"]))
         truth = oracle["values"][name]

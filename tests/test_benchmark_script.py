@@ -399,6 +399,10 @@ def test_timeout_and_budget_kill_the_worker_and_go_on():
     assert all(o.result is None and "killed after" in o.detail for o in results)
     skipped = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=60, env=env, budget_s=0.0))
     assert [o.status for o in skipped] == ["skipped", "skipped"] and "budget" in skipped[0].detail
+    # a budget from the second task on: the first runs, the second is cut
+    cut = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=60, env=env, budget_s=0.0,
+                                   budget_from=1))
+    assert [o.status for o in cut] == ["ok", "TIMEOUT"] and "budget" in cut[1].detail
     # skip() is asked before a worker starts: the second task never runs
     told = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=120, env=env,
                                     skip=lambda i: "no" if i == 1 else None))
@@ -550,6 +554,16 @@ def test_show_prints_the_table_of_a_file(case_run):
     proc = _run("--show", str(out))
     assert "# run " in proc.stdout and "median ms" in proc.stdout
     assert proc.stdout.count("fwd+bwd") == len([r for r in _rows(out) if r["status"] != "unavailable"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_device_cuda_without_a_gpu_says_so(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda", "--sizes", "64", "--dims", "4",
+                           "--kernels", "imq", "--scales", "1", "--modes", "fwd", "--providers", "triton",
+                           "--out", str(tmp_path / "rows.jsonl")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert proc.returncode == 1 and "torch sees no GPU" in proc.stderr
+    assert not (tmp_path / "rows.jsonl").exists()
 
 
 def test_dry_run_lists_cases():
