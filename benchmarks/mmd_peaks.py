@@ -32,7 +32,7 @@ PROBE_PROGRAMS_PER_SM = 8
 if _TRITON_ERROR is None:
     @triton.jit
     def _fma_chains_kernel(p_coef, p_out, n_iter, CHAINS: tl.constexpr, BLOCK: tl.constexpr):
-        """p_out[pid] = Σ of CHAINS·BLOCK chains, each n_iter·8 multiply-adds acc ← acc·mul + add,
+        """p_out[pid] = Σ of CHAINS·BLOCK chains, each n_iter·8 multiply-adds acc ← fma(acc, mul, add),
         started at acc = 1e-7·(its global lane index). mul, add = p_coef[0], p_coef[1]."""
         pid = tl.program_id(0)
         o_c = tl.arange(0, CHAINS)
@@ -42,14 +42,14 @@ if _TRITON_ERROR is None:
         b_lane = pid * (CHAINS * BLOCK) + o_c[:, None] * BLOCK + o_b[None, :]  # [CHAINS, BLOCK]
         b_acc = b_lane.to(b_mul.dtype) * 1e-7  # [CHAINS, BLOCK]
         for _ in range(n_iter):
-            b_acc = b_acc * b_mul + b_add
-            b_acc = b_acc * b_mul + b_add
-            b_acc = b_acc * b_mul + b_add
-            b_acc = b_acc * b_mul + b_add
-            b_acc = b_acc * b_mul + b_add
-            b_acc = b_acc * b_mul + b_add
-            b_acc = b_acc * b_mul + b_add
-            b_acc = b_acc * b_mul + b_add
+            b_acc = tl.fma(b_acc, b_mul, b_add)
+            b_acc = tl.fma(b_acc, b_mul, b_add)
+            b_acc = tl.fma(b_acc, b_mul, b_add)
+            b_acc = tl.fma(b_acc, b_mul, b_add)
+            b_acc = tl.fma(b_acc, b_mul, b_add)
+            b_acc = tl.fma(b_acc, b_mul, b_add)
+            b_acc = tl.fma(b_acc, b_mul, b_add)
+            b_acc = tl.fma(b_acc, b_mul, b_add)
         tl.store(p_out + pid, tl.sum(tl.sum(b_acc, axis=1), axis=0))
 
 

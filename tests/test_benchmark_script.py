@@ -6,8 +6,10 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -310,6 +312,44 @@ def test_fma_probe_kernel_does_the_counted_multiply_adds():
     # a different iteration count gives different sums: the loop is not folded away
     out_more, _ = mmd_peaks.run_fma_chains(device, torch.float64, programs=2, n_iter=4)
     assert not torch.allclose(out_more.cpu(), out.cpu())
+
+
+def test_fma_probe_compiles_to_the_counted_multiply_adds_for_sm90():
+    """Compiled ahead of time for sm_90 (no GPU needed): the probe's loop body is exactly
+    CHAINS·BLOCK / (32·num_warps) lanes per thread × 8 fma.rn instructions and one branch, float32 and
+    float64, with Triton's mul+add fusion off (the probe uses tl.fma, so it cannot depend on it)."""
+    pytest.importorskip("triton.backends.nvidia")
+    code = textwrap.dedent("""
+        import re, sys
+        sys.path.insert(0, sys.argv[1])
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+        import mmd_peaks as P
+        for ptr, fma in (("*fp32", "fma.rn.f32"), ("*fp64", "fma.rn.f64")):
+            sig = {"p_coef": ptr, "p_out": ptr, "n_iter": "i32", "CHAINS": "constexpr", "BLOCK": "constexpr"}
+            src = ASTSource(P._fma_chains_kernel, sig, {"CHAINS": P.PROBE_CHAINS, "BLOCK": P.PROBE_BLOCK})
+            k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=P.PROBE_WARPS))
+            blocks, cur = {}, None
+            for line in k.asm["ptx"].splitlines():
+                m = re.match(r"^\\s*(\\$L__BB\\d+_\\d+):", line)
+                if m:
+                    cur = m.group(1)
+                    blocks[cur] = [0, 0]
+                elif cur:
+                    blocks[cur][0] += fma in line
+                    blocks[cur][1] += bool(re.search(r"\\bbra", line))
+            loops = [v for v in blocks.values() if v[1]]
+            print(ptr, loops)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(CUDA_VISIBLE_DEVICES="", TRITON_DEFAULT_FP_FUSION="0")
+    proc = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per_thread = mmd_peaks.PROBE_CHAINS * mmd_peaks.PROBE_BLOCK // (32 * mmd_peaks.PROBE_WARPS)
+    expected = [[per_thread * mmd_peaks.FMAS_PER_ITERATION, 1]]
+    assert proc.stdout.split("\n")[:2] == [f"*fp32 {expected}", f"*fp64 {expected}"], proc.stdout
 
 
 # ---------------------------------------------------------------------------------------------------
