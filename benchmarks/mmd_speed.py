@@ -30,8 +30,11 @@ Workers (benchmarks/mmd_worker.py; --isolation):
   * group (the CUDA default) all cases of a provider in one process: CUDA initialisation, Triton
           compilation and autotuning and KeOps compilation are paid once; an out-of-memory case
           (torch.cuda.OutOfMemoryError) is an "OOM" row, and the cache is emptied between cases.
-  Either way a case running past --timeout seconds gets its worker killed ("TIMEOUT") and the cases left
-  get a fresh worker.
+  Either way a case running past --timeout seconds gets its worker killed ("TIMEOUT", saying whether
+  it was in its first call or its timing) and the cases left get a fresh worker; the later cases of a
+  compile key whose first call failed are "skipped". --provider-budget (seconds, or keops=60,triton=90)
+  bounds each provider's total time and --f64-budget the float64 values' (what is left is "skipped" or
+  has no error figure), so a GPU check has a wall-clock bound whatever compiles or hangs.
 Compilation: before the first case of each (provider, dtype, d, kernel, scales, mode) the triton and keops
 providers run once at min(n, m, --tune-n) rows (Triton autotunes per d, not per n; KeOps compiles a
 formula per d and reduction); that first call's time is the row's compile_s, apart from the timing.
