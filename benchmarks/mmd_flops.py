@@ -57,9 +57,10 @@ both units together:
     floor = max(elementwise_flops / P_fma, min_flops / (P_fma + P_mat))
 
 which is ≤ max(elementwise / P_fma, matrix / P_mat) (the split where each unit keeps its own work),
-so the fraction stays ≤ 1 even for a schedule that runs part of the products on the FMA lanes. Without
-a matrix unit (float32 computed as IEEE float32 products, as the Triton backend's tl.dot with
-input_precision="ieee" does; any CPU) floor = min_flops / P_fma.
+so the fraction stays ≤ 1 even for a schedule that runs part of the products on the FMA lanes. On a
+GPU every dtype has a matrix unit (float32's "tf32x3" dots run on the TF32 tensor cores, and P_mat is
+the raw TF32 rate, above what three-product float32 can reach); without one (any CPU)
+floor = min_flops / P_fma.
 """
 from __future__ import annotations
 

@@ -52,31 +52,30 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, output to the l
 
 if [ "$DRY_RUN" = 1 ]; then
   export TRITON_INTERPRET=1
-  DEVICE=cpu
   TUNE_ARGS=(--dry-run --dims 8 --dtypes float32)
   TEST_ARGS=(-q -x -p no:cacheprovider tests/test_triton_backend.py tests/test_backends.py
              -k "d256 or far_from_origin and 1e4 or infinite_prior or gradcheck and triton")
-  BENCH=(--device cpu --allow-interpreter --providers reference,triton --sizes 64 --dims 8 --kernels imq
-         --scales 1 --modes fwd,fwd+bwd)
-  BENCH_BF16=(--device cpu --allow-interpreter --providers triton --sizes 64 --dims 8 --kernels imq
-              --scales 1 --modes fwd+bwd --dtype bfloat16)
+  BENCH_COMMON=(--device cpu --isolation group --allow-interpreter --kernels imq --scales 1 --threads 1
+                --min-time 0)
+  BENCH=("${BENCH_COMMON[@]}" --providers reference,triton --sizes 64 --dims 8 --modes fwd,fwd+bwd)
+  BENCH_BF16=("${BENCH_COMMON[@]}" --providers triton --sizes 64 --dims 8 --modes fwd+bwd --dtype bfloat16)
   BENCH_BIG=()
   BENCH_KEOPS=()
 else
-  DEVICE=cuda
   TUNE_ARGS=(--n 65536 --dims 8,64 --dtypes float32,bfloat16)
   XDIST=()
   if $PY -c "import xdist" 2>/dev/null; then XDIST=(-n 12); fi
   TEST_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_triton_backend.py tests/test_backends.py
              -k "not cpu")
-  BENCH=(--device cuda --providers reference,triton --sizes 4096,16384,65536 --dims 8,64 --kernels imq
-         --scales 1 --modes fwd,fwd+bwd)
-  BENCH_BF16=(--device cuda --providers reference,triton --sizes 65536 --dims 8,64 --kernels imq --scales 1
-              --modes fwd,fwd+bwd --dtype bfloat16)
-  BENCH_BIG=(--device cuda --providers triton --sizes 1000000 --dims 8 --kernels imq --scales 1
-             --modes fwd+bwd)
-  BENCH_KEOPS=(--device cuda --providers keops --sizes 4096,16384,65536 --dims 8,64 --kernels imq --scales 1
-               --modes fwd,fwd+bwd)
+  BENCH_COMMON=(--device cuda --kernels imq --scales 1 --timeout 45)
+  BENCH=("${BENCH_COMMON[@]}" --providers reference,triton --sizes 4096,16384,65536 --dims 8,64
+         --modes fwd,fwd+bwd --f64-budget 20 --provider-budget reference=25,triton=60)
+  BENCH_BF16=("${BENCH_COMMON[@]}" --providers reference,triton --sizes 65536 --dims 8,64 --modes fwd,fwd+bwd
+              --dtype bfloat16 --f64-budget 15 --provider-budget reference=10,triton=40)
+  BENCH_BIG=(--device cuda --kernels imq --scales 1 --providers triton --sizes 1000000 --dims 8
+             --modes fwd+bwd --warmup 0 --timeout 60 --provider-budget triton=60)
+  BENCH_KEOPS=("${BENCH_COMMON[@]}" --providers keops --sizes 4096,16384,65536 --dims 8,64 --modes fwd,fwd+bwd
+               --provider-budget keops=60)
 fi
 
 # 1. what we run on
@@ -121,13 +120,13 @@ step tests 200 $PY -m pytest "${TEST_ARGS[@]}"
 # 5. speed and memory
 BENCH_OUT="$OUT/mmd_speed_gpu.jsonl"
 [ "$DRY_RUN" = 1 ] && BENCH_OUT="$OUT/mmd_speed_dry_run.jsonl"
-step bench-float32 170 $PY benchmarks/mmd_speed.py "${BENCH[@]}" --out "$BENCH_OUT"
+step bench-float32 150 $PY benchmarks/mmd_speed.py "${BENCH[@]}" --out "$BENCH_OUT"
 step bench-bfloat16 60 $PY benchmarks/mmd_speed.py "${BENCH_BF16[@]}" --out "$BENCH_OUT"
 if [ ${#BENCH_BIG[@]} -gt 0 ]; then
   step bench-1e6 60 $PY benchmarks/mmd_speed.py "${BENCH_BIG[@]}" --out "$BENCH_OUT"
 fi
 if [ ${#BENCH_KEOPS[@]} -gt 0 ]; then
-  step bench-keops 120 $PY benchmarks/mmd_speed.py "${BENCH_KEOPS[@]}" --out "$BENCH_OUT"
+  step bench-keops 90 $PY benchmarks/mmd_speed.py "${BENCH_KEOPS[@]}" --out "$BENCH_OUT"
 fi
 
 say "results in $OUT: $(ls "$OUT" | tr '\n' ' ')"

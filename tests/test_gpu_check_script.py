@@ -1,0 +1,33 @@
+"""scripts/gpu_check.sh --dry-run: every step of the GPU check (tuning, compiled tests, benchmark) runs on
+the CPU through Triton's interpreter at tiny sizes, so the script cannot rot between GPU sessions."""
+import json
+import os
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gpu_check_dry_run(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, TRITON_INTERPRET="1")
+    env.pop("WAE_FAST_TRITON_CONFIGS", None)
+    result = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "gpu_check.sh"), "--dry-run"],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "all steps passed" in result.stdout
+    files = sorted(os.listdir(tmp_path))
+    assert files == ["gpu_check.log", "mmd_speed_dry_run.jsonl", "triton_tune.json", "triton_tune_rows.jsonl"]
+    assert len(files) <= 8  # what the GPU machine sends back
+    tuned = json.loads((tmp_path / "triton_tune.json").read_text())
+    assert set(tuned) == {"float32"} and all(len(entry) == 5 for entry in tuned["float32"].values())
+    rows = [json.loads(line) for line in (tmp_path / "mmd_speed_dry_run.jsonl").read_text().splitlines()]
+    assert {row["provider"] for row in rows} >= {"reference", "triton"}
+    assert all(row["status"] == "ok" for row in rows), [row for row in rows if row["status"] != "ok"]
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "step tests ok" in log and "step tune ok" in log
+
+
+def test_gpu_check_rejects_unknown_arguments():
+    result = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "gpu_check.sh"), "--fast"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "usage" in result.stderr
