@@ -124,12 +124,14 @@ def test_mmd_and_grads_match_reference(shape, unbiased, kernel, dtype, poisoned_
 ], ids=["float64-bm16-bn32", "float64-bm32-bn16-chunked", "bfloat16-bm16-bn16-chunked"])
 @pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
 def test_small_blocks_many_tiles(blocks, unbiased, dtype, monkeypatch):
-    """Many ragged tiles, BLOCK_M ≠ BLOCK_N, diagonal tiles off the grid's diagonal, and d split into
-    BLOCK_K-wide chunks for the distance dot and BLOCK_G-wide gradient column blocks (the compiled
-    path's chunking; the interpreter runs it only here). Compiled runs use the autotuned configs."""
+    """Many ragged tiles, BLOCK_M ≠ BLOCK_N, diagonal tiles off the grid's diagonal, d split into
+    BLOCK_K-wide chunks for the distance dot and BLOCK_G-wide gradient column blocks, and the columns
+    split into 3 chunks over the grid's third axis (the compiled path's chunking; the interpreter runs
+    it only here). Compiled runs use the GPU config table."""
     bm, bn, bk, bg = blocks
     monkeypatch.setattr(triton_mmd, "INTERPRETER_BLOCKS",
                         {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "BLOCK_G": bg})
+    monkeypatch.setattr(triton_mmd, "INTERPRETER_COLUMN_CHUNKS", 3)
     x, y = _make_inputs(70, 45, 33, dtype, True, seed=6)
     bandwidths = tuple(s * 66.0 for s in OFFICIAL_SCALES)
     value_tol, grad_rtol = TOLERANCES[dtype]

@@ -201,8 +201,12 @@ def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, s
                 b_zh = b_zg.to(tl.bfloat16)  # [BN, BG] exact: the inputs are bfloat16
                 b_wh = b_wc.to(tl.bfloat16)  # [BM, BN]
                 b_wl = (b_wc - b_wh.to(ACC)).to(tl.bfloat16)  # [BM, BN]
-                b_wz = tl.dot(b_wh, b_zh, acc=b_wz, out_dtype=ACC)
-                b_wz = tl.dot(b_wl, b_zh, acc=b_wz, out_dtype=ACC)
+                if DOT_UPCAST:  # the interpreter: the same rounded parts, multiplied in float32
+                    b_wz = tl.dot(b_wh.to(ACC), b_zh.to(ACC), acc=b_wz, out_dtype=ACC)
+                    b_wz = tl.dot(b_wl.to(ACC), b_zh.to(ACC), acc=b_wz, out_dtype=ACC)
+                else:
+                    b_wz = tl.dot(b_wh, b_zh, acc=b_wz, out_dtype=ACC)
+                    b_wz = tl.dot(b_wl, b_zh, acc=b_wz, out_dtype=ACC)
             else:
                 b_wz = tl.dot(b_wc, b_zg, acc=b_wz, input_precision=DOT_PRECISION, out_dtype=ACC)
     return b_ks, b_rw, b_wz
@@ -436,7 +440,7 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad)
     meta = dict(KERNEL=kernel_id, WITHIN=within, CROSS_VALUE=cross_value,
                 COMPUTE_GRAD=compute_grad, FAST_MATH=a.dtype != torch.float64,
                 DOT_PRECISION="ieee" if a.dtype == torch.float64 else precision,
-                GRAD_SPLIT_BF16=a.dtype == torch.bfloat16 and not _interpreting(),
+                GRAD_SPLIT_BF16=a.dtype == torch.bfloat16,
                 DOT_UPCAST=_dot_upcast(a.dtype), BLOCK_D=block_d, **_d_blocks(block_d, compute_grad))
     options = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
     if _interpreting():  # one d-chunk (the interpreter pays per tile) unless INTERPRETER_BLOCKS says
