@@ -47,9 +47,12 @@ def _strided_rows(z: torch.Tensor) -> torch.Tensor:
 
 def _hth_largest_sq_distance(a: torch.Tensor, b: torch.Tensor, h: int) -> float:
     """The h-th largest entry (1-based, duplicates counted) of the flattened [rows(a), rows(b)] matrix of
-    squared distances: TensorFlow's top_k(vec D, h).values[h − 1]. a and b are centred float64 rows."""
+    squared distances: TensorFlow's top_k(vec D, h).values[h − 1]. a and b are centred float64 rows;
+    when b is a, the diagonal is exactly 0."""
     distances = (a @ b.T).mul_(-2.0)  # [rows(a), rows(b)], the only block built
     distances.add_(a.pow(2).sum(1)[:, None]).add_(b.pow(2).sum(1)[None, :]).clamp_min_(0.0)
+    if b is a:
+        distances.fill_diagonal_(0.0)
     count = distances.numel()
     return float(torch.kthvalue(distances.reshape(-1), count - h + 1).values)
 
