@@ -125,9 +125,9 @@ class MMDFunction(torch.autograd.Function):
         for b in range(info.batch_size):
             x_b = x if x_dim is None else x.select(x_dim, b)
             y_b = y if y_dim is None else y.select(y_dim, b)
-            per_element.append(MMDFunction.apply(
-                x_b, y_b, kernel, bandwidths, unbiased, backend,
-                need_grad_x or (grad_mode and x_b.requires_grad), need_grad_y or (grad_mode and y_b.requires_grad)))
+            need_x = need_grad_x or (grad_mode and x_b.requires_grad)
+            need_y = need_grad_y or (grad_mode and y_b.requires_grad)
+            per_element.append(MMDFunction.apply(x_b, y_b, kernel, bandwidths, unbiased, backend, need_x, need_y))
         stacked = tuple(torch.stack([outputs[k] for outputs in per_element]) for k in range(3))
         return stacked, (0, 0, 0)
 
