@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .functional import mmd
-from .kernels import ESTIMATORS, KERNELS
+from .functional import _check_choices, _check_kernel_parameter, _check_scales, mmd
 
 
 class MMDLoss(torch.nn.Module):
@@ -12,17 +11,20 @@ class MMDLoss(torch.nn.Module):
 
         loss = MMDLoss("imq", scales=wae_fast.OFFICIAL_SCALES)(z_codes, z_prior)
 
-    ``param`` is c for IMQ and σ² (a number or "median") for RBF; None gives 2·d.
+    ``param`` is c for IMQ and σ² (a number or "median") for RBF; None gives 2·d. Every argument is
+    checked here, at construction, with the errors wae_fast.mmd would raise.
     """
 
     def __init__(self, kernel: str = "imq", param=None, *, scales=(1.0,), estimator: str = "unbiased",
                  backend: str = "auto"):
         super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        self.kernel, self.param, self.scales = kernel, param, tuple(scales)
+        _check_choices(kernel, estimator, backend)
+        scales = _check_scales(scales)
+        if kernel == "imq":
+            param = _check_kernel_parameter(kernel, param, None, argument="param")
+        else:
+            param = _check_kernel_parameter(kernel, None, param, argument="param")
+        self.kernel, self.param, self.scales = kernel, param, scales
         self.estimator, self.backend = estimator, backend
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
