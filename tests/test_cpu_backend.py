@@ -526,7 +526,7 @@ def test_launcher_checks_kernel_and_row_counts():
         cpu.mmd_and_grads(x, torch.zeros(3, 2), "imq", (1.0,), True, False, False)
     value, _, _ = cpu.mmd_and_grads(x, x.clone(), "imq", (1.0,), False, False, False)
     assert value.item() == pytest.approx(1.0 - 2.0 + 1.0)
-    with pytest.raises(ValueError, match="out_grad_x must be a CPU tensor|grad_x must have the shape"):
+    with pytest.raises(ValueError, match=r"grad_x must have the shape of x \(3, 2\), got \(2, 2\)"):
         cpu.mmd_and_grads(torch.zeros(3, 2), torch.zeros(3, 2), "imq", (1.0,), True, True, False,
                           out_grad_x=torch.zeros(2, 2))
 
