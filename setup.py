@@ -1,30 +1,35 @@
 """Builds wae_fast and its optional C++ extension wae_fast._C (the fused CPU backend).
 
-Sources and flags come from csrc/build_config.json, shared with CMakeLists.txt. The version comes from
-wae_fast/_version.py. -march=native is used unless WAE_FAST_PORTABLE=1 is set (and dropped automatically if the compiler
-rejects it). If the extension cannot be built, installation still succeeds with a warning;
-backend="cpu" then says what is missing.
+What to build comes from csrc/build_config.py (shared with CMakeLists.txt): the sources, the
+instruction-set paths of the kernels and their flags, the version and spec.MAX_SCALES. Each path (on
+x86-64: baseline, avx2, avx512) is compiled from its own source with its own flags, and the module
+picks one at import from the CPU's features, so a wheel runs on any CPU of its architecture.
+WAE_FAST_NATIVE=1 builds a single -march=native path instead (this machine only).
+
+A path the compiler cannot build is left out with a warning; if the extension cannot be built at
+all, installation still succeeds with a warning and backend="cpu" then says what is missing.
 """
-import json
+import importlib.util
 import os
-import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "wae_fast/_version.py").read_text()).group(1)
-CONFIG = json.loads((ROOT / "csrc/build_config.json").read_text())
-PORTABLE = os.environ.get("WAE_FAST_PORTABLE", "0") not in ("", "0")
 
 
-def _compile_flags():
-    flags = list(CONFIG["compile_flags"])
-    if not PORTABLE:
-        flags += CONFIG["native_flags"]
-    return flags
+def _load_build_config():
+    spec = importlib.util.spec_from_file_location("wae_fast_build_config", ROOT / "csrc/build_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_config = _load_build_config()
+BUILD = build_config.resolve(ROOT)
 
 
 def _extensions():
@@ -34,46 +39,97 @@ def _extensions():
         print("wae_fast: pybind11 is not installed; skipping the C++ extension wae_fast._C "
               "(pip install pybind11, then pip install -e . --no-build-isolation)", file=sys.stderr)
         return []
-    flags = _compile_flags()
     return [Extension(
-        CONFIG["module"],
-        sources=CONFIG["sources"],
-        include_dirs=[str(ROOT / p) for p in CONFIG["include_dirs"]] + [pybind11.get_include()],
+        BUILD["module"],
+        sources=BUILD["sources"],
+        depends=BUILD["depends"] + [p["source"] for p in BUILD["isa_paths"]],
+        include_dirs=[str(ROOT / p) for p in BUILD["include_dirs"]] + [pybind11.get_include()],
         language="c++",
-        extra_compile_args=[f"-std=c++{CONFIG['cxx_standard']}"] + flags,
-        extra_link_args=list(CONFIG["link_flags"]),
-        define_macros=[("WAE_FAST_VERSION", f'"{VERSION}"'),
-                       ("WAE_FAST_BUILD_FLAGS", '"' + " ".join(flags) + '"')],
+        extra_compile_args=[f"-std=c++{BUILD['cxx_standard']}"] + BUILD["compile_flags"],
+        extra_link_args=list(BUILD["link_flags"]),
+        define_macros=_macros(BUILD),
     )]
 
 
-class OptionalBuildExt(build_ext):
-    """build_ext that warns instead of failing: wae_fast works without its C++ backend."""
+def _macros(build):
+    return (list(build["definitions"].items())
+            + [(name, '"' + text + '"') for name, text in build["string_definitions"].items()])
 
-    def run(self):
-        try:
-            super().run()
-        except Exception as exc:  # noqa: BLE001 - any build failure must not break installation
-            self._warn(exc)
+
+class OptionalBuildExt(build_ext):
+    """build_ext that compiles each instruction-set path of the kernels with its own flags, links them
+    into the one module, and warns instead of failing: wae_fast works without its C++ backend."""
 
     def build_extension(self, ext):
         try:
-            super().build_extension(ext)
-            return
-        except Exception as exc:  # noqa: BLE001
-            native = [f for f in CONFIG["native_flags"] if f in ext.extra_compile_args]
-            if not native:
-                self._warn(exc)
-                return
-            print(f"wae_fast: building with {' '.join(native)} failed ({exc}); retrying without it",
-                  file=sys.stderr)
-        ext.extra_compile_args = [f for f in ext.extra_compile_args if f not in CONFIG["native_flags"]]
-        ext.define_macros = [(k, v) for k, v in ext.define_macros if k != "WAE_FAST_BUILD_FLAGS"] + [
-            ("WAE_FAST_BUILD_FLAGS", '"' + " ".join(CONFIG["compile_flags"]) + '"')]
-        try:
-            super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+            self._build_with_paths(ext)
+        except Exception as exc:  # noqa: BLE001 - any build failure must not break installation
             self._warn(exc)
+
+    def _build_with_paths(self, ext):
+        try:
+            from setuptools.modified import newer_group
+        except ImportError:  # setuptools < 69
+            from setuptools.dep_util import newer_group
+
+        ext_path = self.get_ext_fullpath(ext.name)
+        if not (self.force or newer_group(list(ext.sources) + list(ext.depends), ext_path, "newer")):
+            print(f"wae_fast: skipping {ext.name} (up to date)", file=sys.stderr)
+            return
+        build = BUILD
+        objects = self._compile_paths(ext, build)
+        if objects is None and build["native"]:
+            print("wae_fast: the -march=native path (WAE_FAST_NATIVE=1) failed to compile; building the "
+                  "portable paths instead", file=sys.stderr)
+            build = build_config.resolve(ROOT, native=False)
+            objects = self._compile_paths(ext, build)
+        if objects is None:
+            raise RuntimeError("the baseline path of the kernels (csrc/cpu/isa_baseline.cpp) failed to compile")
+        compiled, object_files = objects
+        print(f"wae_fast: instruction-set paths compiled: {', '.join(compiled)}", file=sys.stderr)
+        ext.extra_objects = list(ext.extra_objects or []) + object_files
+        ext.define_macros = _macros(build) + [(p["define"], "1") for p in build["isa_paths"]
+                                              if p["name"] in compiled]
+        self.force = True  # the up-to-date check is done above
+        super().build_extension(ext)
+
+    def _compile_paths(self, ext, build):
+        """([path names], [object files]) of the paths that compiled, or None if the first path (the
+        baseline, or native) did not."""
+        macros = _macros(build)
+
+        def compile_one(path):
+            try:
+                return self.compiler.compile(
+                    [path["source"]], output_dir=self.build_temp, include_dirs=ext.include_dirs,
+                    macros=macros + [("WAE_FAST_ISA_FLAGS", '"' + path["flags_text"] + '"')],
+                    debug=self.debug, extra_postargs=list(ext.extra_compile_args) + path["flags"],
+                    depends=ext.depends)
+            except Exception as exc:  # noqa: BLE001 - a compiler without these flags
+                return exc
+
+        paths = build["isa_paths"]
+        workers = max(1, min(len(paths), os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(compile_one, paths))
+        compiled, object_files = [], []
+        for index, (path, result) in enumerate(zip(paths, results)):
+            if isinstance(result, Exception):
+                if index == 0:
+                    print(f"wae_fast: the {path['name']} path failed to compile: {result}", file=sys.stderr)
+                    return None
+                print(f"wae_fast: leaving out the {path['name']} path, the compiler rejected it "
+                      f"({' '.join(path['flags'])}): {result}", file=sys.stderr)
+                continue
+            foreign = build_config.foreign_symbols(result[0], path["name"])
+            if foreign and index > 0:
+                print(f"wae_fast: leaving out the {path['name']} path: its object defines external symbols "
+                      f"outside wae_fast::cpu::{path['name']} that another path could end up calling: "
+                      f"{foreign[:5]}", file=sys.stderr)
+                continue
+            compiled.append(path["name"])
+            object_files += result
+        return compiled, object_files
 
     _warned = False
 
@@ -90,7 +146,7 @@ class OptionalBuildExt(build_ext):
 
 setup(
     name="wae_fast",
-    version=VERSION,
+    version=BUILD["version"],
     description="Fused O(n)-memory kernel MMD for PyTorch and a Wasserstein Auto-Encoder trainer",
     packages=find_packages(include=["wae_fast", "wae_fast.*"]),
     python_requires=">=3.10",

@@ -1,27 +1,33 @@
 """The fused C++ CPU backend (wae_fast._C via wae_fast/backends/cpu.py) against the dense reference.
 
 C++-specific checks: agreement in float64 (tight) and float32 over odd shapes (n, m in {2, 3, ...},
-n ≠ m, d = 1 and d = 130, ragged tiles), both kernels and estimators, one and seven scales; bitwise
-equality across thread counts and runs; NaN/Inf propagation; float64 gradcheck; output buffers
-poisoned with NaN before the kernel writes them; non-contiguous and half-precision inputs through the
-public API; argument checks of the binding; O(n·d) memory at n = 20000. Generic cross-backend property
-tests live in tests/test_backends.py.
+n ≠ m, d = 1 and d = 130, ragged tiles), both kernels and estimators, one and seven scales; every
+compiled instruction-set path this CPU runs against float64 direct differences and against each
+other; bitwise equality across thread counts and runs; NaN/Inf: value and every gradient entry NaN;
+float64 gradcheck; output buffers poisoned before the kernel writes them; non-contiguous and
+half-precision inputs through the public API; the binding's checks of its buffers and arguments; the
+spec constants the module was built with; the peak multiply-add probe; O(n·d) memory at n = 20000.
+Generic cross-backend property tests live in tests/test_backends.py.
 
 Without the extension the module is skipped with the reason, unless CI requires the backend
 (WAE_FAST_REQUIRE_BACKENDS contains "cpu"), then it fails.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
 import wae_fast
+from wae_fast import spec
 from wae_fast.backends import cpu
 from wae_fast.kernels import OFFICIAL_SCALES
 from wae_fast.reference import mmd_reference
@@ -72,6 +78,14 @@ def _close(actual, expected, rel):
 
 def _poisoned(rows, d, dtype):
     return torch.full((rows, d), float("nan"), dtype=dtype)
+
+
+def _build_info():
+    return cpu.build_info() if _OK else {"compiled": [], "supported": [], "selected": None}
+
+
+# The compiled instruction-set paths this CPU runs (on x86-64 with AVX-512: avx512, avx2, baseline).
+SUPPORTED_ISAS = _build_info()["supported"]
 
 
 @pytest.mark.parametrize("scales", SCALES, ids=["1scale", "7scales"])
@@ -127,6 +141,11 @@ def test_threads_and_runs_give_identical_bits(grads):
     x, y = _data(700, 650, 8, torch.float32, seed=3)
     bw = _bandwidths("imq", 8, OFFICIAL_SCALES)
     results = [cpu.mmd_and_grads(x, y, "imq", bw, True, *grads, threads=t) for t in (1, 2, 3, 2)]
+    # Every other path this CPU runs, at 1 and 3 threads.
+    for isa in SUPPORTED_ISAS:
+        other = [cpu.mmd_and_grads(x, y, "imq", bw, True, *grads, threads=t, isa=isa) for t in (1, 3)]
+        for a, b in zip(other[0], other[1]):
+            assert (a is None and b is None) or torch.equal(a, b), isa
     first = results[0]
     for other in results[1:]:
         assert torch.equal(first[0], other[0])
@@ -136,16 +155,25 @@ def test_threads_and_runs_give_identical_bits(grads):
 
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 @pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "+inf", "-inf"])
 @pytest.mark.parametrize("where", ["x", "y"])
-def test_nonfinite_input_gives_nan_value(kernel, unbiased, bad, where):
-    for dtype in (torch.float32, torch.float64):
-        x, y = _data(9, 7, 3, dtype)
-        (x if where == "x" else y)[4, 1] = bad
-        bw = _bandwidths(kernel, 3, (1.0, 2.0))
-        for grads in ((False, False), (True, True)):
-            value, _, _ = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, *grads)
-            assert math.isnan(value.item())
+def test_nonfinite_input_makes_value_and_every_gradient_entry_nan(kernel, unbiased, bad, where):
+    """spec: any NaN or ±Inf in x or y makes the value and every gradient entry NaN, on every path."""
+    for isa in SUPPORTED_ISAS:
+        for dtype in (torch.float32, torch.float64):
+            x, y = _data(9, 70, 3, dtype)
+            (x if where == "x" else y)[4, 1] = bad
+            bw = _bandwidths(kernel, 3, (1.0, 2.0))
+            for grads in ((False, False), (True, False), (False, True), (True, True)):
+                # Poisoned with a finite number: an entry the kernel leaves alone fails the check.
+                outs = [torch.full(t.shape, 7.0, dtype=dtype) if g else None for g, t in zip(grads, (x, y))]
+                value, gx, gy = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, *grads, isa=isa,
+                                                  out_grad_x=outs[0], out_grad_y=outs[1])
+                assert math.isnan(value.item()), (isa, dtype, grads)
+                for want, got in zip(grads, (gx, gy)):
+                    assert (got is None) == (not want)
+                    if got is not None:
+                        assert torch.isnan(got).all(), (isa, dtype, grads, got)
 
 
 def test_huge_finite_input_is_not_flagged():
@@ -191,22 +219,6 @@ def test_public_api_noncontiguous_half_and_upstream_gradient():
         assert v32.dtype == g32.dtype == torch.float32
 
 
-def test_binding_argument_checks():
-    from wae_fast import _C
-    x = torch.zeros(4, 2)
-    args = dict(dtype="float32", x=x.data_ptr(), y=x.data_ptr(), n=4, m=4, d=2, kernel="imq",
-                bandwidths=[1.0], unbiased=True, grad_x=0, grad_y=0, threads=1)
-    assert _C.mmd_fused(**args) == 0.0
-    for bad in (dict(dtype="float16"), dict(kernel="laplace"), dict(n=0), dict(d=0), dict(n=1),
-                dict(bandwidths=[]), dict(bandwidths=[-1.0]), dict(bandwidths=[float("inf")]),
-                dict(bandwidths=[1.0] * 65), dict(x=0), dict(threads=0)):
-        with pytest.raises(ValueError):
-            _C.mmd_fused(**{**args, **bad})
-    assert _C.mmd_fused(**{**args, "n": 1, "unbiased": False}) == pytest.approx(1.0 - 2.0 + 1.0)
-    info = cpu.build_info()
-    assert info["version"] == wae_fast.__version__ and info["simd_bytes"] in (16, 32, 64)
-
-
 def test_unavailable_reason_names_the_build_command(monkeypatch):
     monkeypatch.setattr(cpu, "_status", None)
     monkeypatch.setitem(sys.modules, "wae_fast._C", None)  # makes the import fail
@@ -236,3 +248,309 @@ def test_memory_is_linear_in_n():
     assert out.returncode == 0, out.stderr
     growth_mb = float(out.stdout.strip().splitlines()[-1])
     assert growth_mb < 50.0, f"peak RSS grew by {growth_mb:.1f} MB"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Instruction-set paths.
+
+def _direct_oracle(x, y, kernel, bandwidths, unbiased):
+    """Value and both gradients in float64 from the paper's definition, by direct differences
+    (a_i − b_j)² (no norm expansion, no centring) and autograd; shares no code with the backends."""
+    xr = x.detach().to(torch.float64).requires_grad_(True)
+    yr = y.detach().to(torch.float64).requires_grad_(True)
+
+    def k(a, b):
+        r = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)  # [rows a, rows b]
+        if kernel == "imq":
+            return sum(s / (s + r) for s in bandwidths)
+        return sum(torch.exp(-r / s) for s in bandwidths)
+
+    n, m = xr.shape[0], yr.shape[0]
+    k_xx, k_yy, k_xy = k(xr, xr), k(yr, yr), k(xr, yr)
+    if unbiased:
+        off_x, off_y = ~torch.eye(n, dtype=torch.bool), ~torch.eye(m, dtype=torch.bool)
+        value = k_xx[off_x].sum() / (n * (n - 1)) + k_yy[off_y].sum() / (m * (m - 1))
+    else:
+        value = k_xx.sum() / n ** 2 + k_yy.sum() / m ** 2
+    value = value - 2.0 * k_xy.sum() / (n * m)
+    gx, gy = torch.autograd.grad(value, (xr, yr))
+    return value.detach(), gx, gy
+
+
+def test_every_path_expected_here_was_compiled_and_one_is_selected():
+    info = cpu.build_info()
+    assert info["available"] and info["selected"] in info["supported"]
+    assert set(info["supported"]) <= set(info["compiled"])
+    if info["compiled"] == ["native"]:  # a WAE_FAST_NATIVE=1 build
+        assert "-march=native" in info["flags"]
+        return
+    assert "-march=native" not in " ".join(info["isa_flags"].values())
+    expected = ["baseline"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        expected = ["avx512", "avx2", "baseline"]
+    assert info["compiled"] == expected, "a path was left out of the build (see the build log)"
+    if os.environ.get("WAE_FAST_ISA") in (None, "", "auto"):
+        assert info["selected"] == info["supported"][0]  # the most capable one this CPU runs
+    assert info["simd_bytes"] == {"avx512": 64, "avx2": 32, "baseline": 16}.get(info["selected"], info["simd_bytes"])
+
+
+def test_build_info_is_the_public_one_and_serialisable():
+    info = wae_fast.build_info()
+    assert info == cpu.build_info()
+    for key in ("compiled", "selected", "compiler", "flags", "version", "max_scales"):
+        assert key in info
+    assert info["version"] == wae_fast.__version__ and info["compiler"] and info["flags"]
+    json.dumps(info)
+
+
+def test_build_info_without_the_extension_says_why(monkeypatch):
+    monkeypatch.setattr(cpu, "_status", (False, "no extension here"))
+    info = wae_fast.build_info()
+    assert info["available"] is False and info["reason"] == "no extension here"
+    assert info["compiled"] == [] and info["selected"] is None
+
+
+@pytest.mark.parametrize("isa", SUPPORTED_ISAS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_every_path_matches_float64_direct_differences(isa, dtype, unbiased, kernel):
+    tol = {torch.float64: (1e-12, 1e-10), torch.float32: (2e-6, 2e-5)}[dtype]
+    for shape in ((2, 3, 1), (17, 29, 8), (70, 9, 130), (300, 257, 3)):
+        n, m, d = shape
+        x, y = _data(n, m, d, dtype, seed=n)
+        bw = _bandwidths(kernel, d, OFFICIAL_SCALES)
+        want_v, want_gx, want_gy = _direct_oracle(x, y, kernel, bw, unbiased)
+        value, gx, gy = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, True, True, isa=isa,
+                                          out_grad_x=_poisoned(n, d, dtype), out_grad_y=_poisoned(m, d, dtype))
+        assert abs(value.item() - want_v.item()) <= tol[0] * len(bw), (shape, value.item(), want_v.item())
+        _close(gx, want_gx, tol[1])
+        _close(gy, want_gy, tol[1])
+        value_only, _, _ = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, False, False, isa=isa)
+        assert abs(value_only.item() - want_v.item()) <= tol[0] * len(bw)
+
+
+def test_paths_agree_with_each_other_within_float_rounding():
+    x, y = _data(260, 190, 20, torch.float32, seed=11)
+    bw = _bandwidths("rbf", 20, OFFICIAL_SCALES)
+    results = {isa: cpu.mmd_and_grads(x, y, "rbf", bw, True, True, True, isa=isa) for isa in SUPPORTED_ISAS}
+    first = results[SUPPORTED_ISAS[0]]
+    for isa, other in results.items():
+        assert abs(other[0].item() - first[0].item()) <= 1e-6 * len(bw), isa
+        _close(other[1], first[1], 1e-5)
+        _close(other[2], first[2], 1e-5)
+
+
+def _import_with_env(isa_value):
+    code = "from wae_fast import _C; print(_C.selected_isa); print(_C.build_info()['isa_env'])"
+    env = dict(os.environ, WAE_FAST_ISA=isa_value, PYTHONPATH=REPO_ROOT)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env=env, timeout=60)
+
+
+def test_environment_variable_forces_each_path():
+    for isa in SUPPORTED_ISAS:
+        out = _import_with_env(isa)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [isa, isa]
+    out = _import_with_env("auto")
+    assert out.returncode == 0 and out.stdout.split()[0] == SUPPORTED_ISAS[0]
+
+
+def test_environment_variable_naming_no_compiled_path_fails_the_import():
+    out = _import_with_env("sse9")
+    assert out.returncode != 0
+    assert "ImportError" in out.stderr and "WAE_FAST_ISA" in out.stderr and "'sse9'" in out.stderr
+
+
+def test_unknown_path_in_a_call_is_refused():
+    x, y = _data(4, 4, 2, torch.float32)
+    with pytest.raises(ValueError, match="isa = 'avx1024' is not a compiled path"):
+        cpu.mmd_and_grads(x, y, "imq", (1.0,), True, False, False, isa="avx1024")
+
+
+def test_isa_paths_describe_themselves():
+    from wae_fast import _C
+    paths = _C.isa_paths()
+    assert [p["name"] for p in paths] == _C.compiled_isas
+    for p in paths:
+        assert p["supported"] == (p["name"] in SUPPORTED_ISAS) == (p["missing_cpu_features"] == [])
+        assert p["flags"] == cpu.build_info()["isa_flags"][p["name"]]
+        if p["name"] == "avx512":
+            assert {"avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"} <= set(p["cpu_features"])
+            assert p["simd_bytes"] == 64
+        if p["name"] == "avx2":
+            assert {"avx2", "fma"} <= set(p["cpu_features"]) and not any("512" in f for f in p["cpu_features"])
+            assert p["simd_bytes"] == 32
+        if p["name"] == "baseline":
+            assert "avx" not in p["cpu_features"] and "avx2" not in p["cpu_features"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The spec the module was built with, and what the binding takes from the launcher.
+
+def test_module_constants_equal_the_spec():
+    from wae_fast import _C
+    assert _C.max_scales == spec.MAX_SCALES
+    assert _C.kernel_ids == spec.KERNEL_IDS
+    assert _C.sweep_modes == {mode.name: int(mode) for mode in spec.Sweep}
+
+
+def test_binding_uses_the_weights_and_coefficients_it_is_given():
+    """One block at a time: weights (1, 0, 0) give Σ_{i≠j} k(x_i, x_j), and a coefficient on one block
+    gives that block's gradient term, from the oracle's own kernel sums."""
+    from wae_fast import _C
+    x, y = _data(13, 11, 4)
+    bw = [3.0, 9.0]
+
+    def call(weights, coefficients, unbiased=True):
+        gx, gy = np.full((13, 4), 5.0), np.full((11, 4), 5.0)
+        value = _C.mmd_fused(x.numpy(), y.numpy(), kernel=1, bandwidths=bw, unbiased=unbiased, weights=weights,
+                             coefficients=coefficients, grad_x=gx, grad_y=gy, threads=2)
+        return value, torch.from_numpy(gx), torch.from_numpy(gy)
+
+    def k(a, b):
+        r = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+        return sum(torch.exp(-r / s) for s in bw), sum(torch.exp(-r / s) / s for s in bw)  # k, w⁺
+
+    k_xx, w_xx = k(x, x)
+    k_xy, w_xy = k(x, y)
+    k_yx, w_yx = k(y, x)
+    value, gx, gy = call([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    assert value == pytest.approx((k_xx.sum() - k_xx.diagonal().sum()).item(), rel=1e-13)
+    assert torch.equal(gx, torch.zeros_like(gx)) and torch.equal(gy, torch.zeros_like(gy))
+    value, _, _ = call([0.0, 0.0, 1.0], [0.0, 0.0, 0.0], unbiased=False)
+    assert value == pytest.approx(k_xy.sum().item(), rel=1e-13)
+    # coef_cross = 2.5: ∂/∂x_i = 2.5 Σ_j w⁺(x_i, y_j)(x_i − y_j), ∂/∂y_j = 2.5 Σ_i w⁺(y_j, x_i)(y_j − x_i)
+    _, gx, gy = call([0.0, 0.0, 0.0], [0.0, 0.0, 2.5])
+    _close(gx, 2.5 * (w_xy[:, :, None] * (x[:, None, :] - y[None, :, :])).sum(1), 1e-12)
+    _close(gy, 2.5 * (w_yx[:, :, None] * (y[:, None, :] - x[None, :, :])).sum(1), 1e-12)
+    # coef_within_x = −1.5, the full square without the diagonal; y's gradient then only has its
+    # (zero-weighted) blocks.
+    _, gx, gy = call([0.0, 0.0, 0.0], [-1.5, 0.0, 0.0])
+    _close(gx, -1.5 * (w_xx[:, :, None] * (x[:, None, :] - x[None, :, :])).sum(1), 1e-12)
+    assert torch.equal(gy, torch.zeros_like(gy))
+
+
+def _call_args(**changes):
+    x = np.zeros((4, 2), dtype=np.float32)
+    x[:, 0] = np.arange(4)
+    args = dict(x=x, y=x.copy(), kernel=0, bandwidths=[1.0], unbiased=True, weights=[1 / 12, 1 / 12, -2 / 16],
+                coefficients=[-4 / 12, -4 / 12, 4 / 16], grad_x=None, grad_y=None, threads=1)
+    args.update(changes)
+    return args
+
+
+def _mmd_fused(**changes):
+    from wae_fast import _C
+    args = _call_args(**changes)
+    return _C.mmd_fused(args.pop("x"), args.pop("y"), **args)
+
+
+BAD_BINDING_CALLS = [
+    # (changes, error type, message fragment)
+    (dict(x=torch.zeros(4, 2)), TypeError, "x must be a float32 or float64 array supporting the buffer protocol"),
+    (dict(y=[[0.0, 1.0]] * 4), TypeError, "y must be a float32 or float64 array"),
+    (dict(x=np.zeros((4, 2), np.float16)), TypeError, "x must hold float32 or float64, got buffer format 'e'"),
+    (dict(x=np.zeros((4, 2), np.int32)), TypeError, "x must hold float32 or float64"),
+    (dict(x=np.zeros((4, 2), np.float64)), TypeError, "x and y must have the same dtype, got float64 and float32"),
+    (dict(x=np.zeros(8, np.float32)), ValueError, "x must be 2-D [rows, features], got 1-D shape (8)"),
+    (dict(y=np.zeros((4, 2, 1), np.float32)), ValueError, "y must be 2-D [rows, features], got 3-D"),
+    (dict(x=np.zeros((2, 4), np.float32).T), ValueError, "x must be C-contiguous (row-major), got strides (4, 16) bytes for shape (4, 2)"),
+    (dict(y=np.zeros((8, 2), np.float32)[::2]), ValueError, "y must be C-contiguous"),
+    (dict(x=np.zeros((0, 2), np.float32)), ValueError, "x must have at least one row and one feature, got shape (0, 2)"),
+    (dict(y=np.zeros((4, 3), np.float32)), ValueError, "x and y must have the same number of features, got x (4, 2) and y (4, 3)"),
+    (dict(grad_x=np.zeros((4, 2), np.float64)), TypeError, "grad_x and x must have the same dtype"),
+    (dict(grad_y=np.zeros((3, 2), np.float32)), ValueError, "grad_y must have the shape of y (4, 2), got (3, 2)"),
+    (dict(grad_x=np.zeros((2, 4), np.float32).T), ValueError, "grad_x must be C-contiguous"),
+    (dict(grad_x=torch.zeros(4, 2)), TypeError, "grad_x must be a float32 or float64 array"),
+    (dict(kernel=2), ValueError, "kernel must be a kernel id (0: imq, 1: rbf"),
+    (dict(bandwidths=[]), ValueError, "bandwidths must hold 1 to 64 numbers"),
+    (dict(bandwidths=[1.0] * 65), ValueError, "bandwidths must hold 1 to 64 numbers"),
+    (dict(bandwidths=[-1.0]), ValueError, "bandwidths must be positive and finite"),
+    (dict(bandwidths=[float("inf")]), ValueError, "bandwidths must be positive and finite"),
+    (dict(weights=[1.0, 1.0]), ValueError, "weights must be 3 numbers (a_xx, a_yy, a_xy), got 2"),
+    (dict(weights=[1.0, float("nan"), 1.0]), ValueError, "weights must be finite"),
+    (dict(coefficients=[1.0] * 4), ValueError, "coefficients must be 3 numbers (within_x, within_y, cross)"),
+    (dict(x=np.zeros((1, 2), np.float32)), ValueError, "the unbiased estimator needs at least 2 rows"),
+    (dict(threads=0), ValueError, "threads must be >= 1, got 0"),
+    (dict(isa="avx1024"), ValueError, "isa = 'avx1024' is not a compiled path"),
+]
+
+
+@pytest.mark.parametrize("changes, error, message", BAD_BINDING_CALLS,
+                         ids=[f"{i}-{'-'.join(c)}" for i, (c, _, _) in enumerate(BAD_BINDING_CALLS)])
+def test_binding_rejects_bad_buffers_and_arguments(changes, error, message):
+    with pytest.raises(error) as info:
+        _mmd_fused(**changes)
+    assert message in str(info.value)
+
+
+def test_binding_rejects_read_only_and_overlapping_outputs():
+    args = _call_args()
+    read_only = np.zeros((4, 2), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="grad_x must be a writable buffer"):
+        _mmd_fused(grad_x=read_only)
+    with pytest.raises(ValueError, match="grad_x shares memory with x"):
+        _mmd_fused(x=args["x"], grad_x=args["x"])
+    block = np.zeros((8, 2), np.float32)
+    with pytest.raises(ValueError, match="grad_x shares memory with grad_y"):
+        _mmd_fused(grad_x=block[:4], grad_y=block[3:7])
+    with pytest.raises(ValueError, match="grad_y shares memory with x"):
+        _mmd_fused(x=block[:4], grad_y=block[2:6])
+    # Adjacent, not overlapping: accepted, and the same value as without gradients.
+    assert _mmd_fused(grad_x=block[:4], grad_y=block[4:]) == pytest.approx(_mmd_fused(), rel=1e-6)
+
+
+def test_binding_accepts_its_documented_input_and_writes_every_output_entry():
+    gx, gy = np.full((4, 2), np.nan, np.float32), np.full((1, 2), np.nan, np.float32)
+    y = np.array([[1.0, 1.0]], np.float32)
+    weights = spec.estimator_weights(4, 1, unbiased=False)
+    args = _call_args(y=y, unbiased=False, weights=list(weights),
+                      coefficients=list(spec.gradient_coefficients(weights)))
+    x = args.pop("x")
+    from wae_fast import _C
+    value = _C.mmd_fused(x, args.pop("y"), **{**args, "grad_x": gx, "grad_y": gy})
+    want, want_gx, want_gy = _direct_oracle(torch.from_numpy(x), torch.from_numpy(y), "imq", (1.0,), False)
+    assert value == pytest.approx(want.item(), rel=1e-6)
+    _close(torch.from_numpy(gx), want_gx, 1e-6)
+    _close(torch.from_numpy(gy), want_gy, 1e-6)
+
+
+def test_launcher_checks_kernel_and_row_counts():
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        cpu.mmd_and_grads(torch.zeros(3, 2), torch.zeros(3, 2), "laplace", (1.0,), True, False, False)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        cpu.mmd_and_grads(x, torch.zeros(3, 2), "imq", (1.0,), True, False, False)
+    value, _, _ = cpu.mmd_and_grads(x, x.clone(), "imq", (1.0,), False, False, False)
+    assert value.item() == pytest.approx(1.0 - 2.0 + 1.0)
+    with pytest.raises(ValueError, match=r"grad_x must have the shape of x \(3, 2\), got \(2, 2\)"):
+        cpu.mmd_and_grads(torch.zeros(3, 2), torch.zeros(3, 2), "imq", (1.0,), True, True, False,
+                          out_grad_x=torch.zeros(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The peak multiply-add probe.
+
+def test_peak_probe_measures_each_path():
+    from wae_fast import _C
+    for isa in SUPPORTED_ISAS:
+        for dtype in ("float32", "float64"):
+            rate = _C.peak_fma_gflops(1, 0.02, dtype=dtype, isa=isa)
+            assert math.isfinite(rate) and rate > 0.2, (isa, dtype, rate)
+    assert cpu.peak_gflops(2, seconds=0.02) > 0.2
+    assert cpu.peak_gflops(seconds=0.02, dtype=torch.float64) > 0.1
+
+
+def test_peak_probe_checks_its_arguments():
+    from wae_fast import _C
+    with pytest.raises(ValueError, match="threads must be between 1 and 1024"):
+        _C.peak_fma_gflops(0, 0.01)
+    with pytest.raises(ValueError, match="seconds must be in"):
+        _C.peak_fma_gflops(1, 0.0)
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        _C.peak_fma_gflops(1, 0.01, dtype="float16")
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        cpu.peak_gflops(1, 0.01, dtype=torch.float16)

@@ -4,6 +4,7 @@ from .functional import imq_mmd, mmd, rbf_mmd
 from .kernels import OFFICIAL_SCALES
 from .reference import mmd_reference
 from ._dispatch import backend_status, select_backend
+from .backends.cpu import build_info
 
 __all__ = ["__version__", "imq_mmd", "rbf_mmd", "mmd", "mmd_reference", "OFFICIAL_SCALES",
            "backend_status", "select_backend"]

@@ -1,5 +1,11 @@
 // Fused CPU kernels for MMD² and its gradients. See mmd_cpu.h for the maths and the contract.
 //
+// This file is compiled once per instruction-set path: csrc/cpu/isa_<name>.cpp defines WAE_FAST_ISA
+// (the namespace, e.g. avx2) and WAE_FAST_ISA_FLAGS, includes this file and is compiled with that
+// path's flags. Everything here lives in wae_fast::cpu::WAE_FAST_ISA and, apart from the path's
+// table kPath, has internal linkage (an anonymous namespace; containers use a local allocator type),
+// so that no out-of-line code compiled with one path's flags can be shared with another path.
+//
 // Design (a GEMM micro-kernel turned into a pairwise reduction):
 //   * Both point sets are copied once per call, centred on their common mean (distances and
 //     gradients are shift invariant; centring keeps float32 differences accurate for data far from the
@@ -10,19 +16,30 @@
 //     own set ("within", diagonal excluded), then of the other set ("cross"). Within a tile, ROWS_R
 //     rows at a time are held against a SIMD vector of W columns:
 //       stage 1  r = Σ_k (a_ik − b_kj)²          direct differences (no ‖a‖²+‖b‖²−2ab cancellation)
-//       stage 2  k(r), w(r) for every scale      accumulated to the value; w stored in a tile buffer
+//       stage 2  k(r), wpos(r) for every scale   accumulated to the value; wpos stored in a tile buffer
 //                                                (IMQ: rcp14 + Newton; RBF: a vectorised exp)
-//       stage 3  G_i += Σ_j w_ij (b_j − a_i)     a small GEMM-like pass [R, tile] × [tile, dp],
+//       stage 3  G_i += Σ_j wpos_ij (b_j − a_i)  a small GEMM-like pass [R, tile] × [tile, dp],
 //                                                vectorised over d, direct differences again
 //     Tile partial sums are kept in the input type and flushed to double per tile; the value and
 //     the gradient rows are accumulated in double.
-//   * Without a gradient for a set, its within block is swept as a triangle (j > i) and doubled;
-//     with one, the full square is swept (every row's gradient is then owned by one task).
-//   * Tasks are pulled from an atomic counter by std::threads; each writes its own value slots and
-//     its own gradient rows, and the slots are summed in task order: the result does not depend on
-//     the thread count or on scheduling (bitwise).
-//   * NaN/Inf anywhere in the inputs is detected during the copy (v − v) and added to the value.
+//   * Sweeps (spec.Sweep, Mode here): without a gradient for a set, its within block is swept as a
+//     triangle (j > i) and doubled; with one, the full square is swept (every row's gradient is then
+//     owned by one task); the cross block is swept from the rows of x, and from the rows of y only
+//     for ∂/∂y.
+//   * Tasks are pulled from an atomic counter by the workers of run_workers (parallel.h); each writes
+//     its own value slots and its own gradient rows, and the slots are summed in task order: the
+//     result does not depend on the thread count or on scheduling (bitwise).
+//   * NaN/Inf anywhere in the inputs is detected during the copy (v − v); the value and every
+//     gradient entry are then NaN and no pair is swept.
+#ifndef WAE_FAST_ISA
+#error "mmd_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, which defines WAE_FAST_ISA"
+#endif
+#ifndef WAE_FAST_ISA_FLAGS
+#define WAE_FAST_ISA_FLAGS ""
+#endif
+
 #include "cpu/mmd_cpu.h"
+#include "cpu/parallel.h"
 
 #include <algorithm>
 #if defined(__AVX512F__)
@@ -31,11 +48,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <exception>
-#include <memory>
+#include <limits>
 #include <new>
-#include <system_error>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -46,15 +60,17 @@
 
 namespace wae_fast {
 namespace cpu {
+namespace WAE_FAST_ISA {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
+#define WAE_FAST_VEC_BITS 512
 #elif defined(__AVX__)
-constexpr int kVecBytes = 32;
+#define WAE_FAST_VEC_BITS 256
 #else
-constexpr int kVecBytes = 16;
+#define WAE_FAST_VEC_BITS 128
 #endif
+constexpr int kVecBytes = WAE_FAST_VEC_BITS / 8;
 // Stage 3 vectorises over the feature dimension; 256-bit vectors waste fewer lanes at small d.
 constexpr int kVec3Bytes = kVecBytes < 32 ? kVecBytes : 32;
 
@@ -70,7 +86,27 @@ constexpr int TILE_COLS = WAE_FAST_TILE_COLS;     // columns per tile (multiple 
 static_assert(TASK_ROWS % ROWS_R == 0 && TILE_COLS % 64 == 0, "tile sizes");
 constexpr int MAX_NV = 2;         // stage-3 vectors per row per pass over the tile
 
-enum Mode : int { kCross = 0, kFull = 1, kTriangle = 2 };
+constexpr Mode kCross = Mode::kCross;
+constexpr Mode kFull = Mode::kFull;
+constexpr Mode kTriangle = Mode::kTriangle;
+
+// An allocator type local to this translation unit: containers of it are instantiated with internal
+// linkage, so this path's copy of their code cannot stand in for another path's (see the top).
+template <typename T>
+struct LocalAllocator {
+  typedef T value_type;
+  LocalAllocator() = default;
+  template <typename U>
+  LocalAllocator(const LocalAllocator<U>&) noexcept {}
+  T* allocate(size_t count) { return static_cast<T*>(::operator new(count * sizeof(T))); }
+  void deallocate(T* ptr, size_t) noexcept { ::operator delete(ptr); }
+  template <typename U>
+  bool operator==(const LocalAllocator<U>&) const noexcept { return true; }
+  template <typename U>
+  bool operator!=(const LocalAllocator<U>&) const noexcept { return false; }
+};
+template <typename T>
+using LocalVector = std::vector<T, LocalAllocator<T>>;
 
 template <typename T>
 struct Vec;
@@ -183,9 +219,9 @@ static inline Vec<double>::V vexp(Vec<double>::V x) {
 template <typename T>
 struct Scales {
   int count = 0;
-  T b[64];    // IMQ: b_s
-  T nib[64];  // RBF: −1/b_s
-  T ib[64];   // RBF: 1/b_s
+  T b[kMaxScales];    // IMQ: b_s
+  T nib[kMaxScales];  // RBF: −1/b_s
+  T ib[kMaxScales];   // RBF: 1/b_s
 };
 
 // 1/t to within ~1 ulp. With AVX-512: rcp14 (relative error < 2^-14) refined by Newton steps
@@ -339,7 +375,7 @@ struct Scratch {
 
 // Stage 1 + 2 for NR rows against columns [jlo, jhi) of a tile starting at j0.
 template <typename T, int KER, int NR, bool GRAD>
-static inline void tile_values(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, int mode,
+static inline void tile_values(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, Mode mode,
                                int64_t ib, int64_t j0, int64_t jlo, int64_t jhi, T* wbuf,
                                typename Vec<T>::V& ks) {
   using V = typename Vec<T>::V;
@@ -464,7 +500,7 @@ static void tile_grad_dispatch(const PointSet<T>& A, int64_t ib, const PointSet<
 
 // One row block (NR rows) against one tile: values, and the gradient sums when GRAD.
 template <typename T, int KER, int NR, bool GRAD>
-static void row_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, int mode, int64_t ib,
+static void row_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, Mode mode, int64_t ib,
                       int64_t j0, int64_t jlo, int64_t jhi, double coef, Scratch<T>& S, int64_t row_off,
                       double& value) {
   using V = typename Vec<T>::V;
@@ -485,7 +521,7 @@ static void row_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<
 }
 
 template <typename T, int KER, bool GRAD>
-static double sweep_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, int mode,
+static double sweep_block(const Problem<T>& P, const PointSet<T>& A, const PointSet<T>& B, Mode mode,
                           int64_t i0, int64_t i1, double coef, Scratch<T>& S) {
   constexpr int W = Vec<T>::W;
   double value = 0.0;
@@ -557,6 +593,40 @@ static void run_task(const Problem<T>& P, const Task& t, Scratch<T>& S, double* 
   }
 }
 
+// The work shared by the workers of one call.
+template <typename T>
+struct CallWork {
+  const Problem<T>* P = nullptr;
+  const Task* tasks = nullptr;
+  const size_t* order = nullptr;     // task indices, heaviest first
+  size_t num_tasks = 0;
+  Scratch<T>* const* scratch = nullptr;  // one per worker
+  double* vals = nullptr;            // [num_tasks][3]
+  std::atomic<size_t> next{0};
+};
+
+template <typename T>
+static void sweep_worker(void* context, int worker) {
+  CallWork<T>& W = *static_cast<CallWork<T>*>(context);
+  Scratch<T>& S = *W.scratch[worker];
+  for (;;) {
+    const size_t idx = W.next.fetch_add(1);
+    if (idx >= W.num_tasks) break;
+    const size_t ti = W.order[idx];
+    if (W.P->ker == static_cast<int>(Kernel::kImq))
+      run_task<T, static_cast<int>(Kernel::kImq)>(*W.P, W.tasks[ti], S, W.vals + ti * 3);
+    else
+      run_task<T, static_cast<int>(Kernel::kRbf)>(*W.P, W.tasks[ti], S, W.vals + ti * 3);
+  }
+}
+
+template <typename T>
+static void fill_nan(T* out, int64_t count) {
+  if (out == nullptr) return;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (int64_t i = 0; i < count; ++i) out[i] = nan;
+}
+
 template <typename T>
 static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* gy) {
   const int64_t n = in.n, m = in.m, d = in.d;
@@ -564,41 +634,41 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
   P.d = d;
   P.ker = static_cast<int>(in.kernel);
   P.unbiased = in.unbiased;
-  P.scales.count = std::min(in.num_bandwidths, 64);
+  P.scales.count = std::min(in.num_bandwidths, kMaxScales);
   for (int q = 0; q < P.scales.count; ++q) {
     P.scales.b[q] = static_cast<T>(in.bandwidths[q]);
     P.scales.ib[q] = static_cast<T>(1.0 / in.bandwidths[q]);
     P.scales.nib[q] = static_cast<T>(-1.0 / in.bandwidths[q]);
   }
-  // Centre: the mean of all n + m rows, in double.
-  std::vector<double> mean(static_cast<size_t>(d), 0.0);
+  // Centre: the mean of all n + m rows, in double (spec.centre).
+  LocalVector<double> mean(static_cast<size_t>(d), 0.0);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(x[i * d + k]);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(y[i * d + k]);
-  std::vector<T> centre(static_cast<size_t>(d));
+  LocalVector<T> centre(static_cast<size_t>(d));
   for (int64_t k = 0; k < d; ++k) {
     const double c = mean[k] / static_cast<double>(n + m);
     centre[k] = std::isfinite(c) ? static_cast<T>(c) : T(0);
   }
   double nonfinite = prepare(P.set[0], x, n, d, centre.data());
   nonfinite += prepare(P.set[1], y, m, d, centre.data());
+  if (nonfinite != 0.0) {  // NaN: some input is NaN or ±Inf
+    fill_nan(gx, n * d);
+    fill_nan(gy, m * d);
+    return std::numeric_limits<double>::quiet_NaN();
+  }
 
-  const double nn = static_cast<double>(n), mm = static_cast<double>(m);
-  const double a_xx = in.unbiased ? 1.0 / (nn * (nn - 1.0)) : 1.0 / (nn * nn);
-  const double a_yy = in.unbiased ? 1.0 / (mm * (mm - 1.0)) : 1.0 / (mm * mm);
-  const double a_xy = -2.0 / (nn * mm);
-  // With wpos = −dk/dr: ∂/∂a_i of a·Σ_{i≠j} k = −4a Σ_j wpos (a_i − a_j); of a_xy Σ k(x_i, y_j): −2a_xy ….
-  P.coef_within[0] = -4.0 * a_xx;
-  P.coef_within[1] = -4.0 * a_yy;
-  P.coef_cross = -2.0 * a_xy;
+  P.coef_within[0] = in.coef_within_x;
+  P.coef_within[1] = in.coef_within_y;
+  P.coef_cross = in.coef_cross;
   P.need_grad[0] = gx != nullptr;
   P.need_grad[1] = gy != nullptr;
   P.grad_out[0] = gx;
   P.grad_out[1] = gy;
 
   // Tasks, heaviest first (the order only affects load balance, never the result).
-  std::vector<Task> tasks;
+  LocalVector<Task> tasks;
   for (int s = 0; s < 2; ++s) {
     const int64_t rows = s == 0 ? n : m, other = s == 0 ? m : n;
     for (int64_t i0 = 0; i0 < rows; i0 += TASK_ROWS) {
@@ -608,10 +678,13 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
       tasks.push_back(Task{s, i0, i1, cols * static_cast<double>(i1 - i0)});
     }
   }
-  std::vector<size_t> order(tasks.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return tasks[a].cost > tasks[b].cost; });
+  // Insertion sort by decreasing cost, stable: within each set the costs already decrease or tie.
+  LocalVector<size_t> order(tasks.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    size_t k = i;
+    for (; k > 0 && tasks[order[k - 1]].cost < tasks[i].cost; --k) order[k] = order[k - 1];
+    order[k] = i;
+  }
 
   double total_cost = 0.0;
   for (const Task& t : tasks) total_cost += t.cost;
@@ -622,37 +695,24 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
   threads = std::min<int>(threads, static_cast<int>(tasks.size()));
   threads = std::max(threads, 1);
 
-  std::vector<double> vals(tasks.size() * 3, 0.0);
-  std::vector<std::unique_ptr<Scratch<T>>> scratch;
+  LocalVector<double> vals(tasks.size() * 3, 0.0);
   const int64_t dp_max = std::max(P.set[0].dp, P.set[1].dp);
-  for (int t = 0; t < threads; ++t) scratch.emplace_back(new Scratch<T>(dp_max));
-
-  std::atomic<size_t> next{0};
-  auto worker = [&](int tid) {
-    Scratch<T>& S = *scratch[tid];
-    for (;;) {
-      const size_t idx = next.fetch_add(1);
-      if (idx >= order.size()) break;
-      const size_t ti = order[idx];
-      if (P.ker == static_cast<int>(Kernel::kImq))
-        run_task<T, 0>(P, tasks[ti], S, &vals[ti * 3]);
-      else
-        run_task<T, 1>(P, tasks[ti], S, &vals[ti * 3]);
-    }
-  };
-  if (threads == 1) {
-    worker(0);
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    try {
-      for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
-    } catch (const std::system_error&) {
-      // Could not start a thread: the ones started and this one share the tasks.
-    }
-    worker(0);
-    for (auto& th : pool) th.join();
+  LocalVector<Scratch<T>> scratch_store;
+  scratch_store.reserve(static_cast<size_t>(threads));
+  LocalVector<Scratch<T>*> scratch;
+  for (int t = 0; t < threads; ++t) {
+    scratch_store.emplace_back(dp_max);
+    scratch.push_back(&scratch_store.back());
   }
+
+  CallWork<T> work;
+  work.P = &P;
+  work.tasks = tasks.data();
+  work.order = order.data();
+  work.num_tasks = tasks.size();
+  work.scratch = scratch.data();
+  work.vals = vals.data();
+  run_workers(threads, &sweep_worker<T>, &work);
 
   // Fixed-order reduction.
   double s_within[2] = {0.0, 0.0}, s_cross = 0.0, s_diag[2] = {0.0, 0.0};
@@ -666,10 +726,8 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
     s_within[0] += s_diag[0];
     s_within[1] += s_diag[1];
   }
-  return a_xx * s_within[0] + a_yy * s_within[1] + a_xy * s_cross + nonfinite;
+  return in.a_xx * s_within[0] + in.a_yy * s_within[1] + in.a_xy * s_cross;
 }
-
-}  // namespace
 
 double mmd_fused_f32(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y) {
   return mmd_fused<float>(p, x, y, grad_x, grad_y);
@@ -680,29 +738,161 @@ double mmd_fused_f64(const MmdProblem& p, const double* x, const double* y, doub
   return mmd_fused<double>(p, x, y, grad_x, grad_y);
 }
 
-int simd_bytes() { return kVecBytes; }
+// ---------------------------------------------------------------------------------------------
+// Peak multiply-add rate of this path: independent chains acc = acc · a + b on full-width vectors held
+// in registers (one FMA each where the path has FMA, a multiply and an add otherwise), enough chains
+// to cover the latency of two pipelined units, one chain set per thread. 2 flops per lane per step.
+template <typename T>
+struct ProbeWork {
+  double deadline = 0.0;   // monotonic_seconds() at which every worker stops
+  T multiplier = T(0.5), addend = T(0.5);  // acc → 1: no overflow, no subnormals
+  int64_t steps[1024] = {};  // per worker: chain steps done (each a vector multiply-add per chain)
+  double start[1024] = {}, end[1024] = {};
+  T sink[1024] = {};
+};
 
-std::string simd_description() {
-  std::string s = std::to_string(kVecBytes * 8) + "-bit vectors (";
-#if defined(__AVX512F__)
-  s += "AVX-512F";
-#elif defined(__AVX2__)
-  s += "AVX2";
-#elif defined(__AVX__)
-  s += "AVX";
-#elif defined(__SSE2__)
-  s += "SSE2";
-#elif defined(__ARM_NEON)
-  s += "NEON";
-#else
-  s += "generic";
-#endif
-#if defined(__FMA__)
-  s += ", FMA";
-#endif
-  s += ")";
-  return s;
+// Accumulators: 32 vector registers with AVX-512, 16 otherwise; two hold a and b.
+constexpr int kProbeChains = kVecBytes == 64 ? 24 : 12;
+constexpr int kProbeSteps = 4096;  // steps between clock reads
+
+template <typename T>
+static void probe_worker(void* context, int worker) {
+  typedef T V __attribute__((vector_size(kVecBytes)));
+  ProbeWork<T>& W = *static_cast<ProbeWork<T>*>(context);
+  const V a = splat<V>(W.multiplier), b = splat<V>(W.addend);
+  V acc[kProbeChains];
+  for (int c = 0; c < kProbeChains; ++c) acc[c] = splat<V>(static_cast<T>(c));
+  int64_t steps = 0;
+  const double start = monotonic_seconds();
+  double now = start;
+  do {
+    for (int it = 0; it < kProbeSteps; ++it) {
+#pragma GCC unroll 32
+      for (int c = 0; c < kProbeChains; ++c) acc[c] = acc[c] * a + b;
+    }
+    steps += kProbeSteps;
+    now = monotonic_seconds();
+  } while (now < W.deadline);
+  V total = acc[0];
+  for (int c = 1; c < kProbeChains; ++c) total += acc[c];
+  W.sink[worker] = static_cast<T>(hsum(total));
+  W.steps[worker] = steps;
+  W.start[worker] = start;
+  W.end[worker] = now;
 }
 
+template <typename T>
+static double probe_gflops(int threads, double seconds) {
+  threads = std::max(1, std::min(threads, 1024));
+  // Heap: the per-worker arrays are large for a stack frame.
+  LocalVector<ProbeWork<T>> holder(1);
+  ProbeWork<T>& work = holder[0];
+  work.deadline = monotonic_seconds() + seconds;
+  const int ran = run_workers(threads, &probe_worker<T>, &work);
+  double first = work.start[0], last = work.end[0], flops = 0.0;
+  constexpr int lanes = kVecBytes / static_cast<int>(sizeof(T));
+  for (int w = 0; w < ran; ++w) {
+    first = std::min(first, work.start[w]);
+    last = std::max(last, work.end[w]);
+    flops += 2.0 * lanes * kProbeChains * static_cast<double>(work.steps[w]);
+  }
+  // Every chain converges to 1; the check keeps the chains' results alive.
+  for (int w = 0; w < ran; ++w)
+    if (!(work.sink[w] > T(0))) return std::numeric_limits<double>::quiet_NaN();
+  // Workers that overlapped only in part are counted over the whole span: a lower bound.
+  return flops / (last - first) * 1e-9;
+}
+
+double peak_fma_gflops(int threads, double seconds, bool f64) {
+  return f64 ? probe_gflops<double>(threads, seconds) : probe_gflops<float>(threads, seconds);
+}
+
+#define WAE_FAST_STR2(x) #x
+#define WAE_FAST_STR(x) WAE_FAST_STR2(x)
+
+// The instruction set the compiler targeted, as seen by its predefined macros.
+#if defined(__AVX512F__)
+#define WAE_FAST_SIMD_ISA "AVX-512F"
+#elif defined(__AVX2__)
+#define WAE_FAST_SIMD_ISA "AVX2"
+#elif defined(__AVX__)
+#define WAE_FAST_SIMD_ISA "AVX"
+#elif defined(__SSE2__)
+#define WAE_FAST_SIMD_ISA "SSE2"
+#elif defined(__ARM_NEON)
+#define WAE_FAST_SIMD_ISA "NEON"
+#else
+#define WAE_FAST_SIMD_ISA "generic"
+#endif
+#if defined(__FMA__)
+#define WAE_FAST_SIMD_FMA ", FMA"
+#else
+#define WAE_FAST_SIMD_FMA ""
+#endif
+
+// The CPU features this path's code may use: those the compiler enabled, among the ones
+// dispatch.cpp tests with __builtin_cpu_supports.
+const char* const kCpuFeatures[] = {
+#if defined(__SSE3__)
+    "sse3",
+#endif
+#if defined(__SSSE3__)
+    "ssse3",
+#endif
+#if defined(__SSE4_1__)
+    "sse4.1",
+#endif
+#if defined(__SSE4_2__)
+    "sse4.2",
+#endif
+#if defined(__POPCNT__)
+    "popcnt",
+#endif
+#if defined(__AVX__)
+    "avx",
+#endif
+#if defined(__AVX2__)
+    "avx2",
+#endif
+#if defined(__FMA__)
+    "fma",
+#endif
+#if defined(__BMI__)
+    "bmi",
+#endif
+#if defined(__BMI2__)
+    "bmi2",
+#endif
+#if defined(__AVX512F__)
+    "avx512f",
+#endif
+#if defined(__AVX512VL__)
+    "avx512vl",
+#endif
+#if defined(__AVX512BW__)
+    "avx512bw",
+#endif
+#if defined(__AVX512DQ__)
+    "avx512dq",
+#endif
+#if defined(__AVX512CD__)
+    "avx512cd",
+#endif
+    nullptr};
+
+}  // namespace
+
+extern const IsaPath kPath = {
+    WAE_FAST_STR(WAE_FAST_ISA),
+    WAE_FAST_ISA_FLAGS,
+    WAE_FAST_STR(WAE_FAST_VEC_BITS) "-bit vectors (" WAE_FAST_SIMD_ISA WAE_FAST_SIMD_FMA ")",
+    kVecBytes,
+    kCpuFeatures,
+    &mmd_fused_f32,
+    &mmd_fused_f64,
+    &peak_fma_gflops,
+};
+
+}  // namespace WAE_FAST_ISA
 }  // namespace cpu
 }  // namespace wae_fast

@@ -1,0 +1,4 @@
+// The AVX2 + FMA path (x86-64, 256-bit vectors).
+// Compiled with this path's flags from csrc/build_config.json (see mmd_cpu.h).
+#define WAE_FAST_ISA avx2
+#include "cpu/mmd_cpu.cpp"

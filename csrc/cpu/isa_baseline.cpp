@@ -1,0 +1,4 @@
+// The baseline path: the compiler's default target (SSE2 on x86-64), runs on any CPU of the architecture.
+// Compiled with this path's flags from csrc/build_config.json (see mmd_cpu.h).
+#define WAE_FAST_ISA baseline
+#include "cpu/mmd_cpu.cpp"

@@ -1,0 +1,5 @@
+// The -march=native path, built only when WAE_FAST_NATIVE=1: the building machine's full
+// instruction set; the only path of such a build, which may not run on another CPU.
+// Compiled with this path's flags from csrc/build_config.json (see mmd_cpu.h).
+#define WAE_FAST_ISA native
+#include "cpu/mmd_cpu.cpp"
