@@ -233,3 +233,20 @@ def test_infinite_prior_row_gives_nan(backend):
     y = torch.tensor([[1.2, 0.9], [0.6, 2.0], [float("-inf"), 1.0]], device=DEVICE_OF[backend])
     for kernel in ("imq", "rbf"):
         assert torch.isnan(wae_fast.mmd(x, y, kernel, backend=backend)), (backend, kernel)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("need", [(True, True), (True, False), (False, True)], ids=["dxdy", "dx", "dy"])
+def test_every_output_element_is_written(backend, need, poisoned_buffers):
+    """Both fused backends allocate through the one NaN-poisoning seam; finite inputs give finite
+    outputs, so no element of a gradient was left unwritten."""
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(67, 9, generator=g)
+    y = torch.randn(41, 9, generator=g) * 1.2
+    value, grad_x, grad_y = _value_and_grads(x, y, "imq", (18.0,), True, backend, *need)
+    assert poisoned_buffers, f"{backend} did not allocate its outputs through wae_fast.backends.new_buffer"
+    assert torch.isfinite(value)
+    for wanted, grad in zip(need, (grad_x, grad_y)):
+        assert (grad is not None) == wanted
+        if wanted:
+            assert torch.isfinite(grad).all()

@@ -56,17 +56,9 @@ TOLERANCES = {
 
 
 @pytest.fixture(autouse=True)
-def poisoned_buffers(monkeypatch):
-    """Every launcher allocation starts as NaN; the fixture's list records what was allocated."""
-    allocated = []
-
-    def new_buffer(shape, dtype, device):
-        buffer = torch.full(shape, float("nan"), dtype=dtype, device=device)
-        allocated.append(buffer)
-        return buffer
-
-    monkeypatch.setattr(wae_fast.backends, "new_buffer", new_buffer)
-    return allocated
+def _poison_every_buffer(poisoned_buffers):
+    """Every launcher allocation in this module starts as NaN (the conftest fixture)."""
+    return poisoned_buffers
 
 
 def _make_inputs(n, m, d, dtype, duplicate, seed=0):

@@ -7,4 +7,4 @@ from ._dispatch import backend_status, select_backend
 from .backends.cpu import build_info
 
 __all__ = ["__version__", "imq_mmd", "rbf_mmd", "mmd", "mmd_reference", "OFFICIAL_SCALES",
-           "backend_status", "select_backend"]
+           "backend_status", "select_backend", "build_info"]

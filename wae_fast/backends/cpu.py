@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import spec
+from .. import backends, spec
 from .._version import __version__
 
 _BUILD_HINT = ("build it with `pip install -e . --no-build-isolation` (needs a C++17 compiler and "
@@ -152,7 +152,7 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y, 
         if not need:
             grads.append(None)
         else:
-            grads.append(torch.empty(source.shape, dtype=x.dtype) if out is None else out)
+            grads.append(backends.new_buffer(source.shape, x.dtype, "cpu") if out is None else out)
     if threads is None:
         threads = torch.get_num_threads()
     value = module.mmd_fused(
