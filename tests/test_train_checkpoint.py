@@ -13,6 +13,7 @@ from helpers import tiny_config
 from wae_fast.train.trainer import Trainer
 
 QUIET = dict(log=lambda *a: None, progress=False, plots=False, final_eval=False)
+TIMING_KEYS = ("epoch_time", "elapsed", "wall", "train_s", "train_images_per_s")
 
 
 def assert_same_state(a: Trainer, b: Trainer):
@@ -24,7 +25,7 @@ def assert_same_state(a: Trainer, b: Trainer):
             assert all(torch.equal(s[k], t[k]) for k in s)
     assert a.data_gen.get_state().equal(b.data_gen.get_state())
     assert a.noise_gen.get_state().equal(b.noise_gen.get_state())
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("epoch_time", "elapsed", "wall")} for r in h]  # noqa
+    strip = lambda h: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in h]  # noqa
     assert strip(a.history) == strip(b.history)
 
 
