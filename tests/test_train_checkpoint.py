@@ -118,3 +118,37 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_resume_of_a_damaged_checkpoint_says_so(damage, tmp_path, capsys):
+    run = tmp_path / "run"
+    Trainer(tiny_config("wae-mmd", tmp_path, epochs=1), run, synthetic_dataset(40, 20), **QUIET).fit()
+    checkpoint = run / "checkpoint.pt"
+    blob = checkpoint.read_bytes()
+    checkpoint.write_bytes({"garbage": os.urandom(5000), "truncated": blob[:len(blob) // 2], "empty": b""}[damage])
+    with pytest.raises(ValueError, match=r"checkpoint.pt is corrupted or truncated and cannot be resumed"):
+        load_checkpoint(run)
+    assert cli_main(["--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is corrupted or truncated" in err and "--overwrite" in err
+
+
+def test_resume_of_a_foreign_or_incomplete_file_says_so(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="is not a wae_fast.train checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")
+    torch.save({"format_version": 1, "config": {}}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"incomplete wae_fast.train checkpoint \(missing \['epoch'"):
+        load_checkpoint(tmp_path / "partial.pt")
+
+
+def test_checkpoint_every_and_the_last_epoch(tmp_path):
+    trainer = Trainer(tiny_config("wae-mmd", tmp_path, epochs=3, checkpoint_every=0), tmp_path / "run",
+                      synthetic_dataset(40, 20), **QUIET)
+    saved = []
+    real_save = trainer.save
+    trainer.save = lambda: saved.append(trainer.epoch) or real_save()
+    trainer.fit()
+    assert saved == [3]
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 3

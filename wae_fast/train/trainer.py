@@ -446,9 +446,9 @@ class Trainer:
             loss = obj.prior_moment_loss(z, self.prior(bs, self.noise_gen))
             self.check_finite([(step + 1, {"pretrain": loss.detach()})])
             self.descend(opt, loss)
-            if float(loss) < 0.1:
+            if float(loss.detach()) < 0.1:
                 break
-        self.log(f"encoder pre-training: {step + 1} steps, moment loss {float(loss):.4g}")
+        self.log(f"encoder pre-training: {step + 1} steps, moment loss {float(loss.detach()):.4g}")
 
     # ------------------------------------------------------------------------------ evaluation
 
