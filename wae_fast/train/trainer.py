@@ -521,7 +521,7 @@ class Trainer:
         result = {}
         if self.data.train_y is not None and self.data.image_shape == (1, 28, 28):
             result.update(sample_quality(samples, self.data, cfg.fid_seed, cfg.fid_classifier_epochs,
-                                         cfg.cache_dir, self.log))
+                                         cfg.cache_dir, self.log, self.device))
         else:
             result["fid_lenet_note"] = f"FID-LeNet needs labelled MNIST-like images; not computed for {self.data.name}"
         if cfg.inception_weights:
