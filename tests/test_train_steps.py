@@ -11,7 +11,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import wae_fast
 from helpers import tiny_config
@@ -192,19 +191,21 @@ def test_bf16_autocast_and_channels_last_train_close_to_float32(model, tmp_path)
 # ----------------------------------------------------------------------------------- finiteness checks
 
 def test_a_late_read_back_names_the_first_bad_step(tmp_path, monkeypatch):
-    trainer = make_trainer("wae-mmd", tmp_path)
+    trainer = make_trainer("wae-mmd", tmp_path, epochs=3)     # 4 steps per epoch
     trainer.check_every = 3                        # as on a GPU: the terms are read back every 3 steps
-    real_penalty, calls = obj.mmd_penalty, []
+    real_penalty, steps_seen = obj.mmd_penalty, []
 
-    def nan_from_the_second_step(*args, **kwargs):
-        calls.append(1)
+    def nan_from_step_6(*args, **kwargs):
+        steps_seen.append(trainer.step + 1)
         penalty = real_penalty(*args, **kwargs)
-        return penalty * float("nan") if len(calls) >= 2 else penalty
+        return penalty * float("nan") if trainer.step + 1 >= 6 else penalty
 
-    monkeypatch.setattr(obj, "mmd_penalty", nan_from_the_second_step)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2 \(loss=nan"):
+    monkeypatch.setattr(obj, "mmd_penalty", nan_from_step_6)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 6 \(loss=nan.*the last good checkpoint is "
+                                                 r".*checkpoint.pt \(epoch 1\)"):
         trainer.fit()
-    assert len(calls) == 3                         # it kept going until the read-back, not further
+    assert max(steps_seen) == 7                    # it went on to the read-back after step 7, no further
+    assert trainer.checkpoint_epoch == 1
 
 
 # ----------------------------------------------------------------------------------- the MMD backend

@@ -191,7 +191,8 @@ def synchronize(device: torch.device) -> None:
 
 def measure(trainer, warmup_steps: int, timed_steps: int) -> dict:
     """Seconds per training step (after ``warmup_steps`` untimed ones), per held-out evaluation with
-    its grids, per final sample-quality evaluation and per checkpoint, on a trainer thrown away after."""
+    its grids (after an untimed one), per final sample-quality evaluation and per checkpoint, on a
+    trainer thrown away after."""
     device, bs, n = trainer.device, trainer.cfg.batch_size, trainer.train_x.shape[0]
     gen = torch.Generator().manual_seed(0)
 
@@ -207,6 +208,8 @@ def measure(trainer, warmup_steps: int, timed_steps: int) -> dict:
     synchronize(device)
     step_s = (time.perf_counter() - t0) / timed_steps
     timings = {"step_s": step_s, "images_per_s": bs / step_s}
+    trainer.evaluate()                     # untimed: the evaluation's shapes compile and autotune here
+    synchronize(device)
     for key, work in (("eval_s", lambda: (trainer.evaluate(), trainer.draw())),
                       ("final_s", lambda: (trainer.evaluate(), trainer.sample_quality())),
                       ("save_s", trainer.save)):

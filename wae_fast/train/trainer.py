@@ -162,6 +162,7 @@ class Trainer:
         self.noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.check_every = 1 if self.device.type == "cpu" else GPU_CHECK_EVERY
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.checkpoint_epoch: int | None = None        # the epoch of the last checkpoint written or loaded
         self.history: list[dict] = []
         self.stopped_at_deadline = False
 
@@ -193,6 +194,7 @@ class Trainer:
             s.load_state_dict(blob["schedulers"][k])
         restore_rng_state(blob["rng"], self.data_gen, self.noise_gen)
         self.epoch, self.step, self.elapsed = blob["epoch"], blob["step"], blob["elapsed"]
+        self.checkpoint_epoch = self.epoch
         self.history = list(blob["history"])
 
     RESUME_OVERRIDABLE = ("epochs", "device", "threads", "eval_every", "cache_dir", "inception_weights",
@@ -221,7 +223,9 @@ class Trainer:
         return trainer
 
     def save(self) -> Path:
-        return save_checkpoint(self.out / CHECKPOINT_NAME, self.state_dict())
+        path = save_checkpoint(self.out / CHECKPOINT_NAME, self.state_dict())
+        self.checkpoint_epoch = self.epoch
+        return path
 
     # ------------------------------------------------------------------------------ the MMD backend
 
@@ -342,8 +346,8 @@ class Trainer:
     def wae_gan_step(self, x: torch.Tensor) -> dict:
         """Algorithm 1 (WAE-GAN). Sample z_i ~ P_Z and z̃_i = Q(x_i); the adversary D ascends
         λ/n Σ log D(z_i) + log(1 − D(z̃_i)) (descends its BCE form); then Q and G descend
-        1/n Σ c(x_i, G(z̃_i)) − λ·log D(z̃_i) with the updated D (the non-saturating −log D, as in the
-        official code)."""
+        1/n Σ recon_factor·c(x_i, G(z̃_i)) − λ·log D(z̃_i) with the updated D (the non-saturating −log D, as
+        in the official code; recon_factor is 1 unless the official extras are on)."""
         cfg = self.cfg
         z_prior = self.prior(x.shape[0], self.noise_gen)
         z_code, _, _ = self.encode(x, None)
@@ -360,7 +364,7 @@ class Trainer:
 
     def wae_mmd_step(self, x: torch.Tensor) -> dict:
         """Algorithm 2 (WAE-MMD). Sample z_i ~ P_Z and z̃_i = Q(x_i); Q and G descend
-        1/n Σ c(x_i, G(z̃_i)) + λ·MMD_k(z_1..z_n, z̃_1..z̃_n) (unbiased, IMQ kernel)."""
+        1/n Σ recon_factor·c(x_i, G(z̃_i)) + λ·MMD_k(z_1..z_n, z̃_1..z̃_n) (unbiased, IMQ kernel)."""
         cfg = self.cfg
         z_prior = self.prior(x.shape[0], self.noise_gen)
         z_code, _, _ = self.encode(x, None)
@@ -402,10 +406,11 @@ class Trainer:
             return
         step, terms = steps[int((~finite).nonzero()[0])]
         shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        last_good = ("no checkpoint was written" if self.checkpoint_epoch is None else
+                     f"the last good checkpoint is {self.out / CHECKPOINT_NAME} (epoch {self.checkpoint_epoch})")
         raise NonFiniteLossError(
             f"{self.cfg.model}: the loss became non-finite at epoch {self.epoch + 1}, step {step} ({shown}). "
-            f"Training stopped; the last good checkpoint is {self.out / CHECKPOINT_NAME} (epoch {self.epoch}, "
-            "if any was written). Try a lower --lr or check the data.")
+            f"Training stopped; {last_good}. Try a lower --lr or check the data.")
 
     def train_epoch(self) -> dict:
         self.set_train(True)
