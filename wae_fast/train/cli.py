@@ -56,7 +56,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(TrainConfig):
         meta = f.metadata
-        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        group = groups[meta["group"]]
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{meta['help']} (default {f.default!r})" if f.default is not None else meta["help"]
         help_text = help_text.replace("%", "%%")
