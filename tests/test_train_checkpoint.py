@@ -13,6 +13,7 @@ from helpers import tiny_config
 from wae_fast.train.trainer import Trainer
 
 QUIET = dict(log=lambda *a: None, progress=False, plots=False, final_eval=False)
+TIMING_KEYS = ("epoch_time", "elapsed", "wall", "train_s", "train_images_per_s")
 
 
 def assert_same_state(a: Trainer, b: Trainer):
@@ -24,7 +25,7 @@ def assert_same_state(a: Trainer, b: Trainer):
             assert all(torch.equal(s[k], t[k]) for k in s)
     assert a.data_gen.get_state().equal(b.data_gen.get_state())
     assert a.noise_gen.get_state().equal(b.noise_gen.get_state())
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("epoch_time", "elapsed", "wall")} for r in h]  # noqa
+    strip = lambda h: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in h]  # noqa
     assert strip(a.history) == strip(b.history)
 
 
@@ -117,3 +118,37 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_resume_of_a_damaged_checkpoint_says_so(damage, tmp_path, capsys):
+    run = tmp_path / "run"
+    Trainer(tiny_config("wae-mmd", tmp_path, epochs=1), run, synthetic_dataset(40, 20), **QUIET).fit()
+    checkpoint = run / "checkpoint.pt"
+    blob = checkpoint.read_bytes()
+    checkpoint.write_bytes({"garbage": os.urandom(5000), "truncated": blob[:len(blob) // 2], "empty": b""}[damage])
+    with pytest.raises(ValueError, match=r"checkpoint.pt is corrupted or truncated and cannot be resumed"):
+        load_checkpoint(run)
+    assert cli_main(["--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is corrupted or truncated" in err and "--overwrite" in err
+
+
+def test_resume_of_a_foreign_or_incomplete_file_says_so(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="is not a wae_fast.train checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")
+    torch.save({"format_version": 1, "config": {}}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"incomplete wae_fast.train checkpoint \(missing \['epoch'"):
+        load_checkpoint(tmp_path / "partial.pt")
+
+
+def test_checkpoint_every_and_the_last_epoch(tmp_path):
+    trainer = Trainer(tiny_config("wae-mmd", tmp_path, epochs=3, checkpoint_every=0), tmp_path / "run",
+                      synthetic_dataset(40, 20), **QUIET)
+    saved = []
+    real_save = trainer.save
+    trainer.save = lambda: saved.append(trainer.epoch) or real_save()
+    trainer.fit()
+    assert saved == [3]
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 3

