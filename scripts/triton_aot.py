@@ -24,14 +24,15 @@ POINTER = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
 
 
 def variant_constants(dtype: str, d: int, kernel: int, within: int, cross_value: bool, grad: bool,
-                      block_m: int, block_n: int, precision: str) -> dict:
+                      block_m: int, block_n: int, precision: str, reciprocal: str = "rcp.approx") -> dict:
     from wae_fast.backends import triton_mmd as T
     import triton
 
     block_d = max(16, triton.next_power_of_2(d))
-    return dict(KERNEL=kernel, WITHIN=within, CROSS_VALUE=cross_value,
-                COMPUTE_GRAD=grad, FAST_MATH=dtype != "fp64",
-                DOT_PRECISION="ieee" if dtype == "fp64" else precision,
+    wide = dtype == "fp64"
+    return dict(KERNEL=kernel, WITHIN=within, CROSS_VALUE=cross_value, COMPUTE_GRAD=grad,
+                MATH=0 if wide else (2 if reciprocal == "rcp.approx" else 1),
+                DIST_PRECISION="ieee" if wide else precision, GRAD_PRECISION="ieee" if wide else precision,
                 GRAD_SPLIT_BF16=dtype == "bf16", DOT_UPCAST=False, BLOCK_M=block_m, BLOCK_N=block_n,
                 BLOCK_D=block_d, **T._d_blocks(block_d, grad))
 

@@ -22,16 +22,25 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-#: (BLOCK_M, BLOCK_N, num_warps, num_stages) tried for every (dtype, d).
-CANDIDATES = [(64, 64, 4, 2), (64, 64, 8, 2), (64, 32, 8, 2), (128, 64, 8, 2)]
-DRY_RUN_CANDIDATES = [(64, 64, 4, 2), (32, 32, 4, 2)]
+#: GpuConfig fields tried for every (dtype, d): (BLOCK_M, BLOCK_N, num_warps, num_stages), then for the
+#: float32 dots (distance, gradient) and IMQ's reciprocal.
+TILES = [(128, 64, 8, 2), (64, 64, 4, 2), (128, 64, 8, 3), (128, 64, 16, 2), (256, 64, 8, 2),
+         (128, 64, 4, 2), (64, 128, 8, 2), (128, 32, 4, 2)]
+MATH = [("tf32x3", "tf32x3", "div.full"), ("tf32x3", "tf32x3", "rcp.approx"), ("tf32x3", "ieee", "rcp.approx"),
+        ("ieee", "tf32x3", "rcp.approx")]
+DRY_RUN_TILES = [(64, 64, 4, 2), (32, 32, 4, 2)]
 #: A variant counts only if its value is this close (relative) to float64.
 VALUE_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
 
 
-def _precisions(dtype_name: str) -> list[str]:
-    # bfloat16 uses the split bfloat16 gradient dot and a native distance dot: no float32 dot to choose.
-    return ["tf32x3"] if dtype_name == "bfloat16" else ["tf32x3", "ieee"]
+def _candidates(dtype_name: str, dry_run: bool) -> list[tuple]:
+    if dry_run:
+        return [tile + ("tf32x3", "tf32x3", "div.full") for tile in DRY_RUN_TILES]
+    if dtype_name == "bfloat16":  # no float32 dot to choose: the tiles with both reciprocals
+        return [tile + ("tf32x3", "tf32x3", r) for tile in TILES for r in ("div.full", "rcp.approx")]
+    # float32: every tile with the default maths, the two best-known tiles with every maths variant
+    return ([tile + MATH[0] for tile in TILES]
+            + [tile + math for tile in TILES[:2] for math in MATH[1:]])
 
 
 def _inputs(n: int, d: int, dtype_name: str, device: str):
@@ -51,7 +60,7 @@ def _run(x, y, config):
     d = x.shape[1]
     original = T._gpu_config
     if config is not None:
-        T._gpu_config = lambda dtype, block_d: tuple(config)
+        T._gpu_config = lambda dtype, block_d: T.GpuConfig(*config)
     try:
         value, grad_x, _ = T.mmd_and_grads(x, y, "imq", (2.0 * d,), True, True, False)
     finally:
@@ -123,9 +132,8 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
     dims = [int(v) for v in args.dims.split(",")]
     dtypes = args.dtypes.split(",")
-    candidates = DRY_RUN_CANDIDATES if args.dry_run else CANDIDATES
-    variants = [(args.n, d, dt, (bm, bn, w, st, p), device) for dt in dtypes for d in dims
-                for (bm, bn, w, st) in candidates for p in _precisions(dt)]
+    variants = [(args.n, d, dt, config, device) for dt in dtypes for d in dims
+                for config in _candidates(dt, args.dry_run)]
     references = [(args.n, d, "float64", None, device) for d in dims]
 
     t0 = time.perf_counter()
@@ -150,7 +158,8 @@ def main() -> None:
         for job in [v for v in variants if v[1] == d]:
             _, _, dtype_name, config, _ = job
             row = dict(device=device_name, n=args.n, m=args.n, d=d, dtype=dtype_name, block_m=config[0],
-                       block_n=config[1], num_warps=config[2], num_stages=config[3], precision=config[4],
+                       block_n=config[1], num_warps=config[2], num_stages=config[3], dist_precision=config[4],
+                       grad_precision=config[5], reciprocal=config[6],
                        status="ok" if not errors[job] else "error", detail=errors[job])
             if not errors[job]:
                 x, y = x64.to(getattr(torch, dtype_name)), y64.to(getattr(torch, dtype_name))
@@ -181,16 +190,17 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
 
     print(f"# {device_name}; IMQ, 1 scale, unbiased, value + d/dx; n = m = {args.n}")
-    print(f"{'dtype':>8} {'d':>3} {'BM':>4} {'BN':>4} {'w':>2} {'prec':>6} {'ms':>9} {'pairs/s':>9} "
-          f"{'val err':>8} {'grad err':>8}  status")
+    print(f"{'dtype':>8} {'d':>3} {'BM':>4} {'BN':>4} {'w':>2} {'st':>2} {'dist':>6} {'grad':>6} {'recip':>10} "
+          f"{'ms':>9} {'pairs/s':>9} {'val err':>8} {'grad err':>8}  status")
     for row in rows:
+        head = (f"{row['dtype']:>8} {row['d']:>3} {row['block_m']:>4} {row['block_n']:>4} {row['num_warps']:>2} "
+                f"{row['num_stages']:>2} {row['dist_precision']:>6} {row['grad_precision']:>6} "
+                f"{row['reciprocal']:>10}")
         if row["status"] == "ok":
-            print(f"{row['dtype']:>8} {row['d']:>3} {row['block_m']:>4} {row['block_n']:>4} {row['num_warps']:>2} "
-                  f"{row['precision']:>6} {row['ms']:>9.3f} {row['pairs_per_s']:>9.2e} "
-                  f"{row['value_rel_err']:>8.1e} {row['grad_rel_err']:>8.1e}  ok")
+            print(f"{head} {row['ms']:>9.3f} {row['pairs_per_s']:>9.2e} {row['value_rel_err']:>8.1e} "
+                  f"{row['grad_rel_err']:>8.1e}  ok")
         else:
-            print(f"{row['dtype']:>8} {row['d']:>3} {row['block_m']:>4} {row['block_n']:>4} {row['num_warps']:>2} "
-                  f"{row['precision']:>6}  {row['status']}: {row['detail'][:90]}")
+            print(f"{head}  {row['status']}: {row['detail'][:90]}")
     print("# best:", json.dumps(table))
 
 

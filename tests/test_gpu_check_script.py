@@ -19,7 +19,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert files == ["gpu_check.log", "mmd_speed_dry_run.jsonl", "triton_tune.json"]
     assert len(files) <= 8  # what the GPU machine sends back
     tuned = json.loads((tmp_path / "triton_tune.json").read_text())
-    assert set(tuned) == {"float32"} and all(len(entry) == 5 for entry in tuned["float32"].values())
+    assert set(tuned) == {"float32"} and all(len(entry) == 7 for entry in tuned["float32"].values())
     rows = [json.loads(line) for line in (tmp_path / "mmd_speed_dry_run.jsonl").read_text().splitlines()]
     assert {row["provider"] for row in rows} >= {"reference", "triton"}
     assert all(row["status"] == "ok" for row in rows), [row for row in rows if row["status"] != "ok"]

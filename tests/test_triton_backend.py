@@ -326,3 +326,20 @@ def test_is_available_explains_late_interpreter_switch():
         print(triton_mmd.is_available(torch.device("cpu")))
     """, {"CUDA_VISIBLE_DEVICES": ""})
     assert "False" in out and "was not when triton was first imported" in out
+
+
+def test_config_file_replaces_the_table(tmp_path, monkeypatch):
+    """WAE_FAST_TRITON_CONFIGS (what scripts/triton_tune.py writes) replaces GPU_CONFIGS' entries it
+    names, keeps the others, and refuses unknown precisions with the file named."""
+    path = tmp_path / "tuned.json"
+    path.write_text('{"float32": {"64": [32, 64, 4, 3, "ieee", "tf32x3", "rcp.approx"]}, '
+                    '"bfloat16": {"16": [64, 32, 8, 2]}}')
+    monkeypatch.setenv("WAE_FAST_TRITON_CONFIGS", str(path))
+    assert triton_mmd._gpu_config(torch.float32, 64) == (32, 64, 4, 3, "ieee", "tf32x3", "rcp.approx")
+    assert triton_mmd._gpu_config(torch.bfloat16, 16) == (64, 32, 8, 2, "tf32x3", "tf32x3", "div.full")
+    assert triton_mmd._gpu_config(torch.float32, 16) == triton_mmd.GPU_CONFIGS[torch.float32][16]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"float32": {"64": [32, 64, 4, 3, "tf32"]}}')
+    monkeypatch.setenv("WAE_FAST_TRITON_CONFIGS", str(bad))
+    with pytest.raises(ValueError, match="bad.json: precisions must be in"):
+        triton_mmd._gpu_config(torch.float32, 64)

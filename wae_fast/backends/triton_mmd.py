@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -84,16 +85,23 @@ _IMQ, _RBF = spec.KERNEL_IDS["imq"], spec.KERNEL_IDS["rbf"]
 # ----------------------------------------------------------------------------------------------------
 
 @triton.jit
-def _kernel_eval(b_r, p_bw, n_scales, KERNEL: tl.constexpr, FAST_MATH: tl.constexpr):
+def _kernel_eval(b_r, p_bw, n_scales, KERNEL: tl.constexpr, MATH: tl.constexpr):
     """k(r) and w⁺(r) = −dk/dr, summed over the scales, for a tile of squared distances (spec).
-    FAST_MATH (float32): a 2-ulp reciprocal (div.full) for IMQ and exp2 for RBF; float64: exact."""
+
+    MATH 0 (float64): exact division and exp. float32: RBF through exp2, and for IMQ's reciprocal
+    MATH 1: div.full (2 ulp), MATH 2: rcp.approx (1 ulp, one special-function instruction; compiled
+    only, the interpreter runs MATH 1).
+    """
     b_k = tl.zeros_like(b_r)  # [BM, BN]
     b_wpos = tl.zeros_like(b_r)  # [BM, BN]
     for s in range(n_scales):  # a run-time loop: one compiled kernel serves any number of scales
         bw = tl.load(p_bw + s)
         if KERNEL == 0:  # IMQ: k = b/(b + r), w⁺ = b/(b + r)²
-            if FAST_MATH:
-                b_t = tl.fdiv(tl.full(b_r.shape, 1.0, b_r.dtype), bw + b_r)  # [BM, BN] div.full: 2 ulp
+            if MATH == 2:
+                b_t = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [bw + b_r],
+                                                dtype=tl.float32, is_pure=True, pack=1)  # [BM, BN]
+            elif MATH == 1:
+                b_t = tl.fdiv(tl.full(b_r.shape, 1.0, b_r.dtype), bw + b_r)  # [BM, BN]
             else:
                 b_t = 1.0 / (bw + b_r)  # [BM, BN]
             b_kt = bw * b_t  # [BM, BN]
@@ -101,7 +109,7 @@ def _kernel_eval(b_r, p_bw, n_scales, KERNEL: tl.constexpr, FAST_MATH: tl.conste
             b_wpos += b_kt * b_t
         else:  # RBF: k = exp(−r/b), w⁺ = exp(−r/b)/b
             inv_bw = 1.0 / bw
-            if FAST_MATH:
+            if MATH != 0:
                 b_kt = tl.exp2(b_r * (-1.4426950408889634 * inv_bw))  # [BM, BN]
             else:
                 b_kt = tl.exp(b_r * (-inv_bw))  # [BM, BN]
@@ -112,7 +120,7 @@ def _kernel_eval(b_r, p_bw, n_scales, KERNEL: tl.constexpr, FAST_MATH: tl.conste
 
 @triton.jit
 def _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
-                    DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
+                    DIST_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     """Stage 1: r = ‖a‖² + ‖z‖² − 2 a·z for the row block against the column tile o_n, clamped at 0.
 
@@ -127,7 +135,7 @@ def _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_
         b_nz = tl.sum(b_zf * b_zf, axis=1)  # [BN]
         if DOT_UPCAST:
             b_z = b_zf
-        b_az = tl.dot(b_a, tl.trans(b_z), input_precision=DOT_PRECISION, out_dtype=ACC)  # [BM, BN]
+        b_az = tl.dot(b_a, tl.trans(b_z), input_precision=DIST_PRECISION, out_dtype=ACC)  # [BM, BN]
     else:  # wide rows: the dot runs over BLOCK_K-wide chunks of d, re-read from cache
         b_zf = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)  # [BN, BD] unused placeholder
         b_nz = tl.zeros([BLOCK_N], dtype=ACC)  # [BN]
@@ -144,7 +152,7 @@ def _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_
             if DOT_UPCAST:
                 b_ak = b_ak.to(ACC)
                 b_zk = b_zkf
-            b_az = tl.dot(b_ak, tl.trans(b_zk), acc=b_az, input_precision=DOT_PRECISION, out_dtype=ACC)
+            b_az = tl.dot(b_ak, tl.trans(b_zk), acc=b_az, input_precision=DIST_PRECISION, out_dtype=ACC)
     b_r = tl.maximum(b_na[:, None] + b_nz[None, :] - 2.0 * b_az, 0.0)  # [BM, BN]
     return b_r, b_zf
 
@@ -153,8 +161,9 @@ def _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_
 def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, stride_zm, n_z, col_lo,
                  col_hi, d, o_g, m_g, p_bw, n_scales, coef, b_rw, b_wz,
                  MODE: tl.constexpr, KERNEL: tl.constexpr,
-                 COMPUTE_VALUE: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr,
-                 DOT_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr, DOT_UPCAST: tl.constexpr,
+                 COMPUTE_VALUE: tl.constexpr, COMPUTE_GRAD: tl.constexpr, MATH: tl.constexpr,
+                 DIST_PRECISION: tl.constexpr, GRAD_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr,
+                 DOT_UPCAST: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr):
     """The row block (rows [row_start, row_end) of A) against the rows [col_lo, col_hi) of Z (n_z × d;
@@ -173,8 +182,8 @@ def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, s
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_z
         b_r, b_zf = _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
-                                    DOT_PRECISION, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
-        b_k, b_wpos = _kernel_eval(b_r, p_bw, n_scales, KERNEL, FAST_MATH)  # [BM, BN] each
+                                    DIST_PRECISION, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
+        b_k, b_wpos = _kernel_eval(b_r, p_bw, n_scales, KERNEL, MATH)  # [BM, BN] each
         # Masks only where a tile holds columns past the end or crosses the diagonal.
         edge = start_n + BLOCK_N > n_z
         if MODE != 0:
@@ -208,17 +217,18 @@ def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, s
                     b_wz = tl.dot(b_wh, b_zh, acc=b_wz, out_dtype=ACC)
                     b_wz = tl.dot(b_wl, b_zh, acc=b_wz, out_dtype=ACC)
             else:
-                b_wz = tl.dot(b_wc, b_zg, acc=b_wz, input_precision=DOT_PRECISION, out_dtype=ACC)
+                b_wz = tl.dot(b_wc, b_zg, acc=b_wz, input_precision=GRAD_PRECISION, out_dtype=ACC)
     return b_ks, b_rw, b_wz
 
 
 @triton.jit
 def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
                      n_a, n_b, d, n_scales, stride_am, stride_bm, stride_gm, chunk_a, chunk_b,
-                     KERNEL: tl.constexpr, WITHIN: tl.constexpr,
-                     CROSS_VALUE: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr, DOT_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr,
-                     DOT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr):
+                     KERNEL: tl.constexpr, WITHIN: tl.constexpr, CROSS_VALUE: tl.constexpr,
+                     COMPUTE_GRAD: tl.constexpr, MATH: tl.constexpr, DIST_PRECISION: tl.constexpr,
+                     GRAD_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr, DOT_UPCAST: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr):
     """One row block of A (n_a × d, centred) against A (the within block, spec.Sweep WITHIN) and, when
     CROSS_VALUE or COMPUTE_GRAD, against B (n_b × d, centred: the cross block).
 
@@ -263,19 +273,19 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
     b_sw, b_rw, b_wz = _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_a, stride_am,
                                     n_a, pid_c * chunk_a, tl.minimum(n_a, (pid_c + 1) * chunk_a), d, o_g,
                                     m_g, p_bw, n_scales, coef_within, b_rw, b_wz,
-                                    WITHIN, KERNEL, True, COMPUTE_GRAD, FAST_MATH, DOT_PRECISION,
-                                    GRAD_SPLIT_BF16, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K,
-                                    BLOCK_G)
+                                    WITHIN, KERNEL, True, COMPUTE_GRAD, MATH, DIST_PRECISION,
+                                    GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D,
+                                    BLOCK_K, BLOCK_G)
     p_sums += pid_c * (2 if CROSS_VALUE else 1) * n_a
     tl.store(p_sums + o_m, b_sw, mask=m_store)
     if CROSS_VALUE or COMPUTE_GRAD:
         coef_cross = tl.load(p_coef + 1)
         b_sc, b_rw, b_wz = _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_b,
-                                        stride_bm, n_b, pid_c * chunk_b, tl.minimum(n_b, (pid_c + 1) * chunk_b),
-                                        d, o_g, m_g, p_bw, n_scales, coef_cross, b_rw, b_wz, 0, KERNEL,
-                                        CROSS_VALUE, COMPUTE_GRAD, FAST_MATH,
-                                        DOT_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST, BLOCK_M, BLOCK_N,
-                                        BLOCK_D, BLOCK_K, BLOCK_G)
+                                        stride_bm, n_b, pid_c * chunk_b,
+                                        tl.minimum(n_b, (pid_c + 1) * chunk_b), d, o_g, m_g, p_bw, n_scales,
+                                        coef_cross, b_rw, b_wz, 0, KERNEL, CROSS_VALUE, COMPUTE_GRAD, MATH,
+                                        DIST_PRECISION, GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST,
+                                        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
         if CROSS_VALUE:
             tl.store(p_sums + n_a + o_m, b_sc, mask=m_store)
     if COMPUTE_GRAD:
@@ -339,6 +349,7 @@ def is_available(device=None):
 
 
 F32_DOT_PRECISIONS = ("tf32x3", "ieee")
+RECIPROCALS = ("div.full", "rcp.approx")
 
 #: Above this padded width, d is chunked (BLOCK_K) and the gradient split over columns (BLOCK_G).
 _MAX_RESIDENT_D = 128
@@ -350,20 +361,38 @@ def _d_blocks(block_d: int, compute_grad: bool) -> dict:
     return {"BLOCK_K": chunk, "BLOCK_G": chunk if compute_grad else block_d}
 
 
-#: (BLOCK_M, BLOCK_N, num_warps, num_stages, float32 dot precision) by dtype and padded width BLOCK_D.
-#: Chosen so that ptxas (sm_90a) reports no register spills (scripts/triton_aot.py --ptxas); the
-#: alternatives are timed on a GPU by scripts/triton_tune.py.
+class GpuConfig(NamedTuple):
+    """One launch configuration. The precisions are those of the float32 dots ("tf32x3": three TF32
+    tensor-core products, float32-level accuracy; "ieee": FMA on the CUDA cores): the distance dot
+    (float32 inputs) and the gradient's weighted-rows dot (float32 and float16 inputs); bfloat16 uses
+    its split bfloat16 gradient dot. reciprocal: IMQ's 1/(b + r) in float32."""
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    dist_precision: str = "tf32x3"
+    grad_precision: str = "tf32x3"
+    reciprocal: str = "div.full"
+
+
+_HALF = {16: GpuConfig(64, 64, 4, 2), 32: GpuConfig(64, 64, 4, 2), 64: GpuConfig(64, 64, 4, 2),
+         128: GpuConfig(64, 32, 8, 2), 0: GpuConfig(64, 32, 8, 2)}
+#: Launch configurations by dtype and padded width BLOCK_D (0: any other width). Measured on an H200
+#: (scripts/triton_tune.py, n = m = 65,536, value + ∂/∂x): float32 128×64 tiles with 8 warps beat 64×64
+#: by 1.2× (d = 8: 28.2 against 34.7 ms; d = 64: 49.6 against 56.6 ms), and tf32x3 beats ieee by 1.9×
+#: (d = 8) and 4.3× (d = 64); bfloat16 64×64 with 4 warps (15.9 ms at d = 8, 18.2 ms at d = 64).
+#: ptxas (sm_90a, scripts/triton_aot.py --ptxas) reports at most 180 bytes of register spills for these
+#: (none for float64 with 8 warps; 4 warps spill at d = 256).
 GPU_CONFIGS = {
-    torch.float32: {16: (64, 64, 4, 2, "tf32x3"), 32: (64, 64, 8, 2, "tf32x3"), 64: (64, 64, 8, 2, "tf32x3"),
-                    128: (64, 32, 8, 2, "tf32x3"), 0: (64, 32, 8, 2, "tf32x3")},
-    torch.float16: {16: (64, 64, 4, 2, "tf32x3"), 32: (64, 64, 8, 2, "tf32x3"), 64: (64, 64, 8, 2, "tf32x3"),
-                    128: (64, 32, 8, 2, "tf32x3"), 0: (64, 32, 8, 2, "tf32x3")},
-    torch.bfloat16: {16: (64, 64, 4, 2, "tf32x3"), 32: (64, 64, 8, 2, "tf32x3"), 64: (64, 64, 8, 2, "tf32x3"),
-                     128: (64, 32, 8, 2, "tf32x3"), 0: (64, 32, 8, 2, "tf32x3")},
-    torch.float64: {0: (32, 32, 4, 2, "ieee")},
+    torch.float32: {16: GpuConfig(128, 64, 8, 2), 32: GpuConfig(128, 64, 8, 2), 64: GpuConfig(128, 64, 8, 2),
+                    128: GpuConfig(64, 32, 8, 2), 0: GpuConfig(64, 32, 8, 2)},
+    torch.float16: _HALF,
+    torch.bfloat16: _HALF,
+    torch.float64: {0: GpuConfig(32, 32, 8, 2, "ieee", "ieee")},
 }
-#: WAE_FAST_TRITON_CONFIGS: a JSON file {"float32": {"64": [BM, BN, warps, stages, precision], ...}, ...}
-#: whose entries replace GPU_CONFIGS' (scripts/triton_tune.py writes one).
+#: WAE_FAST_TRITON_CONFIGS: a JSON file {"float32": {"64": [BM, BN, warps, stages, dist_precision,
+#: grad_precision, reciprocal], ...}, ...} (the last three optional) whose entries replace GPU_CONFIGS'
+#: (scripts/triton_tune.py writes one).
 _CONFIGS_ENV = "WAE_FAST_TRITON_CONFIGS"
 
 
@@ -377,16 +406,19 @@ def _config_file(path: str) -> dict:
         if not isinstance(dtype, torch.dtype) or dtype not in GPU_CONFIGS:
             raise ValueError(f"{_CONFIGS_ENV}={path}: unknown dtype {dtype_name!r}")
         for width, entry in by_width.items():
-            bm, bn, warps, stages, precision = entry
-            if precision not in F32_DOT_PRECISIONS:
-                raise ValueError(f"{_CONFIGS_ENV}={path}: precision must be one of {F32_DOT_PRECISIONS}, "
-                                 f"got {precision!r}")
-            configs[(dtype, int(width))] = (int(bm), int(bn), int(warps), int(stages), precision)
+            config = GpuConfig(*entry)
+            if config.dist_precision not in F32_DOT_PRECISIONS or config.grad_precision not in F32_DOT_PRECISIONS:
+                raise ValueError(f"{_CONFIGS_ENV}={path}: precisions must be in {F32_DOT_PRECISIONS}, got "
+                                 f"{entry!r}")
+            if config.reciprocal not in RECIPROCALS:
+                raise ValueError(f"{_CONFIGS_ENV}={path}: reciprocal must be one of {RECIPROCALS}, got "
+                                 f"{entry!r}")
+            configs[(dtype, int(width))] = config
     return configs
 
 
-def _gpu_config(dtype: torch.dtype, block_d: int) -> tuple[int, int, int, int, str]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages, float32 dot precision) for a GPU launch."""
+def _gpu_config(dtype: torch.dtype, block_d: int) -> GpuConfig:
+    """The launch configuration for a GPU launch (the config file's, else GPU_CONFIGS')."""
     path = os.environ.get(_CONFIGS_ENV)
     if path:
         found = _config_file(path).get((dtype, block_d))
@@ -436,13 +468,16 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad)
     (n_a, d), n_b = a.shape, b.shape[0]
     acc = p_bw.dtype
     block_d = max(16, triton.next_power_of_2(d))
-    bm, bn, warps, stages, precision = _gpu_config(a.dtype, block_d)
-    meta = dict(KERNEL=kernel_id, WITHIN=within, CROSS_VALUE=cross_value,
-                COMPUTE_GRAD=compute_grad, FAST_MATH=a.dtype != torch.float64,
-                DOT_PRECISION="ieee" if a.dtype == torch.float64 else precision,
+    config = _gpu_config(a.dtype, block_d)
+    wide = a.dtype == torch.float64
+    math = 0 if wide else (2 if config.reciprocal == "rcp.approx" and not _interpreting() else 1)
+    meta = dict(KERNEL=kernel_id, WITHIN=within, CROSS_VALUE=cross_value, COMPUTE_GRAD=compute_grad,
+                MATH=math, DIST_PRECISION="ieee" if wide else config.dist_precision,
+                GRAD_PRECISION="ieee" if wide else config.grad_precision,
                 GRAD_SPLIT_BF16=a.dtype == torch.bfloat16,
                 DOT_UPCAST=_dot_upcast(a.dtype), BLOCK_D=block_d, **_d_blocks(block_d, compute_grad))
-    options = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+    options = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, num_warps=config.num_warps,
+                   num_stages=config.num_stages)
     if _interpreting():  # one d-chunk (the interpreter pays per tile) unless INTERPRETER_BLOCKS says
         options = {"BLOCK_M": INTERPRETER_BLOCKS["BLOCK_M"], "BLOCK_N": INTERPRETER_BLOCKS["BLOCK_N"]}
         meta["BLOCK_K"] = INTERPRETER_BLOCKS["BLOCK_K"] or block_d
