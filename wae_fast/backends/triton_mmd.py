@@ -375,19 +375,22 @@ class GpuConfig(NamedTuple):
     reciprocal: str = "div.full"
 
 
-_HALF = {16: GpuConfig(64, 64, 4, 2), 32: GpuConfig(64, 64, 4, 2), 64: GpuConfig(64, 64, 4, 2),
-         128: GpuConfig(64, 32, 8, 2), 0: GpuConfig(64, 32, 8, 2)}
+_F32_RESIDENT = GpuConfig(256, 64, 8, 2, "tf32x3", "tf32x3", "div.full")
+_BF16_RESIDENT = GpuConfig(128, 64, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
+_WIDE = GpuConfig(64, 32, 8, 2)
 #: Launch configurations by dtype and padded width BLOCK_D (0: any other width). Measured on an H200
-#: (scripts/triton_tune.py, n = m = 65,536, value + ∂/∂x): float32 128×64 tiles with 8 warps beat 64×64
-#: by 1.2× (d = 8: 28.2 against 34.7 ms; d = 64: 49.6 against 56.6 ms), and tf32x3 beats ieee by 1.9×
-#: (d = 8) and 4.3× (d = 64); bfloat16 64×64 with 4 warps (15.9 ms at d = 8, 18.2 ms at d = 64).
-#: ptxas (sm_90a, scripts/triton_aot.py --ptxas) reports at most 180 bytes of register spills for these
-#: (none for float64 with 8 warps; 4 warps spill at d = 256).
+#: (scripts/triton_tune.py, n = m = 65,536, IMQ, value + ∂/∂x; benchmarks/results/gpu/): float32 at
+#: d = 8 and 64 best with 256×64 tiles, 8 warps, tf32x3 for both dots (24.9 and 46.4 ms; 64×64 with 4
+#: warps: 35.2 and 57.0 ms; "ieee" distances: 1.4× (d = 8) to 4.7× (d = 64) slower; "ieee" gradient
+#: dots 2.7× slower at d = 8); rcp.approx beat div.full by 7 % on the 128×64 tile. bfloat16: 128×64, 4
+#: warps, rcp.approx (11.2 and 13.2 ms). The d = 32 rows reuse the measured neighbours; float16 reuses
+#: bfloat16's tiles (not measured); d > 64 (chunked above 128) and float64 are not measured yet: ptxas
+#: (sm_90a, scripts/triton_aot.py --ptxas) reports at most 180 bytes of register spills for _WIDE and
+#: none for float64 with 8 warps.
 GPU_CONFIGS = {
-    torch.float32: {16: GpuConfig(128, 64, 8, 2), 32: GpuConfig(128, 64, 8, 2), 64: GpuConfig(128, 64, 8, 2),
-                    128: GpuConfig(64, 32, 8, 2), 0: GpuConfig(64, 32, 8, 2)},
-    torch.float16: _HALF,
-    torch.bfloat16: _HALF,
+    torch.float32: {16: _F32_RESIDENT, 32: _F32_RESIDENT, 64: _F32_RESIDENT, 0: _WIDE},
+    torch.float16: {16: _BF16_RESIDENT, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
+    torch.bfloat16: {16: _BF16_RESIDENT, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
     torch.float64: {0: GpuConfig(32, 32, 8, 2, "ieee", "ieee")},
 }
 #: WAE_FAST_TRITON_CONFIGS: a JSON file {"float32": {"64": [BM, BN, warps, stages, dist_precision,
