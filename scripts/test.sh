@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: a fresh virtual environment, the CPU build of torch, the package (its C++ extension
-# is compiled here) with its test extras, then the whole test suite. Then the Triton tests once more in a
-# second environment with the GPU machines' Triton (3.6; its interpreter needs numpy < 2.3). Used by the
-# README and by .ci/run. WAE_FAST_SKIP_TRITON36=1 skips the second environment.
+# is compiled here) with its test extras, then the whole test suite and the packaging check (sdist, wheel,
+# CMake). Then the Triton tests once more in a second environment with the GPU machines' Triton (3.6; its
+# interpreter needs numpy < 2.3). Used by the README and by .ci/run. WAE_FAST_SKIP_TRITON36=1 skips the
+# second environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${WAE_FAST_VENV:-.venv}
@@ -14,6 +15,8 @@ python -m pip install -q -e ".[test]"
 # A failed extension build or a missing triton must fail the run, not skip tests.
 export WAE_FAST_REQUIRE_BACKENDS=${WAE_FAST_REQUIRE_BACKENDS:-cpu,triton}
 python -m pytest -q tests "$@"
+# The source distribution and the wheel installed into fresh environments, and the CMake build.
+PYTHON=python bash scripts/check_packaging.sh
 deactivate
 
 if [ "${WAE_FAST_SKIP_TRITON36:-0}" = 0 ]; then
@@ -24,7 +27,7 @@ if [ "${WAE_FAST_SKIP_TRITON36:-0}" = 0 ]; then
   python -m pip install -q torch==2.13.0 "triton==3.6.0" "numpy<2.3" "pytest>=7" "hypothesis>=6.80"
   # The package from this checkout without its C++ extension: only the Triton backend is required here.
   WAE_FAST_REQUIRE_BACKENDS=triton PYTHONPATH="$PWD" TRITON_DEFAULT_FP_FUSION=1 \
-    python -m pytest -q -p no:cacheprovider tests/test_triton_backend.py tests/test_backends.py \
-    tests/test_properties.py -k "triton"
+    python -m pytest -q -p no:cacheprovider -W "ignore::DeprecationWarning" tests/test_triton_backend.py \
+    tests/test_backends.py tests/test_properties.py -k "triton"
   deactivate
 fi
