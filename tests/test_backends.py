@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import wae_fast
 
-from helpers import fused_backend_devices, reference_value_and_grads
+from helpers import direct_differences_mmd, fused_backend_devices, reference_value_and_grads
 
 BACKEND_DEVICES = fused_backend_devices()
 BACKENDS = [backend for backend, _ in BACKEND_DEVICES]
@@ -129,30 +129,6 @@ def test_non_unit_upstream_gradient(backend):
 ALL_BACKENDS = ["reference"] + BACKENDS
 
 
-def _direct_oracle(x, y, kernel, bandwidths, unbiased):
-    """MMD² and its gradients in float64 from direct differences (a_i − b_j), not the norm expansion the
-    backends use: a literal transcription of the statistic, differentiated by autograd."""
-    x64 = x.detach().double().requires_grad_(True)
-    y64 = y.detach().double().requires_grad_(True)
-
-    def k(a, b):
-        r = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)  # [rows a, rows b]
-        if kernel == "imq":
-            return sum(bw / (bw + r) for bw in bandwidths)
-        return sum(torch.exp(-r / bw) for bw in bandwidths)
-
-    n, m = x64.shape[0], y64.shape[0]
-    k_xx, k_yy, k_xy = k(x64, x64), k(y64, y64), k(x64, y64)
-    if unbiased:
-        off_x, off_y = ~torch.eye(n, dtype=torch.bool), ~torch.eye(m, dtype=torch.bool)
-        value = k_xx[off_x].sum() / (n * (n - 1)) + k_yy[off_y].sum() / (m * (m - 1))
-    else:
-        value = k_xx.sum() / n**2 + k_yy.sum() / m**2
-    value = value - 2.0 * k_xy.sum() / (n * m)
-    value.backward()
-    return value.detach(), x64.grad, y64.grad
-
-
 def _relative(got, want):
     return ((got.double() - want).norm() / want.norm()).item()
 
@@ -182,7 +158,7 @@ def test_float32_far_from_origin_matches_float64_direct_differences(backend, ker
     x = (torch.randn(60, 8, generator=g, dtype=torch.float64) + shift).float()
     y = (torch.randn(50, 8, generator=g, dtype=torch.float64) * 1.3 + 0.5 + shift).float()
     bandwidths = (16.0,)
-    want = _direct_oracle(x, y, kernel, bandwidths, True)
+    want = direct_differences_mmd(x, y, kernel, bandwidths, True)
     got = _value_and_grads(x, y, kernel, bandwidths, True, backend)
     assert abs(got[0].item() - want[0].item()) <= 1e-4 * abs(want[0].item()), (got[0], want[0])
     assert _relative(got[1], want[1]) <= 1e-4
@@ -196,7 +172,7 @@ def test_float64_shifted_by_1e6_matches_direct_differences(backend, estimator):
     x = torch.randn(37, 5, generator=g, dtype=torch.float64) + 1e6
     y = torch.randn(29, 5, generator=g, dtype=torch.float64) * 0.7 - 0.2 + 1e6
     for kernel, bandwidths in (("imq", (10.0,)), ("rbf", (3.0,))):
-        want = _direct_oracle(x, y, kernel, bandwidths, estimator == "unbiased")
+        want = direct_differences_mmd(x, y, kernel, bandwidths, estimator == "unbiased")
         got = _value_and_grads(x, y, kernel, bandwidths, estimator == "unbiased", backend)
         assert abs(got[0].item() - want[0].item()) <= 1e-9 * abs(want[0].item())
         assert _relative(got[1], want[1]) <= 1e-9

@@ -32,7 +32,7 @@ from wae_fast.backends import cpu
 from wae_fast.kernels import OFFICIAL_SCALES
 from wae_fast.reference import mmd_reference
 
-from helpers import required_backends
+from helpers import direct_differences_mmd, required_backends
 
 _OK, _REASON = cpu.is_available()
 
@@ -253,30 +253,6 @@ def test_memory_is_linear_in_n():
 # ---------------------------------------------------------------------------------------------------
 # Instruction-set paths.
 
-def _direct_oracle(x, y, kernel, bandwidths, unbiased):
-    """Value and both gradients in float64 from the paper's definition, by direct differences
-    (a_i − b_j)² (no norm expansion, no centring) and autograd; shares no code with the backends."""
-    xr = x.detach().to(torch.float64).requires_grad_(True)
-    yr = y.detach().to(torch.float64).requires_grad_(True)
-
-    def k(a, b):
-        r = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)  # [rows a, rows b]
-        if kernel == "imq":
-            return sum(s / (s + r) for s in bandwidths)
-        return sum(torch.exp(-r / s) for s in bandwidths)
-
-    n, m = xr.shape[0], yr.shape[0]
-    k_xx, k_yy, k_xy = k(xr, xr), k(yr, yr), k(xr, yr)
-    if unbiased:
-        off_x, off_y = ~torch.eye(n, dtype=torch.bool), ~torch.eye(m, dtype=torch.bool)
-        value = k_xx[off_x].sum() / (n * (n - 1)) + k_yy[off_y].sum() / (m * (m - 1))
-    else:
-        value = k_xx.sum() / n ** 2 + k_yy.sum() / m ** 2
-    value = value - 2.0 * k_xy.sum() / (n * m)
-    gx, gy = torch.autograd.grad(value, (xr, yr))
-    return value.detach(), gx, gy
-
-
 def test_every_path_expected_here_was_compiled_and_one_is_selected():
     info = cpu.build_info()
     assert info["available"] and info["selected"] in info["supported"]
@@ -320,7 +296,7 @@ def test_every_path_matches_float64_direct_differences(isa, dtype, unbiased, ker
         n, m, d = shape
         x, y = _data(n, m, d, dtype, seed=n)
         bw = _bandwidths(kernel, d, OFFICIAL_SCALES)
-        want_v, want_gx, want_gy = _direct_oracle(x, y, kernel, bw, unbiased)
+        want_v, want_gx, want_gy = direct_differences_mmd(x, y, kernel, bw, unbiased)
         value, gx, gy = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, True, True, isa=isa,
                                           out_grad_x=_poisoned(n, d, dtype), out_grad_y=_poisoned(m, d, dtype))
         assert abs(value.item() - want_v.item()) <= tol[0] * len(bw), (shape, value.item(), want_v.item())
@@ -512,7 +488,7 @@ def test_binding_accepts_its_documented_input_and_writes_every_output_entry():
     x = args.pop("x")
     from wae_fast import _C
     value = _C.mmd_fused(x, args.pop("y"), **{**args, "grad_x": gx, "grad_y": gy})
-    want, want_gx, want_gy = _direct_oracle(torch.from_numpy(x), torch.from_numpy(y), "imq", (1.0,), False)
+    want, want_gx, want_gy = direct_differences_mmd(torch.from_numpy(x), torch.from_numpy(y), "imq", (1.0,), False)
     assert value == pytest.approx(want.item(), rel=1e-6)
     _close(torch.from_numpy(gx), want_gx, 1e-6)
     _close(torch.from_numpy(gy), want_gy, 1e-6)
