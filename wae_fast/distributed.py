@@ -209,14 +209,19 @@ def _gather_codes(group, x, y, meta, world, comm):
     n_r, m_r = [int(v) for v in meta[:, _N]], [int(v) for v in meta[:, _M]]
     rows = [a + b for a, b in zip(n_r, m_r)]
     d, itemsize = x.shape[1], x.element_size()
-    local = torch.cat([x.detach(), y.detach()]).contiguous()  # [n_r + m_r, d]
-    # Bytes, so that every dtype travels bit for bit on every backend.
+
+    def as_bytes(t):  # [rows, d] → [rows, d·itemsize] uint8, a view when t is contiguous
+        return t.detach().contiguous().view(torch.uint8).reshape(t.shape[0], d * itemsize)
+
+    # Bytes, so that every dtype travels bit for bit on every backend; this rank's x rows, then its y rows.
     padded = torch.zeros(max(rows), d * itemsize, dtype=torch.uint8, device=comm)  # [max rows, d·bytes]
-    padded[:local.shape[0]] = local.view(torch.uint8).reshape(local.shape[0], d * itemsize).to(comm)
+    padded[:x.shape[0]] = as_bytes(x).to(comm)
+    padded[x.shape[0]:x.shape[0] + y.shape[0]] = as_bytes(y).to(comm)
     gathered = _all_gather_rows(group, padded, world)  # [W, max rows, d·bytes]
+    del padded
     xs, ys = [], []
     for r in range(world):
-        block = gathered[r, :rows[r]].contiguous().view(x.dtype).reshape(rows[r], d)  # [n_r + m_r, d]
+        block = gathered[r, :rows[r]].view(x.dtype)  # [n_r + m_r, d] a view
         xs.append(block[:n_r[r]])
         ys.append(block[n_r[r]:])
     return torch.cat(xs).to(x.device), torch.cat(ys).to(x.device)
