@@ -41,9 +41,10 @@ Each ordered pair (i, j) of a within block is counted by exactly one rank, each 
 exactly one rank. The ranks' five block sums (float64) are all-gathered and added in rank order on every
 rank, so the value is bitwise the same on every rank and from run to run. Work per rank ≈ 1/W of the
 single-process call (with y requiring grad, the cross block costs twice its single-process share, as in
-the single-process call); communication per call: an all-gather of 11 integers per rank (shard sizes,
-d, dtypes, options: checked before anything else), one all-gather of the codes (padded to the largest
-shard, stripped after) and one all-gather of 5 float64 per rank. Nothing is communicated in backward.
+the single-process call); communication per call: an all-gather of 12 integers per rank (shard sizes,
+d, dtypes, gradient flags, options, backend: checked before anything else; the one host synchronisation),
+one all-gather of the codes (padded to the largest shard, stripped after) and one all-gather of 5 float64
+per rank. Nothing is communicated in backward.
 
 sigma2="median" is computed on the gathered x and y, identically on every rank (wae_fast.kernels.
 median_sigma2). backend="reference" evaluates the dense reference on the gathered batch on every rank
@@ -57,8 +58,7 @@ stays usable afterwards. (A rank that does not call the function at all cannot b
 wait in the first all-gather until the group's timeout.) Outside an initialised process group the
 functions raise a RuntimeError; in a group of one process they equal the single-process functions.
 
-Eager mode only (no torch.compile, vmap or higher-order gradients); the inputs' autograd graphs must not
-be shared between ranks' calls in any other way.
+Eager mode only (no torch.compile, vmap or higher-order gradients).
 """
 from __future__ import annotations
 
@@ -95,7 +95,10 @@ def _resolve_group(group):
             "wae_fast.distributed needs an initialised torch.distributed process group: call "
             "torch.distributed.init_process_group (torchrun sets the environment it reads) before, or use "
             "wae_fast.mmd / imq_mmd / rbf_mmd for a batch held by one process")
-    return group, dist.get_rank(group), dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    if rank < 0:
+        raise ValueError("wae_fast.distributed: this process is not a member of the given group")
+    return group, rank, dist.get_world_size(group)
 
 
 def _comm_device(group, device: torch.device | None) -> torch.device:
@@ -326,14 +329,14 @@ def _global_value_and_grads(x_local, y_local, want_x, want_y, kernel, c, sigma2,
 
     sums, grad_x, grad_y = _dispatch._fused_module(chosen).block_sums_and_grads(
         x.contiguous(), y.contiguous(), kernel, bandwidths, unbiased, x_rows, y_rows, need_x, need_y)
-    every_sum = _all_gather_rows(group, sums.to(device=comm, dtype=torch.float64), world).cpu()  # [W, 5]
-    total = every_sum[0].clone()
+    every_sum = _all_gather_rows(group, sums.to(device=comm, dtype=torch.float64), world)  # [W, 5]
+    total = every_sum[0].clone()  # [5], on the device: no host synchronisation
     for r in range(1, world):  # rank order: the same float on every rank and in every run
         total += every_sum[r]
-    sum_xx, sum_yy, sum_xy, diag_x, diag_y = (float(v) for v in total)
+    sum_xx, sum_yy, sum_xy, diag_x, diag_y = total.unbind()
     weights = estimator_weights(x.shape[0], y.shape[0], unbiased)
     value = weights.a_xx * (sum_xx + diag_x) + weights.a_yy * (sum_yy + diag_y) + weights.a_xy * sum_xy
-    value = torch.tensor(value, dtype=torch.float64, device=x_local.device).to(x_local.dtype)
+    value = value.to(device=x_local.device, dtype=x_local.dtype)
     grad_x = None if grad_x is None else grad_x.to(x_local.dtype)
     grad_y = None if grad_y is None else grad_y.to(y_local.dtype)
     return value, grad_x, grad_y
