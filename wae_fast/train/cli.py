@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_training(args, dist_run)
     finally:
-        ddp.stop()
+        ddp.stop(dist_run)
 
 
 def run_training(args, dist_run=None) -> int:

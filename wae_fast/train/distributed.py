@@ -36,6 +36,7 @@ W processes train one model. What makes W ranks × B/W rows take the same steps 
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 from dataclasses import dataclass
@@ -99,7 +100,14 @@ def start(environ=None) -> DistributedRun:
     return run
 
 
-def stop() -> None:
+def stop(run: DistributedRun | None = None) -> None:
+    """Destroy the process groups, after every object that holds one (the run's batch-norm group, the
+    DDP modules and batch-norm layers of a finished trainer, which reference cycles may keep alive) has
+    been released: a group object that outlives destroy_process_group keeps gloo's threads running into
+    the interpreter's exit, which then aborts ("terminate called without an active exception")."""
+    if run is not None:
+        run.stats_group = None
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
 
