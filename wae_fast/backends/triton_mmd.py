@@ -27,7 +27,8 @@ n×m reaches memory.
 
 Two launches, as the C++ backend's two kinds of task: rows of x against (x, y) give the x–x and x–y sums
 and ∂/∂x; rows of y against y give the y–y sums and, only when ∂/∂y is wanted, sweep x once more for the
-cross block's contribution to ∂/∂y (no atomics).
+cross block's contribution to ∂/∂y (no atomics). ``block_sums_and_grads`` (wae_fast.distributed) runs the
+same two launches over a range of rows of each set: the task kernel's row blocks start at row_begin.
 
 Precision. Accumulation in float32 within a tile (float64 for float64 inputs), value sums across tiles in
 float64. float32 dots run as "tf32x3" (three TF32 tensor-core products that carry float32-level
