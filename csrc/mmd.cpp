@@ -138,10 +138,18 @@ const IsaPath& path_for_call(const std::optional<std::string>& isa) {
   }
 }
 
-double mmd_fused(py::handle x_obj, py::handle y_obj, int kernel, const std::vector<double>& bandwidths,
-                 bool unbiased, const std::vector<double>& weights_in,
-                 const std::vector<double>& coefficients_in, py::handle grad_x_obj, py::handle grad_y_obj,
-                 int threads, const std::optional<std::string>& isa) {
+// Rows [begin, end) of x and of y swept by a row-range call (mmd_block_sums).
+struct RowRanges {
+  int64_t begin[2] = {0, 0};
+  int64_t end[2] = {0, 0};
+};
+
+// The checks and the call shared by mmd_fused (ranges null: every row) and mmd_block_sums (ranges given;
+// the five block sums are written to block_sums).
+double run_mmd(py::handle x_obj, py::handle y_obj, int kernel, const std::vector<double>& bandwidths,
+               bool unbiased, const std::vector<double>& weights_in, const std::vector<double>& coefficients_in,
+               py::handle grad_x_obj, py::handle grad_y_obj, int threads, const std::optional<std::string>& isa,
+               const RowRanges* ranges, double* block_sums) {
   Matrix x = view_matrix(x_obj, "x", false);
   Matrix y = view_matrix(y_obj, "y", false);
   check_same_type(x, y);
@@ -149,6 +157,18 @@ double mmd_fused(py::handle x_obj, py::handle y_obj, int kernel, const std::vect
     throw py::value_error("x and y must have the same number of features, got x " + x.shape() + " and y " +
                           y.shape());
   const int64_t n = x.rows, m = y.rows, d = x.cols;
+  int64_t range_rows[2] = {n, m};  // rows each gradient buffer holds
+  if (ranges != nullptr) {
+    const char* range_names[2] = {"x_rows", "y_rows"};
+    for (int s = 0; s < 2; ++s) {
+      const int64_t rows = s == 0 ? n : m;
+      if (!(0 <= ranges->begin[s] && ranges->begin[s] <= ranges->end[s] && ranges->end[s] <= rows))
+        throw py::value_error(std::string(range_names[s]) + " must be (begin, end) with 0 <= begin <= end <= " +
+                              std::to_string(rows) + ", got (" + std::to_string(ranges->begin[s]) + ", " +
+                              std::to_string(ranges->end[s]) + ")");
+      range_rows[s] = ranges->end[s] - ranges->begin[s];
+    }
+  }
   std::optional<Matrix> grad[2];
   const char* grad_names[2] = {"grad_x", "grad_y"};
   py::handle grad_objs[2] = {grad_x_obj, grad_y_obj};
@@ -157,9 +177,12 @@ double mmd_fused(py::handle x_obj, py::handle y_obj, int kernel, const std::vect
     grad[s] = view_matrix(grad_objs[s], grad_names[s], true);
     const Matrix& input = s == 0 ? x : y;
     check_same_type(*grad[s], input);
-    if (grad[s]->rows != input.rows || grad[s]->cols != d)
+    if (ranges == nullptr && (grad[s]->rows != input.rows || grad[s]->cols != d))
       throw py::value_error(std::string(grad_names[s]) + " must have the shape of " + input.name + " " +
                             input.shape() + ", got " + grad[s]->shape());
+    if (ranges != nullptr && (grad[s]->rows != range_rows[s] || grad[s]->cols != d))
+      throw py::value_error(std::string(grad_names[s]) + " must have the shape of the swept rows of " +
+                            input.name + " " + shape_text(range_rows[s], d) + ", got " + grad[s]->shape());
     check_no_overlap(*grad[s], x);
     check_no_overlap(*grad[s], y);
   }
@@ -199,6 +222,13 @@ double mmd_fused(py::handle x_obj, py::handle y_obj, int kernel, const std::vect
   p.coef_within_y = c[1];
   p.coef_cross = c[2];
   p.threads = threads;
+  if (ranges != nullptr) {
+    p.x_begin = ranges->begin[0];
+    p.x_end = ranges->end[0];
+    p.y_begin = ranges->begin[1];
+    p.y_end = ranges->end[1];
+    p.block_sums = block_sums;
+  }
 
   void* gx = grad[0] ? grad[0]->info.ptr : nullptr;
   void* gy = grad[1] ? grad[1]->info.ptr : nullptr;
@@ -209,6 +239,29 @@ double mmd_fused(py::handle x_obj, py::handle y_obj, int kernel, const std::vect
   }
   return path.mmd_f64(p, static_cast<const double*>(x.info.ptr), static_cast<const double*>(y.info.ptr),
                       static_cast<double*>(gx), static_cast<double*>(gy));
+}
+
+double mmd_fused(py::handle x_obj, py::handle y_obj, int kernel, const std::vector<double>& bandwidths,
+                 bool unbiased, const std::vector<double>& weights, const std::vector<double>& coefficients,
+                 py::handle grad_x_obj, py::handle grad_y_obj, int threads, const std::optional<std::string>& isa) {
+  return run_mmd(x_obj, y_obj, kernel, bandwidths, unbiased, weights, coefficients, grad_x_obj, grad_y_obj,
+                 threads, isa, nullptr, nullptr);
+}
+
+py::tuple mmd_block_sums(py::handle x_obj, py::handle y_obj, int kernel, const std::vector<double>& bandwidths,
+                         bool unbiased, const std::vector<double>& weights,
+                         const std::vector<double>& coefficients, std::pair<int64_t, int64_t> x_rows,
+                         std::pair<int64_t, int64_t> y_rows, py::handle grad_x_obj, py::handle grad_y_obj,
+                         int threads, const std::optional<std::string>& isa) {
+  RowRanges ranges;
+  ranges.begin[0] = x_rows.first;
+  ranges.end[0] = x_rows.second;
+  ranges.begin[1] = y_rows.first;
+  ranges.end[1] = y_rows.second;
+  double sums[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
+  run_mmd(x_obj, y_obj, kernel, bandwidths, unbiased, weights, coefficients, grad_x_obj, grad_y_obj, threads,
+          isa, &ranges, sums);
+  return py::make_tuple(sums[0], sums[1], sums[2], sums[3], sums[4]);
 }
 
 double peak_fma_gflops(int threads, double seconds, const std::string& dtype, const std::optional<std::string>& isa) {
@@ -290,6 +343,26 @@ computing.)doc",
           py::arg("x"), py::arg("y"), py::kw_only(), py::arg("kernel"), py::arg("bandwidths"),
           py::arg("unbiased"), py::arg("weights"), py::arg("coefficients"), py::arg("grad_x") = py::none(),
           py::arg("grad_y") = py::none(), py::arg("threads") = 1, py::arg("isa") = py::none());
+  mod.def("mmd_block_sums", &mmd_block_sums,
+          R"doc(The block sums of MMD² over a range of rows, and those rows' gradients: one process's share of
+the distributed statistic (wae_fast.distributed), x and y being the rows of every process.
+
+Rows [x_rows[0], x_rows[1]) of x sweep x (all j != i; the strict upper triangle doubled when grad_x is
+None) and all of y; rows [y_rows[0], y_rows[1]) of y sweep y the same way and, only when grad_y is given,
+all of x for dMMD²/dy. Arguments as in mmd_fused, except that grad_x / grad_y hold the swept rows only:
+[x_rows[1] - x_rows[0], d] and [y_rows[1] - y_rows[0], d]. Weights and coefficients are those of all of x
+and y (spec.estimator_weights(n, m, ...)), so the gradient rows are rows of the full gradient.
+
+Returns five floats (accumulated in double; all NaN when x or y holds a NaN or an infinity):
+(sum_xx, sum_yy, sum_xy, diag_x, diag_y): sum over the swept x rows i and all j != i of k(x_i, x_j) (with
+grad_x; without, twice the sum over j > i); the same for y; sum over the swept x rows i and all j of
+k(x_i, y_j); and, for the biased estimator, the
+k(x_i, x_i) of the swept x rows and of the swept y rows (0 for the unbiased one). Summed over ranges
+that cover every row once, MMD² = a_xx (sum_xx + diag_x) + a_yy (sum_yy + diag_y) + a_xy sum_xy.)doc",
+          py::arg("x"), py::arg("y"), py::kw_only(), py::arg("kernel"), py::arg("bandwidths"),
+          py::arg("unbiased"), py::arg("weights"), py::arg("coefficients"), py::arg("x_rows"), py::arg("y_rows"),
+          py::arg("grad_x") = py::none(), py::arg("grad_y") = py::none(), py::arg("threads") = 1,
+          py::arg("isa") = py::none());
   mod.def("peak_fma_gflops", &peak_fma_gflops,
           R"doc(The peak multiply-add rate of an instruction-set path, in GFLOP/s.
 

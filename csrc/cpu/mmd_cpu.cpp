@@ -26,6 +26,9 @@
 //     triangle (j > i) and doubled; with one, the full square is swept (every row's gradient is then
 //     owned by one task); the cross block is swept from the rows of x, and from the rows of y only
 //     for ∂/∂y.
+//   * Row ranges (MmdProblem::x_begin …): only the tasks of the given rows are made; everything else
+//     (centring and copying all rows, the sweeps against all columns) is unchanged, so each process of
+//     the distributed statistic runs the single-process code on its share of the rows.
 //   * Tasks are pulled from an atomic counter by the workers of run_workers (parallel.h); each writes
 //     its own value slots and its own gradient rows, and the slots are summed in task order: the
 //     result does not depend on the thread count or on scheduling (bitwise).
@@ -354,6 +357,7 @@ struct Problem {
   PointSet<T> set[2];      // 0: x, 1: y
   bool need_grad[2] = {false, false};
   T* grad_out[2] = {nullptr, nullptr};
+  int64_t row_begin[2] = {0, 0};  // grad_out[s] holds rows row_begin[s] … of set s
   double coef_within[2] = {0, 0};  // ∂/∂a_i = Σ_blocks coef · Σ_j wpos_ij (a_i − b_j)
   double coef_cross = 0.0;
 };
@@ -587,7 +591,7 @@ static void run_task(const Problem<T>& P, const Task& t, Scratch<T>& S, double* 
     T* out = P.grad_out[s];
     for (int64_t r = 0; r < nrows; ++r) {
       const double* g = S.gsum.ptr + r * A.dp;
-      T* dst = out + (t.i0 + r) * P.d;
+      T* dst = out + (t.i0 - P.row_begin[s] + r) * P.d;
       for (int64_t k = 0; k < P.d; ++k) dst[k] = static_cast<T>(-g[k]);
     }
   }
@@ -651,11 +655,16 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
     const double c = mean[k] / static_cast<double>(n + m);
     centre[k] = std::isfinite(c) ? static_cast<T>(c) : T(0);
   }
+  // The swept row ranges (all rows unless the caller gives ranges).
+  const int64_t x_begin = in.x_begin, x_end = in.x_end < 0 ? n : in.x_end;
+  const int64_t y_begin = in.y_begin, y_end = in.y_end < 0 ? m : in.y_end;
   double nonfinite = prepare(P.set[0], x, n, d, centre.data());
   nonfinite += prepare(P.set[1], y, m, d, centre.data());
   if (nonfinite != 0.0) {  // NaN: some input is NaN or ±Inf
-    fill_nan(gx, n * d);
-    fill_nan(gy, m * d);
+    fill_nan(gx, (x_end - x_begin) * d);
+    fill_nan(gy, (y_end - y_begin) * d);
+    if (in.block_sums != nullptr)
+      for (int q = 0; q < 5; ++q) in.block_sums[q] = std::numeric_limits<double>::quiet_NaN();
     return std::numeric_limits<double>::quiet_NaN();
   }
 
@@ -666,13 +675,16 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
   P.need_grad[1] = gy != nullptr;
   P.grad_out[0] = gx;
   P.grad_out[1] = gy;
+  P.row_begin[0] = x_begin;
+  P.row_begin[1] = y_begin;
 
   // Tasks, heaviest first (the order only affects load balance, never the result).
   LocalVector<Task> tasks;
   for (int s = 0; s < 2; ++s) {
     const int64_t rows = s == 0 ? n : m, other = s == 0 ? m : n;
-    for (int64_t i0 = 0; i0 < rows; i0 += TASK_ROWS) {
-      const int64_t i1 = std::min<int64_t>(i0 + TASK_ROWS, rows);
+    const int64_t begin = s == 0 ? x_begin : y_begin, end = s == 0 ? x_end : y_end;
+    for (int64_t i0 = begin; i0 < end; i0 += TASK_ROWS) {
+      const int64_t i1 = std::min<int64_t>(i0 + TASK_ROWS, end);
       double cols = P.need_grad[s] ? static_cast<double>(rows) : static_cast<double>(rows - i0);
       if (s == 0 || P.need_grad[s]) cols += static_cast<double>(other) * (P.need_grad[s] ? 1.5 : 1.0);
       tasks.push_back(Task{s, i0, i1, cols * static_cast<double>(i1 - i0)});
@@ -721,6 +733,13 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
     s_within[s] += vals[ti * 3 + 0];
     s_diag[s] += vals[ti * 3 + 2];
     if (s == 0) s_cross += vals[ti * 3 + 1];
+  }
+  if (in.block_sums != nullptr) {
+    in.block_sums[0] = s_within[0];
+    in.block_sums[1] = s_within[1];
+    in.block_sums[2] = s_cross;
+    in.block_sums[3] = s_diag[0];
+    in.block_sums[4] = s_diag[1];
   }
   if (!in.unbiased) {
     s_within[0] += s_diag[0];

@@ -9,7 +9,8 @@
 //   unbiased: the diagonal i = j is left out of the within blocks; biased: kept (k(0) = S each).
 //
 // Inputs are contiguous row-major [n, d] and [m, d] buffers; the gradients, when their pointer is
-// not null, are written in full (every one of the n·d / m·d entries). Nothing n×m is allocated:
+// not null, are written in full (every one of the n·d / m·d entries, or of the rows of the swept
+// ranges when MmdProblem gives row ranges). Nothing n×m is allocated:
 // the work is tiled, memory is O((n + m)·d) for centred/transposed copies plus fixed-size scratch.
 // Results are bitwise reproducible run to run and independent of the thread count. Any NaN or ±Inf
 // in x or y makes the value and every gradient entry NaN.
@@ -54,6 +55,18 @@ struct MmdProblem {
   // spec.gradient_coefficients: the per-block factors of Σ_j wpos_ij (a_i − b_j).
   double coef_within_x = 0.0, coef_within_y = 0.0, coef_cross = 0.0;
   int threads = 1;                     // upper bound; small problems use fewer
+  // Row ranges (the distributed statistic: each process sweeps a range of the gathered rows against
+  // all columns). Only rows [x_begin, x_end) of x and [y_begin, y_end) of y own tasks; an end below 0
+  // means the last row. grad_x / grad_y then hold (x_end − x_begin) / (y_end − y_begin) rows, the
+  // first being row x_begin / y_begin. The defaults sweep every row, as a single-process call.
+  int64_t x_begin = 0, x_end = -1;
+  int64_t y_begin = 0, y_end = -1;
+  // When not null, receives the range's five raw block sums (NaN for non-finite inputs):
+  //   [0] Σ k(x_i, x_j) over the swept x rows i and all j ≠ i (with ∂/∂x), or twice the sum over
+  //       j > i (without: the TRIANGLE sweep); over ranges covering every row, Σ_{i≠j} k(x_i, x_j)
+  //   [1] the same for y,  [2] Σ k(x_i, y_j) over the swept x rows i and all j,
+  //   [3] Σ k(x_i, x_i) over the swept x rows (biased estimator only, else 0),  [4] the same for y.
+  double* block_sums = nullptr;
 };
 
 // One compiled instruction-set path of the kernels.

@@ -161,3 +161,47 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y, 
         grad_x=_buffer(grads[0], "out_grad_x"), grad_y=_buffer(grads[1], "out_grad_y"),
         threads=max(1, int(threads)), isa=isa)
     return torch.tensor(value, dtype=x.dtype), grads[0], grads[1]
+
+
+def _rows_or_none(t):
+    """t, or None for a buffer without rows (an empty range: nothing to write, and the extension takes
+    no empty arrays)."""
+    return None if t is None or t.shape[0] == 0 else t
+
+
+def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, need_grad_x, need_grad_y, *,
+                         threads=None, isa=None):
+    """One process's share of the distributed statistic (wae_fast.distributed; the contract is in
+    wae_fast.backends): rows [x_rows[0], x_rows[1]) of x and [y_rows[0], y_rows[1]) of y, x and y being
+    every process's rows, swept against all columns.
+
+    Returns (sums [5] float64: Σ_xx, Σ_yy, Σ_xy, diag_x, diag_y of the swept rows; ∂MMD²/∂x of the swept x
+    rows [x_rows[1] − x_rows[0], d] | None; the same for y | None), the gradients float64 for float64 inputs
+    and float32 otherwise. The gradient rows are rows of the gradient of MMD²(x, y) itself (the weights of
+    all n and m rows)."""
+    module = _require()
+    if kernel not in spec.KERNEL_IDS:
+        raise ValueError(f"kernel must be one of {tuple(spec.KERNEL_IDS)}, got {kernel!r}")
+    x, y = _as_kernel_input(x, "x"), _as_kernel_input(y, "y")
+    if x.dim() != 2 or y.dim() != 2:
+        raise ValueError(f"x and y must be [n, d] and [m, d], got {tuple(x.shape)} and {tuple(y.shape)}")
+    n, m = x.shape[0], y.shape[0]
+    if n < 1 or m < 1 or (unbiased and (n < 2 or m < 2)):
+        raise ValueError(f"x and y need at least {2 if unbiased else 1} rows each, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    x_rows, y_rows = (int(x_rows[0]), int(x_rows[1])), (int(y_rows[0]), int(y_rows[1]))
+    for name, (begin, end), total in (("x_rows", x_rows, n), ("y_rows", y_rows, m)):
+        if not 0 <= begin <= end <= total:
+            raise ValueError(f"{name} must be (begin, end) with 0 <= begin <= end <= {total}, got {(begin, end)}")
+    weights = spec.estimator_weights(n, m, bool(unbiased))
+    coefficients = spec.gradient_coefficients(weights)
+    grad_x = backends.new_buffer((x_rows[1] - x_rows[0], x.shape[1]), x.dtype, "cpu") if need_grad_x else None
+    grad_y = backends.new_buffer((y_rows[1] - y_rows[0], y.shape[1]), x.dtype, "cpu") if need_grad_y else None
+    if threads is None:
+        threads = torch.get_num_threads()
+    sums = module.mmd_block_sums(
+        x.numpy(), y.numpy(), kernel=spec.KERNEL_IDS[kernel], bandwidths=[float(b) for b in bandwidths],
+        unbiased=bool(unbiased), weights=list(weights), coefficients=list(coefficients), x_rows=x_rows,
+        y_rows=y_rows, grad_x=_buffer(_rows_or_none(grad_x), "grad_x"), grad_y=_buffer(_rows_or_none(grad_y), "grad_y"),
+        threads=max(1, int(threads)), isa=isa)
+    return torch.tensor(sums, dtype=torch.float64), grad_x, grad_y

@@ -27,7 +27,8 @@ n×m reaches memory.
 
 Two launches, as the C++ backend's two kinds of task: rows of x against (x, y) give the x–x and x–y sums
 and ∂/∂x; rows of y against y give the y–y sums and, only when ∂/∂y is wanted, sweep x once more for the
-cross block's contribution to ∂/∂y (no atomics).
+cross block's contribution to ∂/∂y (no atomics). ``block_sums_and_grads`` (wae_fast.distributed) runs the
+same two launches over a range of rows of each set: the task kernel's row blocks start at row_begin.
 
 Precision. Accumulation in float32 within a tile (float64 for float64 inputs), value sums across tiles in
 float64. float32 dots run as "tf32x3" (three TF32 tensor-core products that carry float32-level
@@ -223,7 +224,7 @@ def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, s
 
 @triton.jit
 def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
-                     n_a, n_b, d, n_scales, stride_am, stride_bm, stride_gm, chunk_a, chunk_b,
+                     n_a, n_b, d, n_scales, stride_am, stride_bm, stride_gm, chunk_a, chunk_b, row_begin, row_stop,
                      KERNEL: tl.constexpr, WITHIN: tl.constexpr, CROSS_VALUE: tl.constexpr,
                      COMPUTE_GRAD: tl.constexpr, MATH: tl.constexpr, DIST_PRECISION: tl.constexpr,
                      GRAD_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr, DOT_UPCAST: tl.constexpr,
@@ -232,6 +233,8 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
     """One row block of A (n_a × d, centred) against A (the within block, spec.Sweep WITHIN) and, when
     CROSS_VALUE or COMPUTE_GRAD, against B (n_b × d, centred: the cross block).
 
+    The row blocks cover rows [row_begin, row_stop) of A (all of A, [0, n_a), for a single-process call;
+    one process's share for wae_fast.distributed); outputs are indexed from row_begin (i − row_begin).
     Program (pid_m, pid_g, pid_c) owns rows o_m, gradient columns o_g and column chunk pid_c: columns
     [pid_c·chunk_a, (pid_c + 1)·chunk_a) of A and [pid_c·chunk_b, (pid_c + 1)·chunk_b) of B (chunks split
     the columns over more programs when there are few row blocks; the host adds the chunks' partials).
@@ -243,10 +246,12 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
     pid_m = tl.program_id(0)
     pid_g = tl.program_id(1)
     pid_c = tl.program_id(2)
-    row_start = pid_m * BLOCK_M
-    row_end = tl.minimum(row_start + BLOCK_M, n_a)
+    row_start = row_begin + pid_m * BLOCK_M
+    row_end = tl.minimum(row_start + BLOCK_M, row_stop)
     o_m = row_start + tl.arange(0, BLOCK_M)
-    m_m = o_m < n_a
+    m_m = o_m < row_stop
+    n_rows = row_stop - row_begin
+    o_out = o_m - row_begin  # [BM] the rows' places in the outputs
     o_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     m_g = o_g < d
     if BLOCK_K == BLOCK_D:  # the whole row block stays in registers for the sweep
@@ -265,7 +270,7 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
             b_ak = tl.load(p_a + o_m[:, None] * stride_am + o_k[None, :],
                            mask=m_m[:, None] & (o_k < d)[None, :], other=0.0).to(ACC)  # [BM, BK]
             b_na += tl.sum(b_ak * b_ak, axis=1)
-    # Rows past n_a are loaded as zeros: their results are computed and never stored.
+    # Rows past row_stop are loaded as zeros: their results are computed and never stored.
     b_rw = tl.zeros([BLOCK_M], dtype=ACC)  # [BM]
     b_wz = tl.zeros([BLOCK_M, BLOCK_G], dtype=ACC)  # [BM, BG]
     m_store = m_m & ((tl.zeros([BLOCK_M], dtype=tl.int32) + pid_g) == 0)  # [BM] row sums stored once
@@ -276,8 +281,8 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
                                     WITHIN, KERNEL, True, COMPUTE_GRAD, MATH, DIST_PRECISION,
                                     GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D,
                                     BLOCK_K, BLOCK_G)
-    p_sums += pid_c * (2 if CROSS_VALUE else 1) * n_a
-    tl.store(p_sums + o_m, b_sw, mask=m_store)
+    p_sums += pid_c * (2 if CROSS_VALUE else 1) * n_rows
+    tl.store(p_sums + o_out, b_sw, mask=m_store)
     if CROSS_VALUE or COMPUTE_GRAD:
         coef_cross = tl.load(p_coef + 1)
         b_sc, b_rw, b_wz = _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_b,
@@ -287,13 +292,14 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
                                         DIST_PRECISION, GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST,
                                         BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
         if CROSS_VALUE:
-            tl.store(p_sums + n_a + o_m, b_sc, mask=m_store)
+            tl.store(p_sums + n_rows + o_out, b_sc, mask=m_store)
     if COMPUTE_GRAD:
         m_ag = m_m[:, None] & m_g[None, :]  # [BM, BG]
         b_ag = tl.load(p_a + o_m[:, None] * stride_am + o_g[None, :], mask=m_ag,
                        other=0.0).to(ACC)  # [BM, BG]
         b_g = b_rw[:, None] * b_ag - b_wz  # [BM, BG]
-        tl.store(p_grad + pid_c * n_a * stride_gm + o_m[:, None] * stride_gm + o_g[None, :], b_g, mask=m_ag)
+        tl.store(p_grad + pid_c * n_rows * stride_gm + o_out[:, None] * stride_gm + o_g[None, :], b_g,
+                 mask=m_ag)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -462,13 +468,16 @@ def _column_chunks(row_programs: int, n_cols: int, block_n: int, device: torch.d
     return max(1, min(triton.cdiv(target, row_programs), 32, triton.cdiv(n_cols, block_n)))
 
 
-def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad):
-    """One launch of _run_task_kernel over the rows of a: (sums [1 or 2, n_a] float64, grad [n_a, d] | None).
+def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad, rows=None):
+    """One launch of _run_task_kernel over the rows of a, or over rows [rows[0], rows[1]) of a when given:
+    (sums [1 or 2, those rows] float64, grad [those rows, d] | None).
 
     sums[0]: the within sweep's row sums; sums[1] (when cross_value): the cross sweep's. With compute_grad
     (then within is FULL) the cross block is swept for the gradient even without cross_value.
     """
     (n_a, d), n_b = a.shape, b.shape[0]
+    row_begin, row_stop = (0, n_a) if rows is None else rows
+    n_rows = row_stop - row_begin
     acc = p_bw.dtype
     block_d = max(16, triton.next_power_of_2(d))
     config = _gpu_config(a.dtype, block_d)
@@ -485,16 +494,16 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad)
         options = {"BLOCK_M": INTERPRETER_BLOCKS["BLOCK_M"], "BLOCK_N": INTERPRETER_BLOCKS["BLOCK_N"]}
         meta["BLOCK_K"] = INTERPRETER_BLOCKS["BLOCK_K"] or block_d
         meta["BLOCK_G"] = (INTERPRETER_BLOCKS["BLOCK_G"] or block_d) if compute_grad else block_d
-    row_programs = triton.cdiv(n_a, options["BLOCK_M"]) * triton.cdiv(d, meta["BLOCK_G"])
+    row_programs = triton.cdiv(n_rows, options["BLOCK_M"]) * triton.cdiv(d, meta["BLOCK_G"])
     chunks = _column_chunks(row_programs, max(n_a, n_b), options["BLOCK_N"], a.device)
     chunk_a = triton.cdiv(triton.cdiv(n_a, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
     chunk_b = triton.cdiv(triton.cdiv(n_b, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
 
-    sums = backends.new_buffer((chunks, 2 if cross_value else 1, n_a), torch.float64, a.device)
-    grad = backends.new_buffer((chunks, n_a, d), acc, a.device) if compute_grad else None
+    sums = backends.new_buffer((chunks, 2 if cross_value else 1, n_rows), torch.float64, a.device)
+    grad = backends.new_buffer((chunks, n_rows, d), acc, a.device) if compute_grad else None
     args = (a, b, p_bw, coef, sums, grad if compute_grad else sums, n_a, n_b, d, p_bw.numel(),
-            a.stride(0), b.stride(0), d, chunk_a, chunk_b)
-    grid = (triton.cdiv(n_a, options["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_G"]), chunks)
+            a.stride(0), b.stride(0), d, chunk_a, chunk_b, row_begin, row_stop)
+    grid = (triton.cdiv(n_rows, options["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_G"]), chunks)
     _run_task_kernel[grid](*args, **meta, **options)
     if chunks > 1:  # the chunks' partials, added in a fixed order
         return sums.sum(0), grad.sum(0) if compute_grad else None
@@ -507,11 +516,8 @@ def _centred_copy(t: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     return (t.to(acc) - centre.to(acc)).to(t.dtype).contiguous()
 
 
-def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
-    """(MMD² [0-dim], ∂MMD²/∂x [n, d] | None, ∂MMD²/∂y [m, d] | None), as wae_fast.spec defines them.
-
-    float32 results (float64 for float64 inputs); see the module docstring for the kernel design.
-    """
+def _check_call(x, y, kernel, bandwidths, unbiased) -> tuple[float, ...]:
+    """The checks of a launch; returns the bandwidths as floats."""
     ok, reason = is_available(x.device)
     if not ok:
         raise RuntimeError(f"backend='triton' cannot run: {reason}")
@@ -535,7 +541,16 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
     if max(n, m) * max(d, 16) >= 2 ** 31:
         raise ValueError(f"the Triton backend uses 32-bit offsets: n·d and m·d must stay below 2^31, got "
                          f"n = {n}, m = {m}, d = {d}")
+    return bandwidths
 
+
+def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
+    """(MMD² [0-dim], ∂MMD²/∂x [n, d] | None, ∂MMD²/∂y [m, d] | None), as wae_fast.spec defines them.
+
+    float32 results (float64 for float64 inputs); see the module docstring for the kernel design.
+    """
+    bandwidths = _check_call(x, y, kernel, bandwidths, unbiased)
+    n, m = x.shape[0], y.shape[0]
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, y = x.detach(), y.detach()
     centre = spec.centre(x, y)  # [d] float64
@@ -569,3 +584,63 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
     if grad_y is not None:
         grad_y += poison
     return value, grad_x, grad_y
+
+
+def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, need_grad_x, need_grad_y):
+    """One process's share of the distributed statistic (wae_fast.distributed; the contract is in
+    wae_fast.backends): rows [x_rows[0], x_rows[1]) of x and [y_rows[0], y_rows[1]) of y, x and y being
+    every process's rows, swept against all columns by the launches of ``mmd_and_grads`` restricted to
+    those rows.
+
+    Returns (sums [5] float64: Σ_xx, Σ_yy, Σ_xy, diag_x, diag_y of the swept rows; ∂MMD²/∂x of the swept x
+    rows | None; the same for y | None), the gradients float32 (float64 for float64 inputs), rows of the
+    gradient of MMD²(x, y) itself."""
+    bandwidths = _check_call(x, y, kernel, bandwidths, unbiased)
+    n, m = x.shape[0], y.shape[0]
+    ranges = []
+    for name, rows, total in (("x_rows", x_rows, n), ("y_rows", y_rows, m)):
+        begin, end = int(rows[0]), int(rows[1])
+        if not 0 <= begin <= end <= total:
+            raise ValueError(f"{name} must be (begin, end) with 0 <= begin <= end <= {total}, got {tuple(rows)}")
+        ranges.append((begin, end))
+    (x_begin, x_end), (y_begin, y_end) = ranges
+
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, y = x.detach(), y.detach()
+    centre = spec.centre(x, y)  # [d] float64: of all rows, as the single-process call
+    xc, yc = _centred_copy(x, centre), _centred_copy(y, centre)
+    finite = torch.isfinite(xc).all() & torch.isfinite(yc).all()
+    poison = torch.where(finite, 0.0, float("nan")).to(torch.float64)  # [] 0 or NaN
+
+    weights = spec.estimator_weights(n, m, unbiased)
+    coefs = spec.gradient_coefficients(weights)
+    p_bw = torch.tensor(bandwidths, dtype=acc, device=x.device)
+    kernel_id = spec.KERNEL_IDS[kernel]
+    within_x = int(spec.sweep_of_within_block(need_grad_x))
+    within_y = int(spec.sweep_of_within_block(need_grad_y))
+    d = x.shape[1]
+    zero = torch.zeros((), dtype=torch.float64, device=x.device)
+
+    sum_xx = sum_xy = sum_yy = zero
+    grad_x = backends.new_buffer((0, d), acc, x.device) if need_grad_x else None
+    grad_y = backends.new_buffer((0, d), acc, x.device) if need_grad_y else None
+    if x_end > x_begin:
+        coef_x = torch.tensor([coefs.within_x, coefs.cross], dtype=acc, device=x.device)
+        sums_x, grad_x = _launch_task(xc, yc, p_bw, coef_x, kernel_id, within_x, True, need_grad_x,
+                                      rows=(x_begin, x_end))
+        sum_xx = sums_x[0].sum() * (2.0 if within_x == _TRIANGLE else 1.0)
+        sum_xy = sums_x[1].sum()
+    if y_end > y_begin:
+        coef_y = torch.tensor([coefs.within_y, coefs.cross], dtype=acc, device=x.device)
+        sums_y, grad_y = _launch_task(yc, xc, p_bw, coef_y, kernel_id, within_y, False, need_grad_y,
+                                      rows=(y_begin, y_end))
+        sum_yy = sums_y[0].sum() * (2.0 if within_y == _TRIANGLE else 1.0)
+    k0 = 0.0 if unbiased else spec.kernel_at_zero(len(bandwidths))  # k(z_i, z_i) = k(0) for finite rows
+    diag_x = zero + (x_end - x_begin) * k0
+    diag_y = zero + (y_end - y_begin) * k0
+    sums = torch.stack([sum_xx, sum_yy, sum_xy, diag_x, diag_y]) + poison  # [5]
+    if grad_x is not None:
+        grad_x += poison.to(acc)
+    if grad_y is not None:
+        grad_y += poison.to(acc)
+    return sums, grad_x, grad_y

@@ -6,9 +6,13 @@
     python -m wae_fast.train --model wae-mmd --device cuda --amp bf16 --channels-last
     python -m wae_fast.train --resume runs/wae-mmd-small-seed0 --epochs 60
     python -m wae_fast.train evaluate runs/*-small-seed0 --out comparison/
+    torchrun --standalone --nproc_per_node 2 -m wae_fast.train --model wae-mmd --batch-size 100
+                                                                  # data-parallel: --batch-size is global
 
 Every option left out takes the preset's value (see wae_fast/train/config.py); the defaults shown are
-the small preset's.
+the small preset's. Under torchrun (WORLD_SIZE > 1) the ranks train one model data-parallel (gloo on CPU,
+NCCL on GPU; see wae_fast/train/distributed.py): --batch-size is the global batch, rank 0 alone logs and
+writes, and --resume continues a run with any number of processes.
 """
 from __future__ import annotations
 
@@ -92,6 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluate import main as evaluate_main
         return evaluate_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from . import distributed as ddp
+    if not ddp.launched_by_torchrun():
+        return run_training(args)
+    dist_run = ddp.start()
+    try:
+        return run_training(args, dist_run)
+    finally:
+        ddp.stop(dist_run)
+
+
+def run_training(args, dist_run=None) -> int:
+    """Build or resume the trainer the options describe and train; the exit status. ``dist_run``: this
+    process's place in a torchrun launch (rank 0 alone prints)."""
     from .trainer import NonFiniteLossError, Trainer
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
@@ -100,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.official_extras:
         for key, value in OFFICIAL_EXTRAS.items():
             options[key] = value if options[key] is None else options[key]
-    kwargs = dict(progress=not args.no_progress, plots=not args.no_plots, final_eval=not args.no_final_eval)
+    main_rank = dist_run is None or dist_run.is_main
+    say = print if main_rank else (lambda *a, **k: None)
+    kwargs = dict(progress=not args.no_progress, plots=not args.no_plots, final_eval=not args.no_final_eval,
+                  log=say, dist=dist_run)
     try:
         if args.resume is not None:
             run_dir = Path(args.resume) if args.resume is not True else Path(args.out) if args.out else None
@@ -109,12 +129,13 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir = Path("runs") / f"{model}-{preset}-seed{seed}"
             explicit = {k: v for k, v in options.items() if v is not None and k != "out"}
             trainer = Trainer.from_checkpoint(run_dir, explicit, **kwargs)
-            print(f"resuming {run_dir} at epoch {trainer.epoch} (step {trainer.step}) of {trainer.cfg.epochs}")
+            say(f"resuming {run_dir} at epoch {trainer.epoch} (step {trainer.step}) of {trainer.cfg.epochs}")
             if trainer.epoch >= trainer.cfg.epochs:
                 if not (trainer.out / "final_metrics.json").exists() and trainer.final_eval:
-                    trainer.finish()
+                    if main_rank:
+                        trainer.finish()
                 else:
-                    print("nothing to do: the run has finished (pass a larger --epochs to continue)")
+                    say("nothing to do: the run has finished (pass a larger --epochs to continue)")
                 return 0
         else:
             cfg = make_config(preset, model, **options)

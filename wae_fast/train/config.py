@@ -87,7 +87,8 @@ class TrainConfig:
     lam: float = option(10.0, "λ, the weight of the divergence penalty", MODEL)
     # optimisation
     epochs: int = option(40, "training epochs", OPTIM)
-    batch_size: int = option(100, "mini-batch size (the last incomplete batch of an epoch is dropped)", OPTIM)
+    batch_size: int = option(100, "mini-batch size, over all processes under torchrun (the last incomplete "
+                                  "batch of an epoch is dropped)", OPTIM)
     lr: float = option(1e-3, "Adam learning rate of the encoder and decoder", OPTIM)
     lr_milestones: tuple[int, ...] = option((20, 30), "epochs after which the lr drops, e.g. 30,50", OPTIM)
     lr_factors: tuple[float, ...] = option((0.5, 0.1), "lr multipliers (of the initial lr) after each "

@@ -19,6 +19,11 @@ never left waiting for the host. ``amp="bf16"`` runs the networks under bfloat16
 The MMD backend is checked once against the dense reference on a batch of the run's shape. If the fused
 backend fails (then, or later during training), the run carries on with the dense reference and says so
 loudly: a RuntimeWarning, a line in the log, and ``mmd_backend_fallback`` in final_metrics.json.
+
+Data-parallel (``dist``, a wae_fast.train.distributed.DistributedRun, under torchrun): each rank trains on
+its share of every global batch, with the exact global-batch MMD, batch-norm over the global batch and
+DDP; rank 0 alone evaluates and writes. wae_fast/train/distributed.py says why W ranks take the same steps
+as one process.
 """
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed as global_mmd
 from .. import select_backend
+from . import distributed as ddp
 from . import objectives as obj
 from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -78,10 +85,12 @@ def resolve_device(name: str) -> torch.device:
 
 @contextlib.contextmanager
 def frozen(module: torch.nn.Module):
-    """No parameter gradients for ``module`` inside (gradients still flow through it to its inputs)."""
+    """No parameter gradients for ``module`` inside (gradients still flow through it to its inputs). A
+    DDP-wrapped module's forwards inside skip DDP's gradient synchronisation (there is none to do)."""
     module.requires_grad_(False)
     try:
-        yield
+        with module.no_sync() if hasattr(module, "no_sync") else contextlib.nullcontext():
+            yield
     finally:
         module.requires_grad_(True)
 
@@ -117,13 +126,20 @@ class Trainer:
     STEP_FUNCTIONS = {"wae-gan": "wae_gan_step", "wae-mmd": "wae_mmd_step", "vae": "vae_step"}
 
     def __init__(self, cfg: TrainConfig, out_dir, data: Dataset | None = None, *, log=print,
-                 progress: bool = True, plots: bool = True, final_eval: bool = True):
+                 progress: bool = True, plots: bool = True, final_eval: bool = True,
+                 dist: ddp.DistributedRun | None = None):
         self.cfg = cfg.validate()
         self.out = Path(out_dir)
+        self.dist = dist if dist is not None and dist.world_size > 1 else None
+        self.world_size = 1 if self.dist is None else self.dist.world_size
+        self.is_main = self.dist is None or self.dist.is_main
         self.log, self.progress, self.plots, self.final_eval = log, progress, plots, final_eval
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device) if self.dist is None else self.dist.device(cfg.device)
+        if cfg.batch_size % self.world_size:
+            raise ValueError(f"--batch-size is the global batch: with {self.world_size} processes it must be a "
+                             f"multiple of {self.world_size}, got {cfg.batch_size}")
         self.data = data if data is not None else load_dataset(cfg)
         if self.data.image_shape != image_shape(cfg.arch):
             raise ValueError(f"arch {cfg.arch!r} expects images of shape {image_shape(cfg.arch)}, "
@@ -133,6 +149,8 @@ class Trainer:
                              "training images")
         self.decoder_kind = "bernoulli" if self.data.value_range == (0.0, 1.0) else "gaussian"
         self.mmd_backend, self.mmd_fallback = self.choose_mmd_backend()
+        if self.dist is not None:
+            self.agree_on_mmd_backend()
 
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -142,6 +160,9 @@ class Trainer:
         self.decoder = Decoder(cfg.arch, cfg.d_z).to(self.device)
         self.disc = (Discriminator(cfg.d_z, cfg.disc_width, cfg.disc_layers).to(self.device)
                      if cfg.model == "wae-gan" else None)
+        if self.dist is not None:  # batch-norm over the global batch (before the optimisers see the parameters)
+            self.encoder = ddp.convert_batchnorm(self.encoder, self.device, self.dist.stats_group)
+            self.decoder = ddp.convert_batchnorm(self.decoder, self.device, self.dist.stats_group)
         if cfg.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
             self.decoder.to(memory_format=torch.channels_last)
@@ -155,6 +176,11 @@ class Trainer:
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, StepSchedule(cfg.lr_milestones,
                                                                                       cfg.lr_factors))
                            for name, opt in self.optimizers.items()}
+        if self.dist is not None:  # DDP wrappers; modules() still returns the plain modules
+            self.encoder = ddp.wrap(self.encoder, self.device)
+            self.decoder = ddp.wrap(self.decoder, self.device)
+            if self.disc is not None:
+                self.disc = ddp.wrap(self.disc, self.device)
         self.train_step = getattr(self, self.STEP_FUNCTIONS[cfg.model])
         self.train_x = self.data.train_x.to(self.device)
         self.test_x = self.data.test_x.to(self.device)
@@ -169,9 +195,10 @@ class Trainer:
     # ------------------------------------------------------------------------------ state
 
     def modules(self) -> dict:
-        mods = {"encoder": self.encoder, "decoder": self.decoder}
+        """The networks (without their DDP wrappers: checkpoints hold the single-process state)."""
+        mods = {"encoder": ddp.unwrap(self.encoder), "decoder": ddp.unwrap(self.decoder)}
         if self.disc is not None:
-            mods["disc"] = self.disc
+            mods["disc"] = ddp.unwrap(self.disc)
         return mods
 
     def state_dict(self) -> dict:
@@ -271,6 +298,13 @@ class Trainer:
                     f"(MMD² {value:.6g} vs {ref_value:.6g}, gradient error {grad_error:.3g} of {grad_scale:.3g})")
         return None
 
+    def agree_on_mmd_backend(self) -> None:
+        """Under DDP every rank must run the same MMD backend: if any rank fell back to the dense
+        reference, all do."""
+        fused_here = torch.tensor([self.mmd_backend != "reference"])
+        if self.mmd_backend != "reference" and not bool(ddp.all_true(fused_here)):
+            self.fall_back_to_reference("another rank's fused MMD backend failed its check")
+
     def fall_back_to_reference(self, reason: str) -> tuple[str, str]:
         self.mmd_backend, self.mmd_fallback = "reference", reason
         message = f"WARNING: {reason}; this run uses the dense reference MMD instead (correct, slower)"
@@ -288,6 +322,18 @@ class Trainer:
                 self.fall_back_to_reference(f"the {self.mmd_backend} MMD backend failed at step {self.step + 1} "
                                             f"({type(exc).__name__}: {exc})")
         return obj.mmd_penalty(z_code, z_prior, self.cfg.sigma_z2, scales, "reference")
+
+    def batch_mmd(self, z_code: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
+        """The training penalty MMD²_U of the global batch. In one process: ``mmd``. Under DDP: every
+        rank's codes and prior samples together (wae_fast.distributed), each rank receiving its rows of
+        the gradient, which is multiplied by the number of ranks to survive DDP's averaging (the value is
+        unchanged). No per-rank fallback here: a failure raises on the ranks it hits."""
+        if self.dist is None:
+            return self.mmd(z_code, z_prior)
+        c = 2.0 * z_code.shape[1] * self.cfg.sigma_z2
+        value = global_mmd.imq_mmd(z_code.float(), z_prior.float(), c=c, scales=self.cfg.mmd_scales,
+                                   backend=self.mmd_backend)
+        return global_mmd.scale_gradient_for_ddp(value)
 
     # ------------------------------------------------------------------------------ building blocks
 
@@ -313,14 +359,23 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def normal(self, rows: int, cols: int, generator: torch.Generator, dtype=None) -> torch.Tensor:
+        """[rows, cols] standard normal draws from ``generator``. Under DDP, draws from the shared
+        training stream ``noise_gen`` are this rank's share of the global batch's draws (rows × W drawn,
+        as one process would, then this rank's rows kept); other generators are used as they are."""
+        if self.dist is None or generator is not self.noise_gen:
+            return torch.randn(rows, cols, generator=generator, device=self.device, dtype=dtype)
+        draws = torch.randn(rows * self.world_size, cols, generator=generator, device=self.device, dtype=dtype)
+        return draws[self.dist.share(rows * self.world_size)]
+
     def prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n samples of P_Z = N(0, σ_z² I)."""
-        z = torch.randn(n, self.cfg.d_z, generator=generator, device=self.device)
+        z = self.normal(n, self.cfg.d_z, generator)
         return z * math.sqrt(self.cfg.sigma_z2)
 
     def reparametrise(self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator):
         """z = μ + σ·ε, ε ~ N(0, I) from ``generator``."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = self.normal(mu.shape[0], mu.shape[1], generator, dtype=mu.dtype).to(mu.device)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None):
@@ -371,7 +426,7 @@ class Trainer:
         with self.autocast():
             x_rec = self.decoder.mean(z_code)
         recon = obj.squared_cost(x, x_rec)
-        penalty = self.mmd(z_code, z_prior)
+        penalty = self.batch_mmd(z_code, z_prior)
         loss = cfg.recon_factor * recon + cfg.lam * penalty
         self.descend(self.ae_opt, loss)
         return {"loss": loss, "recon": recon, "mmd": penalty}
@@ -402,6 +457,8 @@ class Trainer:
         """Raise NonFiniteLossError naming the first of ``steps`` (step number, terms) with a non-finite term."""
         finite = torch.stack([torch.stack([v.float() for v in terms.values()]) for _, terms in steps])
         finite = finite.isfinite().all(1).cpu()
+        if self.dist is not None:  # every rank raises together, none is left in a collective
+            finite = ddp.all_true(finite)
         if bool(finite.all()):
             return
         step, terms = steps[int((~finite).nonzero()[0])]
@@ -419,10 +476,12 @@ class Trainer:
         n_batches = n // bs                      # incomplete last batch dropped (fixed MMD batch size)
         sums: dict[str, torch.Tensor] = {}
         unchecked: list[tuple[int, dict]] = []
-        bar = Progress(n_batches, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.progress)
+        bar = Progress(n_batches, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.progress and self.is_main)
+        share = slice(None) if self.dist is None else self.dist.share(bs)   # this rank's rows of each batch
         start = time.perf_counter()
         for b in range(n_batches):
-            terms = {k: v.detach() for k, v in self.train_step(self.batch(order[b * bs:(b + 1) * bs])).items()}
+            indices = order[b * bs:(b + 1) * bs][share]
+            terms = {k: v.detach() for k, v in self.train_step(self.batch(indices)).items()}
             self.step += 1
             unchecked.append((self.step, terms))
             if len(unchecked) == self.check_every or b + 1 == n_batches:
@@ -434,6 +493,8 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         bar.close()
+        if self.dist is not None:  # the ranks' means of equal shares: the global batch's means
+            sums = dict(zip(sums, ddp.mean_over_ranks(torch.stack(list(sums.values())))))
         row = {f"train_{k}": float(v) / n_batches for k, v in sums.items()}
         row.update(train_s=seconds, train_images_per_s=n_batches * bs / seconds)
         return row
@@ -445,15 +506,18 @@ class Trainer:
         opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
         n, bs = self.train_x.shape[0], cfg.batch_size
         self.set_train(True)
+        share = slice(None) if self.dist is None else self.dist.share(bs)
         for step in range(cfg.pretrain_steps):
-            idx = torch.randint(n, (bs,), generator=self.data_gen).to(self.device)
+            idx = torch.randint(n, (bs,), generator=self.data_gen)[share].to(self.device)
             _, z, _ = self.encode(self.batch(idx), None)
-            loss = obj.prior_moment_loss(z, self.prior(bs, self.noise_gen))
+            loss = obj.prior_moment_loss(z, self.prior(idx.shape[0], self.noise_gen))
             self.check_finite([(step + 1, {"pretrain": loss.detach()})])
             self.descend(opt, loss)
-            if float(loss.detach()) < 0.1:
+            # Under DDP each rank's loss is that of its share; the ranks' mean decides, for all at once.
+            shown = loss.detach() if self.dist is None else ddp.mean_over_ranks(loss.detach())
+            if float(shown) < 0.1:
                 break
-        self.log(f"encoder pre-training: {step + 1} steps, moment loss {float(loss.detach()):.4g}")
+        self.log(f"encoder pre-training: {step + 1} steps, moment loss {float(shown):.4g}")
 
     # ------------------------------------------------------------------------------ evaluation
 
@@ -541,14 +605,17 @@ class Trainer:
 
     def fit(self, deadline: float | None = None) -> dict | None:
         """Train to cfg.epochs, then evaluate (unless final_eval is off). With a ``deadline`` (a
-        time.monotonic() value), training also stops after the first epoch that ends past it."""
+        time.monotonic() value), training also stops after the first epoch that ends past it. Under DDP
+        only rank 0 evaluates, draws and writes; the others return None."""
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / "config.json", cfg.to_dict())
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.out / "config.json", cfg.to_dict())
+        ranks = "" if self.dist is None else f" | {self.world_size} ranks × {cfg.batch_size // self.world_size} rows"
         self.log(f"{cfg.model} | preset {cfg.preset} | arch {cfg.arch} | data {self.data.name} "
                  f"({self.train_x.shape[0]} train, {self.test_x.shape[0]} test) | device {self.device} | "
                  f"MMD backend {self.mmd_backend} | amp {cfg.amp} | channels-last {cfg.channels_last} | "
-                 f"threads {torch.get_num_threads()} | out {self.out}")
+                 f"threads {torch.get_num_threads()}{ranks} | out {self.out}")
         if self.epoch == 0 and self.step == 0 and cfg.pretrain_steps > 0:
             self.pretrain_encoder()
         while self.epoch < cfg.epochs:
@@ -558,10 +625,13 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
             self.epoch += 1
-            last = self.epoch == cfg.epochs or (deadline is not None and time.monotonic() > deadline)
+            past_deadline = deadline is not None and time.monotonic() > deadline
+            if self.dist is not None and deadline is not None:  # all ranks stop after the same epoch
+                past_deadline = not bool(ddp.all_true(torch.tensor([not past_deadline])))
+            last = self.epoch == cfg.epochs or past_deadline
             row = {"epoch": self.epoch, "step": self.step, "lr": lrs["ae"],
                    **({"adv_lr": lrs["disc"]} if "disc" in lrs else {}), **row}
-            if last or (cfg.eval_every and self.epoch % cfg.eval_every == 0):
+            if self.is_main and (last or (cfg.eval_every and self.epoch % cfg.eval_every == 0)):
                 row.update(self.evaluate())
                 if self.plots:
                     self.draw()
@@ -569,9 +639,13 @@ class Trainer:
             self.elapsed += epoch_time
             row.update(epoch_time=epoch_time, elapsed=self.elapsed, wall=time.time())
             self.history.append(row)
-            self.write_metrics()
+            if self.is_main:
+                self.write_metrics()
             if last or (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0):
-                self.save()
+                if self.is_main:
+                    self.save()
+                else:  # rank 0 writes it
+                    self.checkpoint_epoch = self.epoch
             shown = " ".join(f"{k[6:] if k.startswith('train_') else k} {row[k]:.4g}" for k in row
                              if k.startswith(("train_", "test_")) and k not in ("train_s", "train_images_per_s"))
             self.log(f"epoch {self.epoch}/{cfg.epochs} lr {lrs['ae']:.2g} {shown} "
@@ -581,6 +655,8 @@ class Trainer:
                 self.log(f"WARNING: {cfg.model}: the time budget ran out; training stopped after epoch "
                          f"{self.epoch} of {cfg.epochs}")
                 break
+        if not self.is_main:
+            return None
         if self.plots:
             from .plots import loss_curves
             loss_curves(self.out / "loss_curves.png", self.history, f"{cfg.model} ({cfg.preset})")
@@ -598,6 +674,7 @@ class Trainer:
                  "dataset": self.data.name, "epochs": self.epoch, "steps": self.step, "seed": self.cfg.seed,
                  "train_time_s": self.elapsed, "device": str(self.device), "amp": self.cfg.amp,
                  "channels_last": self.cfg.channels_last, "mmd_backend": self.mmd_backend,
+                 **({"world_size": self.world_size} if self.dist is not None else {}),
                  **({"mmd_backend_fallback": self.mmd_fallback} if self.mmd_fallback else {}),
                  **({"images_per_s": images / train_s} if train_s > 0 else {}),
                  **({"stopped_at_deadline": True} if self.stopped_at_deadline else {}),
