@@ -26,9 +26,12 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _within_sum(k: torch.Tensor, unbiased: bool) -> torch.Tensor:
-    """Σ_{i≠j} k_ij (unbiased) or Σ_{i,j} k_ij (biased) of a square kernel matrix."""
+    """Σ_{i≠j} k_ij (unbiased) or Σ_{i,j} k_ij (biased) of a square kernel matrix. The diagonal is masked
+    out, not subtracted: Σ k − Σ k_ii would lose the off-diagonal terms to rounding when they are tiny
+    next to k(0) (far-apart points, a narrow bandwidth)."""
     if unbiased:
-        return k.sum() - k.diagonal().sum()
+        diagonal = torch.eye(k.shape[0], dtype=torch.bool, device=k.device)  # [n, n]
+        return torch.where(diagonal, 0.0, k).sum()
     return k.sum()
 
 
