@@ -172,7 +172,8 @@ def _meta(dtype: torch.dtype, d: int, kernel: str, product: str, interpreting: b
 
 def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwidths, *, config=None):
     """(within [L], member_rows [L], total []) as float64 tensors on z's device; see the module docstring.
-    ``config`` (a PermGpuConfig) replaces GPU_CONFIGS' entry for a compiled launch."""
+    ``config`` (a PermGpuConfig) replaces GPU_CONFIGS' entry (under the interpreter only its product is
+    used: the blocks are INTERPRETER_BLOCKS)."""
     ok, reason = is_available(z.device)
     if not ok:
         raise RuntimeError(f"backend='triton' cannot run the permutation test: {reason}")
@@ -206,16 +207,15 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     p_bw = torch.tensor(bandwidths, dtype=acc, device=z.device)
 
     interpreting = triton_mmd._interpreting()
-    if interpreting:
+    cfg = config or GPU_CONFIGS[acc]
+    if cfg.product not in PRODUCTS:
+        raise ValueError(f"config.product must be one of {PRODUCTS}, got {cfg.product!r}")
+    product = cfg.product
+    if interpreting:  # the interpreter's blocks; the config's product
         options = dict(INTERPRETER_BLOCKS)
-        product = "bf16x3"
     else:
-        cfg = config or GPU_CONFIGS[acc]
-        if cfg.product not in PRODUCTS:
-            raise ValueError(f"config.product must be one of {PRODUCTS}, got {cfg.product!r}")
         options = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, num_warps=cfg.num_warps,
                        num_stages=cfg.num_stages)
-        product = cfg.product
     meta = _meta(acc, d, kernel, product, interpreting)
     row_blocks = triton.cdiv(rows, options["BLOCK_M"])
     within = backends.new_buffer((row_blocks, labellings), torch.float64, z.device)
