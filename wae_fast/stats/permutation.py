@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .. import _dispatch, spec
@@ -108,18 +109,16 @@ def permutation_labels(n: int, m: int, count: int, seed: int) -> torch.Tensor:
     count = _check_count("count", count, 0)
     rows = n + m
     label_bytes = (rows + 7) // 8
-    labels = torch.empty(count + 1, label_bytes, dtype=torch.uint8)
-    weights = (torch.ones(8, dtype=torch.uint8) << torch.arange(8, dtype=torch.uint8))  # [8] bit values
+    labels = np.empty((count + 1, label_bytes), dtype=np.uint8)
     draws = permutations(n, m, count, seed)
     for start in range(0, count + 1, _LABEL_CHUNK):
         stop = min(start + _LABEL_CHUNK, count + 1)
-        members = torch.zeros(stop - start, label_bytes * 8, dtype=torch.uint8)  # [chunk, N padded to 8]
+        members = np.zeros((stop - start, rows), dtype=bool)  # [chunk, N]
         for row in range(start, stop):
-            x_rows = torch.arange(n) if row == 0 else next(draws)[:n]
-            members[row - start, x_rows] = 1
-        packed = (members.view(stop - start, label_bytes, 8) * weights).sum(2, dtype=torch.uint8)
-        labels[start:stop] = packed  # [chunk, label_bytes]
-    return labels
+            x_rows = np.arange(n) if row == 0 else next(draws)[:n].numpy()
+            members[row - start, x_rows] = True
+        labels[start:stop] = np.packbits(members, axis=1, bitorder="little")  # [chunk, label_bytes]
+    return torch.from_numpy(labels)
 
 
 def unpack_labels(labels: torch.Tensor, rows: int) -> torch.Tensor:

@@ -41,17 +41,24 @@ def permuted_index_null(x: torch.Tensor, y: torch.Tensor, kernel: str, bandwidth
     """What alibi-detect's PyTorch backend does: the full (n + m)² kernel matrix of the pooled rows (in
     float32, float64 for float64 inputs), then, per permutation, the unbiased MMD² from the blocks of the
     matrix indexed by the permuted rows. float64 [len(perms)] on the inputs' device."""
-    n, m = x.shape[0], y.shape[0]
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     k = _pooled_kernel_matrix(torch.cat([x, y]), kernel, bandwidths, dtype)  # [N, N]
+    return index_null(k, x.shape[0], kernel, bandwidths, perms)
+
+
+def index_null(k: torch.Tensor, n: int, kernel: str, bandwidths, perms) -> torch.Tensor:
+    """The unbiased MMD² of each permutation (its first n rows against the rest) from the pooled kernel
+    matrix k [N, N] (diagonal k(0)), by indexed block sums: float64 [len(perms)]."""
+    m = k.shape[0] - n
     a_xx, a_yy, a_xy = spec.estimator_weights(n, m, True)
-    k_zero = kernel_values(torch.zeros((), dtype=dtype), kernel, tuple(bandwidths))  # k(0), the diagonal
+    k_zero = kernel_values(torch.zeros((), dtype=k.dtype), kernel, tuple(bandwidths))  # k(0), the diagonal
     values = []
     for perm in perms:
         perm = perm.to(k.device)
         ix, iy = perm[:n], perm[n:]
-        k_xx = k[ix][:, ix].sum(dtype=torch.float64) - n * k_zero
+        k_x = k[ix]  # [n, N]
+        k_xx = k_x[:, ix].sum(dtype=torch.float64) - n * k_zero
+        k_xy = k_x[:, iy].sum(dtype=torch.float64)
         k_yy = k[iy][:, iy].sum(dtype=torch.float64) - m * k_zero
-        k_xy = k[ix][:, iy].sum(dtype=torch.float64)
         values.append(a_xx * k_xx + a_yy * k_yy + a_xy * k_xy)
     return torch.stack(values).to(torch.float64)
