@@ -21,6 +21,11 @@
 //     and at the end of the row block, with T_i = Σ_{j>i} K_ij and R_pi = Σ_{j>i} K_ij u_pj:
 //       within[p] += 2 Σ_i u_pi R_pi,   member_rows[p] += Σ_i (R_pi + u_pi T_i),   total += 2 Σ_i T_i
 //     (Σ_{i<j} K_ij (u_pi + u_pj) = Σ_{i≠j} u_pi K_ij).
+//   * With AVX-512, float inputs take the transposed variant (perm_task_x16): the lanes hold 16
+//     labellings instead of W rows, a group's 16 subset sums for one row fill one vector, and one
+//     variable shuffle (vpermps, indexed by 16 labellings' nibbles) looks up 16 labellings × 4 columns;
+//     its accumulators stay in registers for a whole tile. It reads the labels transposed
+//     ([⌈N/8⌉][P], one copy per call).
 //   * The subset sums and the per-tile sums are in the input type (float: at most 4 and TILE/4
 //     terms), everything across tiles in double.
 //   * Tasks are pulled from an atomic counter by the workers of run_workers (parallel.h); each writes
@@ -40,8 +45,11 @@ namespace cpu {
 namespace WAE_FAST_ISA {
 namespace {
 
+#ifndef WAE_FAST_PERM_TABLE_BYTES
+#define WAE_FAST_PERM_TABLE_BYTES 16384
+#endif
 constexpr int PERM_TASK_ROWS = 128;        // rows per task: a multiple of every vector width and of 8
-constexpr int kPermTableBytes = 16384;     // the subset-sum tables of one tile
+constexpr int kPermTableBytes = WAE_FAST_PERM_TABLE_BYTES;  // the subset-sum tables of one tile
 
 template <typename T>
 struct PermShape {
@@ -100,15 +108,31 @@ struct PermTask {
   double cost;
 };
 
+// The AVX-512 float kernel (below): row blocks of X16_ROWS rows, tiles of X16_TILE columns, the
+// tables of one tile X16_ROWS × X16_GROUPS × 16 floats (16 KiB), 16 labellings per vector.
+#ifndef WAE_FAST_X16_ROWS
+#define WAE_FAST_X16_ROWS 8
+#endif
+#ifndef WAE_FAST_X16_TILE
+#define WAE_FAST_X16_TILE 128
+#endif
+constexpr int X16_ROWS = WAE_FAST_X16_ROWS;
+constexpr int X16_TILE = WAE_FAST_X16_TILE;
+constexpr int X16_GROUPS = X16_TILE / 4;
+constexpr int X16_LANES = 16;
+
 template <typename T>
 struct PermScratch {
   AlignedBuf<T> kt;        // [TILE][W] stage 1: the tile's kernel values, lanes = rows
   AlignedBuf<T> tables;    // [GROUPS][16][W] stage 2: subset sums
   AlignedBuf<double> acc;  // [P][W] stage 3: R_p of the row block's W rows
-  explicit PermScratch(int64_t labellings)
-      : kt(PermShape<T>::TILE * PermShape<T>::W),
-        tables(PermShape<T>::GROUPS * 16 * PermShape<T>::W),
-        acc(static_cast<size_t>(labellings * PermShape<T>::W)) {}
+  // x16: the AVX-512 float kernel's layouts ([X16_ROWS][X16_TILE], [X16_ROWS][X16_GROUPS][16] and
+  // [X16_ROWS][P rounded up to 16]) instead.
+  PermScratch(int64_t labellings, bool x16)
+      : kt(x16 ? X16_ROWS * X16_TILE : PermShape<T>::TILE * PermShape<T>::W),
+        tables(x16 ? X16_ROWS * X16_GROUPS * 16 : PermShape<T>::GROUPS * 16 * PermShape<T>::W),
+        acc(static_cast<size_t>(x16 ? X16_ROWS * round_up(labellings, X16_LANES)
+                                    : labellings * PermShape<T>::W)) {}
 };
 
 template <typename T>
@@ -123,6 +147,10 @@ struct PermWork {
   double* within = nullptr;        // [num_tasks][P]
   double* member_rows = nullptr;   // [num_tasks][P]
   double* total = nullptr;         // [num_tasks]
+  // The AVX-512 float kernel only: the labels transposed, [⌈N/8⌉ + X16_TILE/8][lanes_p] (a byte of
+  // 16 consecutive labellings contiguous; zero padded), lanes_p = P rounded up to 16.
+  const uint8_t* labels_t = nullptr;
+  int64_t lanes_p = 0;
   std::atomic<size_t> next{0};
 };
 
@@ -260,6 +288,147 @@ static void perm_task(const PermWork<T>& work, const PermTask& t, PermScratch<T>
   }
 }
 
+#if defined(__AVX512F__)
+// ---------------------------------------------------------------------------------------------
+// The AVX-512 float kernel: the same subset-sum tables, looked up with the labellings in the lanes.
+//   stage 1  K[r][j] for X16_ROWS rows against 16 columns per vector (as mmd_cpu's tile_values)
+//   stage 2  per row r and group q the 16 subset sums in one 512-bit register's worth of floats:
+//            T_rq[s] = Σ_b bit_b(s)·K[r][4q + b]
+//   stage 3  per block of 16 labellings: the labels' nibbles of group q for the 16 labellings are one
+//            vector of indices (the transposed labels: 16 contiguous bytes, widened), and
+//            acc_r += permutexvar(indices, T_rq) looks up 16 labellings × 4 columns in one instruction;
+//            the X16_ROWS accumulators stay in registers for the whole tile, then go to double.
+template <int KER>
+static void perm_task_x16(const PermWork<float>& work, const PermTask& t, PermScratch<float>& S, double* within,
+                          double* member_rows, double& total) {
+  using V = Vec<float>::V;
+  using I = Vec<float>::I;
+  static_assert(Vec<float>::W == X16_LANES, "the AVX-512 kernel holds 16 floats per vector");
+  constexpr int W = X16_LANES;
+  const PermProblem& in = *work.in;
+  const Pooled<float>& Z = *work.pooled;
+  const int64_t N = Z.rows, d = Z.d, P = in.labellings, P16 = work.lanes_p;
+  for (int64_t p = 0; p < P; ++p) within[p] = member_rows[p] = 0.0;
+  total = 0.0;
+  float* kt = S.kt.ptr;
+  float* tab = S.tables.ptr;
+  double* acc_out = S.acc.ptr;
+  V bit_of_lane[4];  // [4][16]: bit b of the lane index, 0 or 1
+  for (int b = 0; b < 4; ++b)
+    for (int l = 0; l < W; ++l) bit_of_lane[b][l] = static_cast<float>((l >> b) & 1);
+  I col_iota;
+  for (int l = 0; l < W; ++l) col_iota[l] = l;
+  for (int64_t ib = t.i0; ib < t.i1; ib += X16_ROWS) {
+    std::memset(acc_out, 0, sizeof(double) * static_cast<size_t>(X16_ROWS * P16));
+    double row_sums[X16_ROWS] = {};  // T_i = Σ_{j>i} K_ij
+    const float* arow[X16_ROWS];     // rows past N read row N − 1: their pairs are masked
+    for (int r = 0; r < X16_ROWS; ++r) arow[r] = Z.rp.ptr + std::min<int64_t>(ib + r, N - 1) * d;
+    for (int64_t j0 = ib / W * W; j0 < N; j0 += X16_TILE) {
+      // Stage 1: kt[r][jj], 0 where j ≤ i or j ≥ N.
+      V tile_sum[X16_ROWS];
+      for (int r = 0; r < X16_ROWS; ++r) tile_sum[r] = splat<V>(0.0f);
+      for (int c = 0; c < X16_TILE / W; ++c) {
+        const int64_t j = j0 + c * W;
+        if (j >= N) {
+          for (int r = 0; r < X16_ROWS; ++r) storev(kt + r * X16_TILE + c * W, splat<V>(0.0f));
+          continue;
+        }
+        const float* panel = Z.soa.ptr + (j / W) * d * W;  // [d][16] columns j … j + 15
+        V acc[X16_ROWS];
+        for (int r = 0; r < X16_ROWS; ++r) acc[r] = splat<V>(0.0f);
+#pragma GCC unroll 8
+        for (int64_t k = 0; k < d; ++k) {
+          const V bv = loadv<V>(panel + k * W);
+          for (int r = 0; r < X16_ROWS; ++r) {
+            const V df = bv - arow[r][k];
+            acc[r] += df * df;
+          }
+        }
+        V kv[X16_ROWS], wv[X16_ROWS];
+        kernel_eval<float, KER, X16_ROWS>(work.scales, acc, kv, wv);
+        const I cols = col_iota + static_cast<int32_t>(j);
+        for (int r = 0; r < X16_ROWS; ++r) {
+          const I keep = (cols > static_cast<int32_t>(ib + r)) & (cols < static_cast<int32_t>(N));
+          kv[r] = keep ? kv[r] : splat<V>(0.0f);
+          tile_sum[r] += kv[r];
+          storev(kt + r * X16_TILE + c * W, kv[r]);
+        }
+      }
+      for (int r = 0; r < X16_ROWS; ++r) row_sums[r] += hsum(tile_sum[r]);
+      // Stage 2: T_rq[s] = Σ_b bit_b(s)·K[r][4q + b] (each product exact: a value or 0).
+      for (int r = 0; r < X16_ROWS; ++r)
+        for (int q = 0; q < X16_GROUPS; ++q) {
+          const float* k4 = kt + r * X16_TILE + 4 * q;
+          V sums = k4[0] * bit_of_lane[0];
+          sums = sums + k4[1] * bit_of_lane[1];
+          sums = sums + k4[2] * bit_of_lane[2];
+          sums = sums + k4[3] * bit_of_lane[3];
+          storev(tab + (r * X16_GROUPS + q) * W, sums);
+        }
+      // Stage 3. A variable shuffle of a 16-float vector by 16 indices, taken modulo 16 (the low
+      // nibble), is one vpermps.
+      const uint8_t* lt = work.labels_t + (j0 / 8) * P16;
+      for (int64_t p0 = 0; p0 < P16; p0 += X16_LANES) {
+        V acc[X16_ROWS];
+        for (int r = 0; r < X16_ROWS; ++r) acc[r] = splat<V>(0.0f);
+#pragma GCC unroll 4
+        for (int q2 = 0; q2 < X16_GROUPS / 2; ++q2) {
+          const I bytes = bitcast<I>(_mm512_maskz_cvtepu8_epi32(   // [16] label bytes, widened
+              0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(lt + q2 * P16 + p0))));
+          const I high = bytes >> 4;
+          for (int r = 0; r < X16_ROWS; ++r) {
+            const float* t_r = tab + (r * X16_GROUPS + 2 * q2) * W;
+            acc[r] += __builtin_shuffle(loadv<V>(t_r), bytes);
+            acc[r] += __builtin_shuffle(loadv<V>(t_r + W), high);
+          }
+        }
+        for (int r = 0; r < X16_ROWS; ++r) {
+          double* out = acc_out + r * P16 + p0;
+          for (int l = 0; l < W; ++l) out[l] += static_cast<double>(acc[r][l]);
+        }
+      }
+    }
+    for (int64_t p = 0; p < P; ++p) {
+      const uint32_t bits = row_bits<X16_ROWS>(in.labels + p * in.label_bytes, in.label_bytes, ib);
+      double in_x = 0.0, member = 0.0;
+      for (int r = 0; r < X16_ROWS; ++r) {
+        const double w = acc_out[r * P16 + p];
+        member += w;
+        if ((bits >> r) & 1u) {
+          in_x += w;
+          member += row_sums[r];
+        }
+      }
+      within[p] += 2.0 * in_x;
+      member_rows[p] += member;
+    }
+    for (int r = 0; r < X16_ROWS; ++r) total += 2.0 * row_sums[r];
+  }
+}
+#endif
+
+// Whether this path runs the AVX-512 float kernel for element type T.
+template <typename T>
+constexpr bool uses_x16() {
+#if defined(__AVX512F__)
+  return std::is_same<T, float>::value;
+#else
+  return false;
+#endif
+}
+
+template <typename T, int KER>
+static void run_perm_task(const PermWork<T>& work, const PermTask& t, PermScratch<T>& S, double* within,
+                          double* member_rows, double& total) {
+#if defined(__AVX512F__)
+  if constexpr (uses_x16<T>()) {
+    perm_task_x16<KER>(work, t, S, within, member_rows, total);
+    return;
+  }
+#endif
+  perm_task<T, KER>(work, t, S, within, member_rows, total);
+}
+
 template <typename T>
 static void perm_worker(void* context, int worker) {
   PermWork<T>& work = *static_cast<PermWork<T>*>(context);
@@ -272,9 +441,9 @@ static void perm_worker(void* context, int worker) {
     double* within = work.within + ti * P;
     double* member_rows = work.member_rows + ti * P;
     if (work.in->kernel == Kernel::kImq)
-      perm_task<T, static_cast<int>(Kernel::kImq)>(work, work.tasks[ti], S, within, member_rows, work.total[ti]);
+      run_perm_task<T, static_cast<int>(Kernel::kImq)>(work, work.tasks[ti], S, within, member_rows, work.total[ti]);
     else
-      perm_task<T, static_cast<int>(Kernel::kRbf)>(work, work.tasks[ti], S, within, member_rows, work.total[ti]);
+      run_perm_task<T, static_cast<int>(Kernel::kRbf)>(work, work.tasks[ti], S, within, member_rows, work.total[ti]);
   }
 }
 
@@ -322,8 +491,16 @@ static double perm_sums(const PermProblem& in, const T* z, double* within, doubl
   scratch_store.reserve(static_cast<size_t>(threads));
   LocalVector<PermScratch<T>*> scratch;
   for (int t = 0; t < threads; ++t) {
-    scratch_store.emplace_back(P);
+    scratch_store.emplace_back(P, uses_x16<T>());
     scratch.push_back(&scratch_store.back());
+  }
+  LocalVector<uint8_t> labels_t;
+  if (uses_x16<T>()) {  // [⌈N/8⌉ + X16_TILE/8][P rounded up to 16], zero padded
+    work.lanes_p = round_up(P, X16_LANES);
+    labels_t.assign(static_cast<size_t>((in.label_bytes + X16_TILE / 8) * work.lanes_p), 0);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t b = 0; b < in.label_bytes; ++b) labels_t[b * work.lanes_p + p] = in.labels[p * in.label_bytes + b];
+    work.labels_t = labels_t.data();
   }
   work.tasks = tasks.data();
   work.order = order.data();

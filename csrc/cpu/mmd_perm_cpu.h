@@ -13,8 +13,9 @@
 //
 // All labellings share one sweep of the kernel matrix: every pair (i < j) is evaluated once and
 // applied to all P labellings (K₀·U, U = [u_1 … u_P], tile by tile). Nothing N×N is allocated:
-// memory is O(N·d) for the centred copy, the labels (bits, read in place), O(P) per task for the
-// results and fixed-size scratch per thread. Results are bitwise reproducible run to run and
+// memory is O(N·d) for the centred copy, the labels (bits, read in place; the AVX-512 float kernel
+// also reads one transposed copy), O(P) per task of 128 rows for the results and O(P) scratch per
+// thread. Results are bitwise reproducible run to run and
 // independent of the thread count. Any NaN or ±Inf in z makes every output NaN.
 //
 // The kernel source mmd_perm_cpu.cpp is compiled once per instruction-set path, included by each

@@ -14,8 +14,9 @@ Providers (each case runs in a fresh subprocess, so an out-of-memory case is rep
                    "extrapolated" (seconds scaled to all permutations)
 
 Each row (JSON, one per line): provider, backend, n (= m), d, permutations, permutations_run, seconds
-(the best of --repeats), extrapolated, peak_mib (growth of the process's peak resident memory during
-the call, CPU; peak allocated CUDA memory on a GPU), status ("ok", "out of memory", or the error),
+(the best of --repeats), extrapolated, peak_mib (the process's peak resident memory during the calls
+over its resident memory before them, CPU: it includes memory the allocator keeps; peak allocated CUDA
+memory on a GPU), status ("ok", "out of memory", or the error),
 device, threads, load (the 1-minute load average when the case started, CPU), version.
 """
 from __future__ import annotations
@@ -31,12 +32,21 @@ from pathlib import Path
 PROVIDERS = ("fused", "mmd", "dense-matmul", "dense-index")
 
 
-def _peak_kib() -> int:
+def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def _reset_peak() -> None:
+    """Resets the process's peak resident memory (VmHWM) to the current one (Linux: clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def run_case(case: dict) -> dict:
@@ -101,7 +111,8 @@ def run_case(case: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    before = _peak_kib()
+    _reset_peak()
+    before = _status_kib("VmRSS")
     times = []
     try:
         for _ in range(case["repeats"]):
@@ -118,7 +129,7 @@ def run_case(case: dict) -> dict:
     if row["extrapolated"]:
         seconds = timing["matrix"] + (seconds - timing["matrix"]) * count / row["permutations_run"]
     peak = ((torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if device.type == "cuda"
-            else (_peak_kib() - before) / 1024)
+            else (_status_kib("VmHWM") - before) / 1024)
     row.update(seconds=seconds, peak_mib=peak, status="ok")
     return row
 
