@@ -125,10 +125,11 @@ def _check_bandwidths(kernel: str, parameter, base: float, scales: tuple[float, 
     return bandwidths
 
 
-def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", *, c=None, sigma2=None,
-        scales=(1.0,), estimator: str = "unbiased", backend: str = "auto") -> torch.Tensor:
-    """MMD² between the rows of x [n, d] and y [m, d] with kernel "imq" (parameter c) or "rbf"
-    (parameter sigma2, a number or "median"). See imq_mmd / rbf_mmd."""
+def _checked_bandwidths(x, y, kernel: str, c, sigma2, scales, estimator: str,
+                        backend: str) -> tuple[float, ...]:
+    """mmd()'s argument checks and bandwidth resolution: the effective bandwidths b_s = base·s, base
+    being c / sigma2, its default 2·d, or the median bandwidth of (x, y). Also used by
+    wae_fast.stats.mmd_test, whose statistic is mmd()'s."""
     _check_choices(kernel, estimator, backend)
     _check_inputs(x, y, estimator)
     scales = _check_scales(scales)
@@ -144,7 +145,14 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", *, c=None, sigma2
             base = 2.0 * d
     else:
         base = parameter
-    bandwidths = _check_bandwidths(kernel, parameter, base, scales, x.dtype)
+    return _check_bandwidths(kernel, parameter, base, scales, x.dtype)
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", *, c=None, sigma2=None,
+        scales=(1.0,), estimator: str = "unbiased", backend: str = "auto") -> torch.Tensor:
+    """MMD² between the rows of x [n, d] and y [m, d] with kernel "imq" (parameter c) or "rbf"
+    (parameter sigma2, a number or "median"). See imq_mmd / rbf_mmd."""
+    bandwidths = _checked_bandwidths(x, y, kernel, c, sigma2, scales, estimator, backend)
     unbiased = estimator == "unbiased"
 
     chosen = _dispatch.select_backend(backend, x.device)

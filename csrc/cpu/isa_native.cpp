@@ -3,3 +3,4 @@
 // Compiled with this path's flags from csrc/build_config.json (see mmd_cpu.h).
 #define WAE_FAST_ISA native
 #include "cpu/mmd_cpu.cpp"
+#include "cpu/mmd_perm_cpu.cpp"

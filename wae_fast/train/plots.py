@@ -76,6 +76,15 @@ def loss_curves(path, history: list[dict], title: str = "") -> Path:
     for ax, (key, label) in zip(axes[1:], PANELS[1:]):
         ax.plot(epochs, [h.get(key, np.nan) for h in history], marker=".")
         ax.set_title(label, fontsize=9)
+    if any("test_mmd_p" in h for h in history):  # the permutation test of held-out codes vs prior samples
+        twin = axes[2].twinx()
+        p_values = [h.get("test_mmd_p", np.nan) for h in history]
+        twin.plot(epochs, p_values, color="tab:red", marker="x", lw=0.8)
+        twin.axhline(0.05, color="tab:red", ls=":", lw=0.8)
+        twin.set_yscale("log")
+        twin.set_ylim(min(1e-3, 0.5 * np.nanmin(p_values)), 1.5)
+        twin.set_ylabel("p-value, codes vs prior (0.05 dotted)", color="tab:red", fontsize=8)
+        axes[2].set_title("test MMD²(Q_Z, P_Z) and its permutation-test p-value", fontsize=9)
     axes[3].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("epoch")

@@ -54,6 +54,8 @@ EVAL_BATCH = 500
 MAX_MMD_CODES = 2000
 GPU_CHECK_EVERY = 25          # steps between two read-backs of the loss terms on a GPU
 PAPER_SCALES = (1.0,)         # the paper's single IMQ kernel: every run's held-out MMD uses it
+PRIOR_TEST_CODES = 1000       # held-out codes (and as many prior samples) in the permutation test
+PRIOR_TEST_PERMUTATIONS = 200  # its relabellings: p-values from 1/201 up
 
 
 class NonFiniteLossError(RuntimeError):
@@ -541,10 +543,26 @@ class Trainer:
             codes = torch.cat(codes)[:MAX_MMD_CODES]
             result = {"test_recon": recon_sum / n_test}
             if codes.shape[0] >= 2:
-                result["test_mmd"] = float(self.mmd(codes, self.prior(codes.shape[0], gen), PAPER_SCALES))
+                prior = self.prior(codes.shape[0], gen)
+                result["test_mmd"] = float(self.mmd(codes, prior, PAPER_SCALES))
+                result["test_mmd_p"] = self.prior_test_p_value(codes, prior)
             if self.cfg.model == "vae":
                 result.update(test_kl=kl_sum / n_test, test_nll=nll_sum / n_test)
         return result
+
+    def prior_test_p_value(self, codes: torch.Tensor, prior: torch.Tensor) -> float:
+        """The p-value of the MMD permutation test "held-out codes vs prior samples" (H0: Q_Z = P_Z):
+        the first PRIOR_TEST_CODES of each, the paper's IMQ kernel (C = 2·d_z·σ_z²), a fixed seed, the
+        run's MMD backend (the dense reference if that fails)."""
+        from ..stats import mmd_test
+        codes = codes[:PRIOR_TEST_CODES].float()
+        prior = prior[:PRIOR_TEST_CODES].float()
+        options = dict(c=2.0 * codes.shape[1] * self.cfg.sigma_z2, scales=PAPER_SCALES,
+                       permutations=PRIOR_TEST_PERMUTATIONS, seed=self.cfg.seed + 50_000)
+        try:
+            return mmd_test(codes, prior, "imq", backend=self.mmd_backend, **options).p_value
+        except RuntimeError:
+            return mmd_test(codes, prior, "imq", backend="reference", **options).p_value
 
     def unit_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images of the data's value range → [0, 1], on the CPU."""
