@@ -7,9 +7,10 @@
 #      (scripts/triton_tune.py; the best go to $OUT/triton_tune.json, which steps 4–5 then use);
 #   4. the Triton and cross-backend tests, compiled on CUDA (xdist spreads the compiles over the cores);
 #   5. benchmarks/mmd_speed.py: reference, triton and keops at n = m ∈ {4096, 16384, 65536}, d ∈ {8, 64},
-#      fwd and fwd+bwd, float32; bfloat16 at 65,536; triton alone at n = m = 10⁶, d = 8, fwd+bwd.
-# Results (3 files: the log, the tuned configs, the benchmark rows) go to $OUT, or ./gpu_results when OUT
-# is unset. GPU_CHECK_BUDGET_S (default 480) bounds the whole check: a step gets what is left of it, and
+#      fwd and fwd+bwd, float32; bfloat16 at 65,536; triton alone at n = m = 10⁶, d = 8, fwd+bwd; the
+#      permutation test (python -m wae_fast.stats.benchmark) at 4,096 and 20,000 per side.
+# Results (4 files: the log, the tuned configs, the benchmark rows, the permutation-test rows) go to $OUT,
+# or ./gpu_results when OUT is unset. GPU_CHECK_BUDGET_S (default 480) bounds the whole check: a step gets what is left of it, and
 # the steps after it are skipped, in this order of value.
 #
 #   bash scripts/gpu_check.sh              # on the GPU machine
@@ -77,7 +78,7 @@ else
   XDIST=()
   if $PY -c "import xdist" 2>/dev/null; then XDIST=(-n 12); fi
   TEST_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_triton_backend.py tests/test_backends.py
-             -k "not cpu")
+             tests/test_stats_triton.py tests/test_distributed_backends.py -k "not cpu")
   BENCH_COMMON=(--device cuda --kernels imq --scales 1 --timeout 45)
   BENCH=("${BENCH_COMMON[@]}" --providers reference,triton --sizes 4096,16384,65536 --dims 8,64
          --modes fwd,fwd+bwd --f64-budget 20 --provider-budget reference=25,triton=60)
@@ -134,6 +135,10 @@ step bench-float32 150 $PY benchmarks/mmd_speed.py "${BENCH[@]}" --out "$BENCH_O
 step bench-bfloat16 60 $PY benchmarks/mmd_speed.py "${BENCH_BF16[@]}" --out "$BENCH_OUT"
 if [ ${#BENCH_BIG[@]} -gt 0 ]; then
   step bench-1e6 60 $PY benchmarks/mmd_speed.py "${BENCH_BIG[@]}" --out "$BENCH_OUT"
+fi
+if [ "$DRY_RUN" = 0 ]; then  # the permutation test (wae_fast.stats) on the GPU, fused against one MMD² and dense
+  step bench-perm 60 $PY -m wae_fast.stats.benchmark --device cuda --sizes 4096,20000 --permutations 1000 \
+    --providers fused,mmd,dense-matmul --repeats 3 --out "$OUT/perm_test_gpu.jsonl"
 fi
 if [ ${#BENCH_KEOPS[@]} -gt 0 ]; then
   step bench-keops 70 $PY benchmarks/mmd_speed.py "${BENCH_KEOPS[@]}" --out "$BENCH_OUT"
