@@ -111,6 +111,8 @@ def _perm_sums_kernel(p_z, p_labels_t, p_bw, p_within, p_member, p_total,
                 b_prod = tl.dot(b_lo, b_ub, acc=b_prod, out_dtype=tl.float32)
         elif PRODUCT == 1:
             b_prod = tl.dot(b_k, b_u.to(ACC), input_precision="tf32x3", out_dtype=ACC)  # [BM, BP]
+        elif MATH == 0:  # float64: a broadcast product (triton 3.6 cannot lower this float64 tl.dot)
+            b_prod = tl.sum(b_k[:, :, None] * b_u.to(ACC)[None, :, :], axis=1)  # [BM, BP]
         else:
             b_prod = tl.dot(b_k, b_u.to(ACC), input_precision="ieee", out_dtype=ACC)  # [BM, BP]
         b_rp += b_prod.to(tl.float64)
@@ -145,7 +147,7 @@ class PermGpuConfig(NamedTuple):
 #: compile_for_gpu) reports no register spills for d ≤ 64.
 GPU_CONFIGS = {
     torch.float32: PermGpuConfig(64, 64, 64, 8, 2, "bf16x3"),
-    torch.float64: PermGpuConfig(32, 32, 32, 4, 2, "ieee"),
+    torch.float64: PermGpuConfig(32, 16, 16, 4, 2, "ieee"),
 }
 
 #: Under the interpreter (which pays per tile, not per element): large tiles.
