@@ -40,10 +40,15 @@ bfloat16 column tile; float16 gradients use the float32 path. float64 runs in fl
 Under the interpreter only, bfloat16 tiles are upcast before a dot (the interpreter's bfloat16 dot is
 broken: it multiplies the raw bits).
 
-Block sizes and the float32 dot precision: a per-(dtype, d) table (``GPU_CONFIGS``, or a JSON file
-named by WAE_FAST_TRITON_CONFIGS; scripts/triton_tune.py times the alternatives on a GPU), no
-autotuning, so a first call compiles one kernel per key and nothing else. Wide rows (BLOCK_D > 128) run the distance dot over BLOCK_K-wide chunks re-read
-from cache and split the gradient's columns over a second grid axis (BLOCK_G).
+Block sizes, the float32 dot precisions and the reciprocal: a per-(dtype, d) table (``GPU_CONFIGS``, or
+a JSON file named by WAE_FAST_TRITON_CONFIGS; scripts/triton_tune.py times the alternatives on a GPU),
+no autotuning, so a first call compiles one kernel per key and nothing else. Wide rows (BLOCK_D > 128)
+run the distance dot over BLOCK_K-wide chunks re-read from cache and split the gradient's columns over a
+second grid axis (BLOCK_G).
+
+Verified: through Triton's interpreter (CI, triton 3.9 and 3.6), compiled ahead of time for sm_90
+(scripts/triton_aot.py), and on one H200 (torch 2.11, triton 3.6): the Triton and cross-backend tests
+compiled on CUDA, and the timings and accuracy in benchmarks/results/gpu/.
 
 Limits: element offsets are 32-bit (n·d and m·d below 2³¹, checked); double backward is not supported
 (see wae_fast/_op.py).
