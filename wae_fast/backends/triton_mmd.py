@@ -521,16 +521,23 @@ def _centred_copy(t: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     return (t.to(acc) - centre.to(acc)).to(t.dtype).contiguous()
 
 
-def _check_call(x, y, kernel, bandwidths, unbiased) -> tuple[float, ...]:
-    """The checks of a launch; returns the bandwidths as floats."""
-    ok, reason = is_available(x.device)
+def checked_kernel_and_bandwidths(device, kernel, bandwidths, what: str = "") -> tuple[float, ...]:
+    """The checks every Triton launcher makes first (this backend usable on ``device``, a known kernel,
+    1 to spec.MAX_SCALES bandwidths); returns the bandwidths as floats."""
+    ok, reason = is_available(device)
     if not ok:
-        raise RuntimeError(f"backend='triton' cannot run: {reason}")
+        raise RuntimeError(f"backend='triton' cannot run{what}: {reason}")
     if kernel not in spec.KERNEL_IDS:
         raise ValueError(f"kernel must be one of {tuple(spec.KERNEL_IDS)}, got {kernel!r}")
     bandwidths = tuple(float(b) for b in bandwidths)
     if not 1 <= len(bandwidths) <= spec.MAX_SCALES:
         raise ValueError(f"between 1 and {spec.MAX_SCALES} bandwidths are supported, got {len(bandwidths)}")
+    return bandwidths
+
+
+def _check_call(x, y, kernel, bandwidths, unbiased) -> tuple[float, ...]:
+    """The checks of a launch; returns the bandwidths as floats."""
+    bandwidths = checked_kernel_and_bandwidths(x.device, kernel, bandwidths)
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be 2-D with the same number of columns, got x {tuple(x.shape)} "
                          f"and y {tuple(y.shape)}")

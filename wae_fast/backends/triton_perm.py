@@ -176,14 +176,8 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     """(within [L], member_rows [L], total []) as float64 tensors on z's device; see the module docstring.
     ``config`` (a PermGpuConfig) replaces GPU_CONFIGS' entry (under the interpreter only its product is
     used: the blocks are INTERPRETER_BLOCKS)."""
-    ok, reason = is_available(z.device)
-    if not ok:
-        raise RuntimeError(f"backend='triton' cannot run the permutation test: {reason}")
-    if kernel not in spec.KERNEL_IDS:
-        raise ValueError(f"kernel must be one of {tuple(spec.KERNEL_IDS)}, got {kernel!r}")
-    bandwidths = tuple(float(b) for b in bandwidths)
-    if not 1 <= len(bandwidths) <= spec.MAX_SCALES:
-        raise ValueError(f"between 1 and {spec.MAX_SCALES} bandwidths are supported, got {len(bandwidths)}")
+    bandwidths = triton_mmd.checked_kernel_and_bandwidths(z.device, kernel, bandwidths,
+                                                          " the permutation test")
     if z.dim() != 2 or z.shape[0] < 2:
         raise ValueError(f"z must be [rows >= 2, d], got shape {tuple(z.shape)}")
     rows, d = z.shape
