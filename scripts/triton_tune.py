@@ -55,7 +55,7 @@ def _inputs(n: int, d: int, dtype_name: str, device: str):
 
 def _run(x, y, config):
     """value, ∂/∂x with the Triton backend under one config (None: the library's table)."""
-    from wae_fast.backends import triton_mmd as T
+    from wae_fast.backends import triton_mmd  # noqa: F401  (imports triton now that TRITON_INTERPRET is set)
 
     d = x.shape[1]
     original = T._gpu_config
@@ -124,7 +124,7 @@ def main() -> None:
         args.n, args.jobs, args.min_time = min(args.n, 96), 1, 0.0
     import torch
 
-    from wae_fast.backends import triton_mmd as T
+    from wae_fast.backends import triton_mmd  # noqa: F401  (imports triton now that TRITON_INTERPRET is set)
 
     device = "cpu" if args.dry_run else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
