@@ -126,14 +126,9 @@ def _buffer(t: torch.Tensor | None, name: str):
     return t.numpy()
 
 
-def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y, *, threads=None,
-                  out_grad_x=None, out_grad_y=None, isa=None):
-    """(MMD² [0-dim], ∂MMD²/∂x [n, d] | None, ∂MMD²/∂y [m, d] | None), float64 for float64 inputs and
-    float32 otherwise. ``threads`` defaults to torch.get_num_threads(). ``out_grad_x``/``out_grad_y``
-    optionally give preallocated contiguous output buffers of the result dtype (used by the tests to
-    check that every element is written). ``isa`` runs a given compiled instruction-set path instead
-    of the selected one (for tests; see build_info()["supported"])."""
-    module = _require()
+def _checked_inputs(x, y, kernel, unbiased):
+    """The checks both entries make: a known kernel, CPU [n, d] / [m, d] inputs, enough rows for the
+    estimator. Returns (x, y as kernel inputs, n, m)."""
     if kernel not in spec.KERNEL_IDS:
         raise ValueError(f"kernel must be one of {tuple(spec.KERNEL_IDS)}, got {kernel!r}")
     x, y = _as_kernel_input(x, "x"), _as_kernel_input(y, "y")
@@ -145,6 +140,18 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y, 
                          f"and {tuple(y.shape)}")
     if n < 1 or m < 1:
         raise ValueError(f"x and y must be non-empty, got {tuple(x.shape)} and {tuple(y.shape)}")
+    return x, y, n, m
+
+
+def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y, *, threads=None,
+                  out_grad_x=None, out_grad_y=None, isa=None):
+    """(MMD² [0-dim], ∂MMD²/∂x [n, d] | None, ∂MMD²/∂y [m, d] | None), float64 for float64 inputs and
+    float32 otherwise. ``threads`` defaults to torch.get_num_threads(). ``out_grad_x``/``out_grad_y``
+    optionally give preallocated contiguous output buffers of the result dtype (used by the tests to
+    check that every element is written). ``isa`` runs a given compiled instruction-set path instead
+    of the selected one (for tests; see build_info()["supported"])."""
+    module = _require()
+    x, y, n, m = _checked_inputs(x, y, kernel, unbiased)
     weights = spec.estimator_weights(n, m, bool(unbiased))
     coefficients = spec.gradient_coefficients(weights)
     grads = []
@@ -180,15 +187,7 @@ def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, nee
     and float32 otherwise. The gradient rows are rows of the gradient of MMD²(x, y) itself (the weights of
     all n and m rows)."""
     module = _require()
-    if kernel not in spec.KERNEL_IDS:
-        raise ValueError(f"kernel must be one of {tuple(spec.KERNEL_IDS)}, got {kernel!r}")
-    x, y = _as_kernel_input(x, "x"), _as_kernel_input(y, "y")
-    if x.dim() != 2 or y.dim() != 2:
-        raise ValueError(f"x and y must be [n, d] and [m, d], got {tuple(x.shape)} and {tuple(y.shape)}")
-    n, m = x.shape[0], y.shape[0]
-    if n < 1 or m < 1 or (unbiased and (n < 2 or m < 2)):
-        raise ValueError(f"x and y need at least {2 if unbiased else 1} rows each, got {tuple(x.shape)} and "
-                         f"{tuple(y.shape)}")
+    x, y, n, m = _checked_inputs(x, y, kernel, unbiased)
     x_rows, y_rows = (int(x_rows[0]), int(x_rows[1])), (int(y_rows[0]), int(y_rows[1]))
     for name, (begin, end), total in (("x_rows", x_rows, n), ("y_rows", y_rows, m)):
         if not 0 <= begin <= end <= total:
