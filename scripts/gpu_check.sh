@@ -17,7 +17,9 @@
 #   bash scripts/gpu_check.sh --dry-run    # anywhere: the same steps on the CPU, Triton's interpreter,
 #                                          # tiny sizes (CI runs this so the script cannot rot)
 # Each step has its own time limit; a failing step is reported and the next one still runs; the exit
-# status is non-zero if any step failed.
+# status is non-zero if any step failed. GPU_CHECK_STEPS (comma-separated step names: tune, profile,
+# tests, bench-float32, bench-bfloat16, bench-1e6, bench-perm, bench-keops; default all but profile)
+# picks the steps; profile runs scripts/gpu_profile.sh on the table's and GPU_PROFILE_SPECS' configs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,8 +44,13 @@ T0=$(date +%s)
 BUDGET_S=${GPU_CHECK_BUDGET_S:-480}  # wall-clock seconds for the whole check; later steps are skipped
 
 say() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
+STEPS=",${GPU_CHECK_STEPS:-tune,tests,bench-float32,bench-bfloat16,bench-1e6,bench-perm,bench-keops},"
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit (and within the budget), output to the log
   local name=$1 limit=$2; shift 2
+  if [[ "$STEPS" != *",$name,"* ]]; then
+    say "step $name not selected (GPU_CHECK_STEPS)"
+    return
+  fi
   local left=$(( BUDGET_S - ($(date +%s) - T0) ))
   if [ "$left" -lt 15 ]; then
     say "step $name SKIPPED: the budget of ${BUDGET_S}s is spent"
@@ -113,7 +120,7 @@ if [ "$DRY_RUN" = 0 ]; then
 fi
 
 # 3. block sizes, warps, precision
-step tune 150 $PY scripts/triton_tune.py "${TUNE_ARGS[@]}" --out "$OUT/triton_tune.json"
+step tune 150 $PY scripts/triton_tune.py "${TUNE_ARGS[@]}" --out "$OUT/triton_tune.json" --rows "$OUT/triton_tune_rows.jsonl"
 if [ -s "$OUT/triton_tune.json" ] && [ "$(cat "$OUT/triton_tune.json")" != "{}" ]; then
   export WAE_FAST_TRITON_CONFIGS="$OUT/triton_tune.json"
   say "using the tuned configs: $(tr -d '\n ' < "$OUT/triton_tune.json")"
@@ -123,6 +130,12 @@ if [ "$DRY_RUN" = 0 ]; then
   wait "$INSTALL_PID"; rc=$?
   cat "$OUT/install.log" >> "$LOG"; rm -f "$OUT/install.log"
   if [ "$rc" -ne 0 ]; then say "install FAILED (exit $rc)"; FAILED+=(install); else say "install ok"; fi
+fi
+
+# 3b. Nsight Compute profiles of the tuned (or the table's) configs and of any given in GPU_PROFILE_SPECS
+if [ "$DRY_RUN" = 0 ]; then
+  # shellcheck disable=SC2086
+  step profile 150 bash scripts/gpu_profile.sh "$OUT/ncu_profile.csv" ${GPU_PROFILE_SPECS:-8:table 64:table}
 fi
 
 # 4. correctness, compiled

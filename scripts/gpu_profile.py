@@ -1,4 +1,4 @@
-"""One fused MMD² step of the Triton backend, for a profiler: run under Nsight Compute on a GPU machine.
+"""One fused MMD² step of the Triton backend, for a profiler (scripts/gpu_profile.sh runs it under Nsight Compute).
 
     ncu --clock-control none --target-processes all -k regex:_run_task_kernel -c 2 --set full \
         -o $OUT/mmd_profile python scripts/gpu_profile.py --n 65536 --d 64 --dtype float32

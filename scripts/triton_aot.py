@@ -24,7 +24,8 @@ POINTER = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
 
 
 def variant_constants(dtype: str, d: int, kernel: int, within: int, cross_value: bool, grad: bool,
-                      block_m: int, block_n: int, precision: str, reciprocal: str = "rcp.approx") -> dict:
+                      block_m: int, block_n: int, precision: str, reciprocal: str = "rcp.approx",
+                      grad_precision: str | None = None) -> dict:
     from wae_fast.backends import triton_mmd as T
     import triton
 
@@ -32,7 +33,8 @@ def variant_constants(dtype: str, d: int, kernel: int, within: int, cross_value:
     wide = dtype == "fp64"
     return dict(KERNEL=kernel, WITHIN=within, CROSS_VALUE=cross_value, COMPUTE_GRAD=grad,
                 MATH=0 if wide else (2 if reciprocal == "rcp.approx" else 1),
-                DIST_PRECISION="ieee" if wide else precision, GRAD_PRECISION="ieee" if wide else precision,
+                DIST_PRECISION="ieee" if wide else precision,
+                GRAD_PRECISION="ieee" if wide else (grad_precision or precision),
                 GRAD_SPLIT_BF16=dtype == "bf16", DOT_UPCAST=False, BLOCK_M=block_m, BLOCK_N=block_n,
                 BLOCK_D=block_d, **T._d_blocks(block_d, grad))
 
@@ -88,11 +90,14 @@ def ptxas_report(kernel, capability: int = 90) -> str:
             f"spill_loads={spill.group(2) if spill else '?'} smem={kernel.metadata.shared}")
 
 
-CHECK_SET = [  # (dtype, d, kernel, within, cross_value, grad, BM, BN, warps): every dtype and sweep kind
-    ("fp32", 8, 0, 1, True, True, 64, 64, 4), ("fp32", 64, 1, 2, False, False, 64, 64, 4),
-    ("fp32", 256, 0, 1, True, True, 64, 32, 4), ("bf16", 64, 0, 1, True, True, 64, 64, 4),
-    ("fp16", 64, 1, 2, True, False, 64, 64, 4), ("fp64", 64, 0, 1, False, True, 32, 32, 4),
-    ("fp64", 256, 1, 2, True, False, 32, 32, 4),
+CHECK_SET = [  # (dtype, d, kernel, within, cross_value, grad, BM, BN, warps, float32 dots): every dtype, sweep
+    # kind and dot precision
+    ("fp32", 8, 0, 1, True, True, 64, 64, 4, "tf32x3"), ("fp32", 64, 1, 2, False, False, 64, 64, 4, "tf32x3"),
+    ("fp32", 256, 0, 1, True, True, 64, 32, 4, "tf32x3"), ("bf16", 64, 0, 1, True, True, 64, 64, 4, "tf32x3"),
+    ("fp16", 64, 1, 2, True, False, 64, 64, 4, "tf32x3"), ("fp64", 64, 0, 1, False, True, 32, 32, 4, "ieee"),
+    ("fp64", 256, 1, 2, True, False, 32, 32, 4, "ieee"),
+    ("fp32", 8, 0, 1, True, True, 128, 64, 8, "bf16x3"), ("fp32", 256, 1, 1, True, True, 64, 32, 4, "bf16x3"),
+    ("fp16", 64, 0, 1, True, True, 64, 64, 4, "bf16x3"),
 ]
 
 
@@ -105,22 +110,22 @@ def main() -> None:
     parser.add_argument("--d", type=int)
     parser.add_argument("--blocks", default="64,64", help="BM,BN pairs separated by ';'")
     parser.add_argument("--warps", default="4,8")
-    parser.add_argument("--precision", default="tf32x3")
+    parser.add_argument("--precision", default="tf32x3", help="the float32 dots: tf32x3, bf16x3 or ieee")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO_ROOT))
     if args.dtype:
         blocks = [tuple(int(v) for v in b.split(",")) for b in args.blocks.split(";")]
         warps = [int(w) for w in args.warps.split(",")]
-        variants = [(args.dtype, args.d, 0, 1, True, True, bm, bn, w)
+        variants = [(args.dtype, args.d, 0, 1, True, True, bm, bn, w, args.precision)
                     for (bm, bn), w in itertools.product(blocks, warps)]
     else:
         variants = CHECK_SET
-    for dtype, d, kernel, within, cross_value, grad, bm, bn, warps in variants:
-        const = variant_constants(dtype, d, kernel, within, cross_value, grad, bm, bn, args.precision)
+    for dtype, d, kernel, within, cross_value, grad, bm, bn, warps, precision in variants:
+        const = variant_constants(dtype, d, kernel, within, cross_value, grad, bm, bn, precision)
         compiled = compile_variant(dtype, const, warps)
         assert compiled.asm["cubin"], dtype
         line = (f"{dtype} d={d} kernel={kernel} within={within} cross={int(cross_value)} grad={int(grad)} "
-                f"blocks={bm}x{bn} warps={warps} ok")
+                f"blocks={bm}x{bn} warps={warps} dots={precision} ok")
         if args.ptxas:
             line += " " + ptxas_report(compiled)
         print(line, flush=True)

@@ -23,24 +23,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 #: GpuConfig fields tried for every (dtype, d): (BLOCK_M, BLOCK_N, num_warps, num_stages), then for the
-#: float32 dots (distance, gradient) and IMQ's reciprocal.
-TILES = [(128, 64, 8, 2), (64, 64, 4, 2), (128, 64, 8, 3), (128, 64, 16, 2), (256, 64, 8, 2),
-         (128, 64, 4, 2), (64, 128, 8, 2), (128, 32, 4, 2)]
-MATH = [("tf32x3", "tf32x3", "div.full"), ("tf32x3", "tf32x3", "rcp.approx"), ("tf32x3", "ieee", "rcp.approx"),
-        ("ieee", "tf32x3", "rcp.approx")]
+#: float32 dots (distance, gradient) and IMQ's reciprocal. ptxas (scripts/triton_aot.py --ptxas) finds no
+#: register spills at d = 8 for the tiles below but the first; at d = 64 all of them spill some.
+TILES = [(256, 64, 8, 2), (128, 64, 8, 2), (128, 64, 4, 2), (64, 64, 4, 2), (128, 32, 4, 2)]
+MATH = [("bf16x6", "bf16x6", "rcp.approx"), ("tf32x3", "bf16x6", "rcp.approx"), ("tf32x3", "tf32x3", "rcp.approx"),
+        ("bf16x3", "bf16x3", "rcp.approx"), ("bf16x6", "bf16x6", "div.full")]
+BF16_TILES = [(128, 64, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2), (256, 64, 8, 2)]
 DRY_RUN_TILES = [(64, 64, 4, 2), (32, 32, 4, 2)]
-#: A variant counts only if its value is this close (relative) to float64.
+#: A variant counts only if its value and ∂/∂x are this close (relative, the gradient in norm) to float64:
+#: for float32, within an order of magnitude of what float32 itself gives (the dense float32 code's
+#: gradient is about 1e-6 from float64), which rules out the 16-bit "bf16x3" splits (about 3e-6 to 2e-5).
 VALUE_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
+GRAD_TOLERANCE = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}
 
 
 def _candidates(dtype_name: str, dry_run: bool) -> list[tuple]:
     if dry_run:
-        return [tile + ("tf32x3", "tf32x3", "div.full") for tile in DRY_RUN_TILES]
-    if dtype_name == "bfloat16":  # no float32 dot to choose: the tiles with both reciprocals
-        return [tile + ("tf32x3", "tf32x3", r) for tile in TILES for r in ("div.full", "rcp.approx")]
-    # float32: every tile with the default maths, the two best-known tiles with every maths variant
-    return ([tile + MATH[0] for tile in TILES]
-            + [tile + math for tile in TILES[:2] for math in MATH[1:]])
+        return [tile + math for tile in DRY_RUN_TILES for math in MATH[:2]]
+    if dtype_name == "bfloat16":  # no float32 dot to choose: the tiles with the fast reciprocal
+        return [tile + ("tf32x3", "tf32x3", "rcp.approx") for tile in BF16_TILES]
+    # float32: every tile with the four dot precisions, the first two tiles with div.full
+    return [tile + math for tile in TILES for math in MATH[:4]] + [tile + MATH[4] for tile in TILES[:2]]
 
 
 def _inputs(n: int, d: int, dtype_name: str, device: str):
@@ -172,7 +175,8 @@ def main() -> None:
                     row["pairs_per_s"] = pairs / (row["ms"] * 1e-3)
                     row["value_rel_err"] = abs(value.double().item() - want_value.item()) / abs(want_value.item())
                     row["grad_rel_err"] = ((grad.double() - want_grad).norm() / want_grad.norm()).item()
-                    ok = row["value_rel_err"] <= VALUE_TOLERANCE[dtype_name]
+                    ok = (row["value_rel_err"] <= VALUE_TOLERANCE[dtype_name]
+                          and row["grad_rel_err"] <= GRAD_TOLERANCE[dtype_name])
                     key = (dtype_name, max(16, 1 << (d - 1).bit_length()))
                     if ok and (key not in best or row["ms"] < best[key][0]):
                         best[key] = (row["ms"], list(config))

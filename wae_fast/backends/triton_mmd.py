@@ -91,46 +91,109 @@ _IMQ, _RBF = spec.KERNEL_IDS["imq"], spec.KERNEL_IDS["rbf"]
 # ----------------------------------------------------------------------------------------------------
 
 @triton.jit
-def _kernel_eval(b_r, p_bw, n_scales, KERNEL: tl.constexpr, MATH: tl.constexpr):
+def _kernel_eval(b_r, bw0, p_bw, n_scales, KERNEL: tl.constexpr, MATH: tl.constexpr):
     """k(r) and w⁺(r) = −dk/dr, summed over the scales, for a tile of squared distances (spec).
 
-    MATH 0 (float64): exact division and exp. float32: RBF through exp2, and for IMQ's reciprocal
-    MATH 1: div.full (2 ulp), MATH 2: rcp.approx (1 ulp, one special-function instruction; compiled
-    only, the interpreter runs MATH 1).
+    bw0 = p_bw[0], loaded once by the caller (one scale, the common case, then reads no memory per
+    tile); the other n_scales − 1 bandwidths are read in a run-time loop, so one compiled kernel serves
+    any number of scales. MATH 0 (float64): exact division and exp. float32: RBF through exp2, and for
+    IMQ's reciprocal MATH 1: div.full (2 ulp), MATH 2: rcp.approx (1 ulp, one special-function
+    instruction; compiled only, the interpreter runs MATH 1).
     """
-    b_k = tl.zeros_like(b_r)  # [BM, BN]
-    b_wpos = tl.zeros_like(b_r)  # [BM, BN]
-    for s in range(n_scales):  # a run-time loop: one compiled kernel serves any number of scales
-        bw = tl.load(p_bw + s)
-        if KERNEL == 0:  # IMQ: k = b/(b + r), w⁺ = b/(b + r)²
-            if MATH == 2:
-                b_t = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [bw + b_r],
-                                                dtype=tl.float32, is_pure=True, pack=1)  # [BM, BN]
-            elif MATH == 1:
-                b_t = tl.fdiv(tl.full(b_r.shape, 1.0, b_r.dtype), bw + b_r)  # [BM, BN]
-            else:
-                b_t = 1.0 / (bw + b_r)  # [BM, BN]
-            b_kt = bw * b_t  # [BM, BN]
-            b_k += b_kt
-            b_wpos += b_kt * b_t
-        else:  # RBF: k = exp(−r/b), w⁺ = exp(−r/b)/b
-            inv_bw = 1.0 / bw
-            if MATH != 0:
-                b_kt = tl.exp2(b_r * (-1.4426950408889634 * inv_bw))  # [BM, BN]
-            else:
-                b_kt = tl.exp(b_r * (-inv_bw))  # [BM, BN]
-            b_k += b_kt
-            b_wpos += b_kt * inv_bw
+    b_k, b_wpos = _kernel_eval_scale(b_r, bw0, KERNEL, MATH)  # [BM, BN] each
+    for s in range(1, n_scales):
+        b_ks, b_ws = _kernel_eval_scale(b_r, tl.load(p_bw + s), KERNEL, MATH)
+        b_k += b_ks
+        b_wpos += b_ws
     return b_k, b_wpos
 
 
 @triton.jit
-def _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
+def _kernel_eval_scale(b_r, bw, KERNEL: tl.constexpr, MATH: tl.constexpr):
+    """k(r) and w⁺(r) of one scale with bandwidth parameter bw (see _kernel_eval)."""
+    if KERNEL == 0:  # IMQ: k = b/(b + r), w⁺ = b/(b + r)²
+        if MATH == 2:
+            b_t = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [bw + b_r],
+                                            dtype=tl.float32, is_pure=True, pack=1)  # [BM, BN]
+        elif MATH == 1:
+            b_t = tl.fdiv(tl.full(b_r.shape, 1.0, b_r.dtype), bw + b_r)  # [BM, BN]
+        else:
+            b_t = 1.0 / (bw + b_r)  # [BM, BN]
+        b_k = bw * b_t  # [BM, BN]
+        b_wpos = b_k * b_t  # [BM, BN]
+    else:  # RBF: k = exp(−r/b), w⁺ = exp(−r/b)/b
+        inv_bw = 1.0 / bw
+        if MATH != 0:
+            b_k = tl.exp2(b_r * (-1.4426950408889634 * inv_bw))  # [BM, BN]
+        else:
+            b_k = tl.exp(b_r * (-inv_bw))  # [BM, BN]
+        b_wpos = b_k * inv_bw  # [BM, BN]
+    return b_k, b_wpos
+
+
+@triton.jit
+def _to_bf16_nearest(b_x, BY_BITS: tl.constexpr):
+    """float32 → bfloat16 rounded to nearest even. BY_BITS (the interpreter, whose conversion truncates):
+    the rounding done on the bits first, so the conversion that follows is exact."""
+    if BY_BITS:
+        b_bits = b_x.to(tl.uint32, bitcast=True)
+        b_bits = (b_bits + (0x7FFF + ((b_bits >> 16) & 1))) & 0xFFFF0000
+        b_x = b_bits.to(tl.float32, bitcast=True)
+    return b_x.to(tl.bfloat16)
+
+
+@triton.jit
+def _split_bf16(b_x, PRECISION: tl.constexpr, BY_BITS: tl.constexpr):
+    """x ≈ hi + mid (two parts: 16 significant bits, relative error below 2⁻¹⁷) or, for PRECISION
+    "bf16x6", hi + mid + lo (24 bits: float32 to within an ulp), bfloat16 parts each rounded to nearest;
+    exact for float16 and bfloat16 values. Returns (hi, mid, lo), lo = mid with two parts (unused).
+    BY_BITS: see _to_bf16_nearest."""
+    b_hi = _to_bf16_nearest(b_x, BY_BITS)
+    b_rest = b_x - b_hi.to(b_x.dtype)
+    b_mid = _to_bf16_nearest(b_rest, BY_BITS)
+    if PRECISION == "bf16x6":
+        b_lo = _to_bf16_nearest(b_rest - b_mid.to(b_x.dtype), BY_BITS)
+    else:
+        b_lo = b_mid
+    return b_hi, b_mid, b_lo
+
+
+@triton.jit
+def _mma(b_a, b_b, acc, DOT_UPCAST: tl.constexpr):
+    """acc + a·b for bfloat16 parts (the interpreter: the same parts multiplied in float32)."""
+    if DOT_UPCAST:
+        return tl.dot(b_a.to(acc.dtype), b_b.to(acc.dtype), acc=acc, out_dtype=acc.dtype)
+    return tl.dot(b_a, b_b, acc=acc, out_dtype=acc.dtype)
+
+
+@triton.jit
+def _dot_split_bf16(b_ah, b_am, b_al, b_b, acc, PRECISION: tl.constexpr, B_EXACT: tl.constexpr,
+                    DOT_UPCAST: tl.constexpr):
+    """acc + a·b on bfloat16 tensor cores from split operands (_split_bf16): a split by the caller, b
+    here. "bf16x3" (and bfloat16 inputs): a_mid·b_hi + a_hi·b_mid + a_hi·b_hi, 16-bit operands.
+    "bf16x6": the six products whose parts' orders sum to at most 2, float32-level. Small terms first.
+    B_EXACT: b is bfloat16 already (its mid and lo parts zero, their products skipped)."""
+    b_bh, b_bm, b_bl = _split_bf16(b_b, PRECISION, DOT_UPCAST)
+    if PRECISION == "bf16x6":
+        acc = _mma(b_al, b_bh, acc, DOT_UPCAST)
+        if not B_EXACT:
+            acc = _mma(b_ah, b_bl, acc, DOT_UPCAST)
+            acc = _mma(b_am, b_bm, acc, DOT_UPCAST)
+    acc = _mma(b_am, b_bh, acc, DOT_UPCAST)
+    if not B_EXACT:
+        acc = _mma(b_ah, b_bm, acc, DOT_UPCAST)
+    return _mma(b_ah, b_bh, acc, DOT_UPCAST)
+
+
+@triton.jit
+def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
                     DIST_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     """Stage 1: r = ‖a‖² + ‖z‖² − 2 a·z for the row block against the column tile o_n, clamped at 0.
 
-    Returns (r [BM, BN], the column tile [BN, BD] in the accumulation dtype when BLOCK_K == BLOCK_D).
+    DIST_PRECISION "bf16x3" or "bf16x6" (float32 inputs): b_a, b_a_mid and b_a_lo are the row block's
+    bfloat16 parts (_split_bf16); otherwise b_a is the row block and the others unused. Returns
+    (r [BM, BN], the column tile [BN, BD] in the accumulation dtype when BLOCK_K == BLOCK_D).
     """
     ACC = b_na.dtype
     if BLOCK_K == BLOCK_D:  # the row block b_a is in registers
@@ -139,9 +202,13 @@ def _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_
                       mask=m_n[:, None] & (o_d < d)[None, :], other=0.0)  # [BN, BD] input dtype
         b_zf = b_z.to(ACC)  # [BN, BD]
         b_nz = tl.sum(b_zf * b_zf, axis=1)  # [BN]
-        if DOT_UPCAST:
-            b_z = b_zf
-        b_az = tl.dot(b_a, tl.trans(b_z), input_precision=DIST_PRECISION, out_dtype=ACC)  # [BM, BN]
+        if DIST_PRECISION == "bf16x3" or DIST_PRECISION == "bf16x6":
+            b_az = _dot_split_bf16(b_a, b_a_mid, b_a_lo, tl.trans(b_zf), tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC),
+                                   DIST_PRECISION, False, DOT_UPCAST)  # [BM, BN]
+        else:
+            if DOT_UPCAST:
+                b_z = b_zf
+            b_az = tl.dot(b_a, tl.trans(b_z), input_precision=DIST_PRECISION, out_dtype=ACC)  # [BM, BN]
     else:  # wide rows: the dot runs over BLOCK_K-wide chunks of d, re-read from cache
         b_zf = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)  # [BN, BD] unused placeholder
         b_nz = tl.zeros([BLOCK_N], dtype=ACC)  # [BN]
@@ -155,17 +222,22 @@ def _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_
                            mask=m_n[:, None] & m_k[None, :], other=0.0)  # [BN, BK]
             b_zkf = b_zk.to(ACC)  # [BN, BK]
             b_nz += tl.sum(b_zkf * b_zkf, axis=1)
-            if DOT_UPCAST:
-                b_ak = b_ak.to(ACC)
-                b_zk = b_zkf
-            b_az = tl.dot(b_ak, tl.trans(b_zk), acc=b_az, input_precision=DIST_PRECISION, out_dtype=ACC)
+            if DIST_PRECISION == "bf16x3" or DIST_PRECISION == "bf16x6":
+                b_akh, b_akm, b_akl = _split_bf16(b_ak.to(ACC), DIST_PRECISION, DOT_UPCAST)  # [BM, BK]
+                b_az = _dot_split_bf16(b_akh, b_akm, b_akl, tl.trans(b_zkf), b_az, DIST_PRECISION, False,
+                                       DOT_UPCAST)
+            else:
+                if DOT_UPCAST:
+                    b_ak = b_ak.to(ACC)
+                    b_zk = b_zkf
+                b_az = tl.dot(b_ak, tl.trans(b_zk), acc=b_az, input_precision=DIST_PRECISION, out_dtype=ACC)
     b_r = tl.maximum(b_na[:, None] + b_nz[None, :] - 2.0 * b_az, 0.0)  # [BM, BN]
     return b_r, b_zf
 
 
 @triton.jit
-def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, stride_zm, n_z, col_lo,
-                 col_hi, d, o_g, m_g, p_bw, n_scales, coef, b_rw, b_wz,
+def _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, stride_zm, n_z,
+                 col_lo, col_hi, d, o_g, m_g, bw0, p_bw, n_scales, b_rw, b_wz,
                  MODE: tl.constexpr, KERNEL: tl.constexpr,
                  COMPUTE_VALUE: tl.constexpr, COMPUTE_GRAD: tl.constexpr, MATH: tl.constexpr,
                  DIST_PRECISION: tl.constexpr, GRAD_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr,
@@ -176,8 +248,8 @@ def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, s
     col_lo a multiple of BLOCK_N) in one spec.Sweep MODE: CROSS (every column), FULL (j ≠ i; Z is A) or
     TRIANGLE (j > i; Z is A).
 
-    Returns (Σ_j k_ij per row in float64 [BM], b_rw + Σ_j coef·w⁺_ij [BM], b_wz + Σ_j coef·w⁺_ij z_j[o_g]
-    [BM, BG]).
+    Returns (Σ_j k_ij per row in float64 [BM], b_rw + Σ_j w⁺_ij [BM], b_wz + Σ_j w⁺_ij z_j[o_g] [BM, BG]);
+    the caller applies the block's spec coefficient to the last two.
     """
     ACC = b_na.dtype
     b_ks = tl.zeros([BLOCK_M], dtype=tl.float64)  # [BM]
@@ -187,9 +259,9 @@ def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, s
     for start_n in range(col_begin, col_hi, BLOCK_N):
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_z
-        b_r, b_zf = _tile_distances(b_a, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
+        b_r, b_zf = _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
                                     DIST_PRECISION, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
-        b_k, b_wpos = _kernel_eval(b_r, p_bw, n_scales, KERNEL, MATH)  # [BM, BN] each
+        b_k, b_wpos = _kernel_eval(b_r, bw0, p_bw, n_scales, KERNEL, MATH)  # [BM, BN] each
         # Masks only where a tile holds columns past the end or crosses the diagonal.
         edge = start_n + BLOCK_N > n_z
         if MODE != 0:
@@ -205,25 +277,19 @@ def _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, s
         if COMPUTE_VALUE:
             b_ks += tl.sum(b_k, axis=1).to(tl.float64)
         if COMPUTE_GRAD:
-            b_wc = b_wpos * coef  # [BM, BN]
-            b_rw += tl.sum(b_wc, axis=1)
+            b_rw += tl.sum(b_wpos, axis=1)
             if BLOCK_K == BLOCK_D and BLOCK_G == BLOCK_D:
                 b_zg = b_zf  # [BN, BG] the column tile already in registers
             else:
                 b_zg = tl.load(p_z + o_n[:, None] * stride_zm + o_g[None, :],
                                mask=m_n[:, None] & m_g[None, :], other=0.0).to(ACC)  # [BN, BG]
-            if GRAD_SPLIT_BF16:  # W = W_hi + W_lo in bfloat16 against the exact bfloat16 column tile
-                b_zh = b_zg.to(tl.bfloat16)  # [BN, BG] exact: the inputs are bfloat16
-                b_wh = b_wc.to(tl.bfloat16)  # [BM, BN]
-                b_wl = (b_wc - b_wh.to(ACC)).to(tl.bfloat16)  # [BM, BN]
-                if DOT_UPCAST:  # the interpreter: the same rounded parts, multiplied in float32
-                    b_wz = tl.dot(b_wh.to(ACC), b_zh.to(ACC), acc=b_wz, out_dtype=ACC)
-                    b_wz = tl.dot(b_wl.to(ACC), b_zh.to(ACC), acc=b_wz, out_dtype=ACC)
-                else:
-                    b_wz = tl.dot(b_wh, b_zh, acc=b_wz, out_dtype=ACC)
-                    b_wz = tl.dot(b_wl, b_zh, acc=b_wz, out_dtype=ACC)
+            if GRAD_SPLIT_BF16 or GRAD_PRECISION == "bf16x3" or GRAD_PRECISION == "bf16x6":
+                # the weights in bfloat16 parts (bfloat16 inputs: two, against the exact column tile)
+                b_wh, b_wm, b_wl = _split_bf16(b_wpos, GRAD_PRECISION, DOT_UPCAST)  # [BM, BN] each
+                b_wz = _dot_split_bf16(b_wh, b_wm, b_wl, b_zg, b_wz, GRAD_PRECISION, GRAD_SPLIT_BF16,
+                                       DOT_UPCAST)
             else:
-                b_wz = tl.dot(b_wc, b_zg, acc=b_wz, input_precision=GRAD_PRECISION, out_dtype=ACC)
+                b_wz = tl.dot(b_wpos, b_zg, acc=b_wz, input_precision=GRAD_PRECISION, out_dtype=ACC)
     return b_ks, b_rw, b_wz
 
 
@@ -265,10 +331,17 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
                       mask=m_m[:, None] & (o_d < d)[None, :], other=0.0)  # [BM, BD] input dtype
         b_af = b_a.to(ACC)  # [BM, BD]
         b_na = tl.sum(b_af * b_af, axis=1)  # [BM]
-        if DOT_UPCAST:
-            b_a = b_af
+        if DIST_PRECISION == "bf16x3" or DIST_PRECISION == "bf16x6":  # split once for the sweep
+            b_a, b_a_mid, b_a_lo = _split_bf16(b_af, DIST_PRECISION, DOT_UPCAST)  # [BM, BD] each
+        else:
+            if DOT_UPCAST:
+                b_a = b_af
+            b_a_mid = b_a  # unused
+            b_a_lo = b_a  # unused
     else:  # wide rows: norms from chunks; the sweep re-reads the chunks
         b_a = tl.zeros([BLOCK_M, BLOCK_K], dtype=ACC)  # [BM, BK] unused placeholder
+        b_a_mid = b_a  # unused
+        b_a_lo = b_a  # unused
         b_na = tl.zeros([BLOCK_M], dtype=ACC)  # [BM]
         for k0 in range(0, d, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
@@ -279,25 +352,32 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
     b_rw = tl.zeros([BLOCK_M], dtype=ACC)  # [BM]
     b_wz = tl.zeros([BLOCK_M, BLOCK_G], dtype=ACC)  # [BM, BG]
     m_store = m_m & ((tl.zeros([BLOCK_M], dtype=tl.int32) + pid_g) == 0)  # [BM] row sums stored once
-    coef_within = tl.load(p_coef)
-    b_sw, b_rw, b_wz = _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_a, stride_am,
-                                    n_a, pid_c * chunk_a, tl.minimum(n_a, (pid_c + 1) * chunk_a), d, o_g,
-                                    m_g, p_bw, n_scales, coef_within, b_rw, b_wz,
+    bw0 = tl.load(p_bw)
+    b_sw, b_rw, b_wz = _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_a,
+                                    stride_am, n_a, pid_c * chunk_a, tl.minimum(n_a, (pid_c + 1) * chunk_a), d,
+                                    o_g, m_g, bw0, p_bw, n_scales, b_rw, b_wz,
                                     WITHIN, KERNEL, True, COMPUTE_GRAD, MATH, DIST_PRECISION,
                                     GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D,
                                     BLOCK_K, BLOCK_G)
     p_sums += pid_c * (2 if CROSS_VALUE else 1) * n_rows
     tl.store(p_sums + o_out, b_sw, mask=m_store)
     if CROSS_VALUE or COMPUTE_GRAD:
+        coef_within = tl.load(p_coef)
         coef_cross = tl.load(p_coef + 1)
-        b_sc, b_rw, b_wz = _sweep_block(b_a, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_b,
+        if COMPUTE_GRAD:  # the sweeps sum w⁺ unweighted: the within sums now in units of coef_cross
+            b_rw = b_rw * (coef_within / coef_cross)
+            b_wz = b_wz * (coef_within / coef_cross)
+        b_sc, b_rw, b_wz = _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_b,
                                         stride_bm, n_b, pid_c * chunk_b,
-                                        tl.minimum(n_b, (pid_c + 1) * chunk_b), d, o_g, m_g, p_bw, n_scales,
-                                        coef_cross, b_rw, b_wz, 0, KERNEL, CROSS_VALUE, COMPUTE_GRAD, MATH,
+                                        tl.minimum(n_b, (pid_c + 1) * chunk_b), d, o_g, m_g, bw0, p_bw,
+                                        n_scales, b_rw, b_wz, 0, KERNEL, CROSS_VALUE, COMPUTE_GRAD, MATH,
                                         DIST_PRECISION, GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST,
                                         BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
         if CROSS_VALUE:
             tl.store(p_sums + n_rows + o_out, b_sc, mask=m_store)
+        if COMPUTE_GRAD:
+            b_rw = b_rw * coef_cross
+            b_wz = b_wz * coef_cross
     if COMPUTE_GRAD:
         m_ag = m_m[:, None] & m_g[None, :]  # [BM, BG]
         b_ag = tl.load(p_a + o_m[:, None] * stride_am + o_g[None, :], mask=m_ag,
@@ -359,7 +439,7 @@ def is_available(device=None):
                    f"got tensors on {device}")
 
 
-F32_DOT_PRECISIONS = ("tf32x3", "ieee")
+F32_DOT_PRECISIONS = ("tf32x3", "bf16x6", "bf16x3", "ieee")
 RECIPROCALS = ("div.full", "rcp.approx")
 
 #: Above this padded width, d is chunked (BLOCK_K) and the gradient split over columns (BLOCK_G).
@@ -447,10 +527,12 @@ def _gpu_config(dtype: torch.dtype, block_d: int) -> GpuConfig:
 INTERPRETER_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 0, "BLOCK_G": 0}
 
 
-def _dot_upcast(dtype) -> bool:
+def _dot_upcast(dtype, dist_precision: str = "", grad_precision: str = "") -> bool:
     """Whether dots take bfloat16 tiles upcast: only under the interpreter, whose bfloat16 tl.dot
-    multiplies the raw uint16 bits as integers. Compiled, bfloat16 tiles go to tl.dot as they are."""
-    return dtype == torch.bfloat16 and _interpreting()
+    multiplies the raw uint16 bits as integers, and only where a bfloat16 dot runs (bfloat16 inputs, or
+    a "bf16x3" or "bf16x6" float32 dot). Compiled, bfloat16 tiles go to tl.dot as they are."""
+    uses_bf16 = dtype == torch.bfloat16 or any(p.startswith("bf16") for p in (dist_precision, grad_precision))
+    return uses_bf16 and _interpreting()
 
 
 #: Column chunks under the interpreter (tests raise it to exercise the split column range).
@@ -488,11 +570,14 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad,
     config = _gpu_config(a.dtype, block_d)
     wide = a.dtype == torch.float64
     math = 0 if wide else (2 if config.reciprocal == "rcp.approx" and not _interpreting() else 1)
+    # The distance dot's precision matters for float32 inputs only (16-bit inputs go in as they are).
+    dist_precision = "ieee" if wide else (config.dist_precision if a.dtype == torch.float32 else "tf32x3")
+    grad_precision = "ieee" if wide else config.grad_precision
     meta = dict(KERNEL=kernel_id, WITHIN=within, CROSS_VALUE=cross_value, COMPUTE_GRAD=compute_grad,
-                MATH=math, DIST_PRECISION="ieee" if wide else config.dist_precision,
-                GRAD_PRECISION="ieee" if wide else config.grad_precision,
+                MATH=math, DIST_PRECISION=dist_precision, GRAD_PRECISION=grad_precision,
                 GRAD_SPLIT_BF16=a.dtype == torch.bfloat16,
-                DOT_UPCAST=_dot_upcast(a.dtype), BLOCK_D=block_d, **_d_blocks(block_d, compute_grad))
+                DOT_UPCAST=_dot_upcast(a.dtype, dist_precision, grad_precision), BLOCK_D=block_d,
+                **_d_blocks(block_d, compute_grad))
     options = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, num_warps=config.num_warps,
                    num_stages=config.num_stages)
     if _interpreting():  # one d-chunk (the interpreter pays per tile) unless INTERPRETER_BLOCKS says

@@ -82,12 +82,13 @@ def _perm_sums_kernel(p_z, p_labels_t, p_bw, p_within, p_member, p_total,
     b_na = tl.sum(b_a * b_a, axis=1)  # [BM]
     b_rp = tl.zeros([BLOCK_M, BLOCK_P], dtype=tl.float64)  # [BM, BP] R_ip = Σ_{j>i} k_ij u_pj
     b_t = tl.zeros([BLOCK_M], dtype=tl.float64)  # [BM] T_i = Σ_{j>i} k_ij
+    bw0 = tl.load(p_bw)
     for start_n in range((row_start // BLOCK_N) * BLOCK_N, n_rows, BLOCK_N):
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_rows
-        b_r, b_unused = _tile_distances(b_a, b_na, o_m, m_m, p_z, stride_zm, p_z, stride_zm, o_n, m_n, d,
-                                        DIST_PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_D)
-        b_k, b_wpos = _kernel_eval(b_r, p_bw, n_scales, KERNEL, MATH)  # [BM, BN] each
+        b_r, b_unused = _tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, stride_zm, p_z, stride_zm, o_n, m_n,
+                                        d, DIST_PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_D)
+        b_k, b_wpos = _kernel_eval(b_r, bw0, p_bw, n_scales, KERNEL, MATH)  # [BM, BN] each
         m_t = (o_n[None, :] > o_m[:, None]) & m_n[None, :]  # [BM, BN] j > i, j < N (rows ≥ N: never)
         b_k = tl.where(m_t, b_k, 0.0)
         b_t += tl.sum(b_k, axis=1).to(tl.float64)
