@@ -132,12 +132,6 @@ if [ "$DRY_RUN" = 0 ]; then
   if [ "$rc" -ne 0 ]; then say "install FAILED (exit $rc)"; FAILED+=(install); else say "install ok"; fi
 fi
 
-# 3b. Nsight Compute profiles of the tuned (or the table's) configs and of any given in GPU_PROFILE_SPECS
-if [ "$DRY_RUN" = 0 ]; then
-  # shellcheck disable=SC2086
-  step profile 150 bash scripts/gpu_profile.sh "$OUT/ncu_profile.csv" ${GPU_PROFILE_SPECS:-8:table 64:table}
-fi
-
 # 4. correctness, compiled
 step tests 150 $PY -m pytest "${TEST_ARGS[@]}"
 
@@ -149,6 +143,12 @@ step bench-bfloat16 60 $PY benchmarks/mmd_speed.py "${BENCH_BF16[@]}" --out "$BE
 if [ ${#BENCH_BIG[@]} -gt 0 ]; then
   step bench-1e6 60 $PY benchmarks/mmd_speed.py "${BENCH_BIG[@]}" --out "$BENCH_OUT"
 fi
+# Nsight Compute profiles of the tuned (or the table's) configs and of any given in GPU_PROFILE_SPECS
+if [ "$DRY_RUN" = 0 ]; then
+  # shellcheck disable=SC2086
+  step profile 150 bash scripts/gpu_profile.sh "$OUT/ncu_profile.csv" ${GPU_PROFILE_SPECS:-8:table 64:table}
+fi
+
 if [ "$DRY_RUN" = 0 ]; then  # the permutation test (wae_fast.stats) on the GPU, fused against one MMD² and dense
   step bench-perm 60 $PY -m wae_fast.stats.benchmark --device cuda --sizes 4096,20000 --permutations 1000 \
     --providers fused,mmd,dense-matmul --repeats 3 --out "$OUT/perm_test_gpu.jsonl"

@@ -31,12 +31,14 @@ def variant_constants(dtype: str, d: int, kernel: int, within: int, cross_value:
 
     block_d = max(16, triton.next_power_of_2(d))
     wide = dtype == "fp64"
+    blocks = T._d_blocks(block_d, grad)
     return dict(KERNEL=kernel, WITHIN=within, CROSS_VALUE=cross_value, COMPUTE_GRAD=grad,
+                ROWSUM_BY_DOT=T.rowsum_by_dot(d, block_d, blocks["BLOCK_K"], blocks["BLOCK_G"], grad),
                 MATH=0 if wide else (2 if reciprocal == "rcp.approx" else 1),
                 DIST_PRECISION="ieee" if wide else precision,
                 GRAD_PRECISION="ieee" if wide else (grad_precision or precision),
                 GRAD_SPLIT_BF16=dtype == "bf16", DOT_UPCAST=False, BLOCK_M=block_m, BLOCK_N=block_n,
-                BLOCK_D=block_d, **T._d_blocks(block_d, grad))
+                BLOCK_D=block_d, **blocks)
 
 
 def compile_variant(dtype: str, const: dict, warps: int, stages: int = 2, capability: int = 90):
@@ -58,7 +60,12 @@ def compile_variant(dtype: str, const: dict, warps: int, stages: int = 2, capabi
             sig[name] = acc
         else:
             sig[name] = "i32"
-    return triton.compile(ASTSource(T._run_task_kernel, sig, const), target=GPUTarget("cuda", capability, 32),
+    # What the JIT assumes at the benchmark's sizes (n a multiple of 16, buffers from the caching
+    # allocator): pointers, row counts, strides and chunk bounds divisible by 16 (d itself need not be).
+    aligned = [name for name in T._run_task_kernel.arg_names if name.startswith("p_")
+               or name in ("n_a", "n_b", "stride_am", "stride_bm", "chunk_a", "chunk_b", "row_stop")]
+    attrs = {(T._run_task_kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    return triton.compile(ASTSource(T._run_task_kernel, sig, const, attrs), target=GPUTarget("cuda", capability, 32),
                           options=dict(num_warps=warps, num_stages=stages))
 
 

@@ -6,8 +6,11 @@ config file the library reads (WAE_FAST_TRITON_CONFIGS) and print a table.
 
 The timed step is the WAE one: IMQ, one scale, unbiased, value + ∂/∂x (x–x FULL, x–y, y–y TRIANGLE).
 Each variant is compiled first in parallel worker processes (Triton's disk cache keeps the binaries),
-then timed one after another in this process (median of repeats, CUDA events), and its value and
-gradient are compared with a float64 run of the same inputs. pairs = n·m + n(n−1)/2 + m(m−1)/2.
+then timed one after another in one worker process (median of repeats, CUDA events; a variant that
+crashes that process, or leaves CUDA unusable, is reported and a fresh process takes the rest), its
+value and gradient compared with a float64 run of the same inputs, and its last run with its first
+(bitwise: a variant whose results change from run to run is never chosen). pairs = n·m + n(n−1)/2 +
+m(m−1)/2.
 """
 from __future__ import annotations
 
@@ -22,13 +25,16 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-#: GpuConfig fields tried for every (dtype, d): (BLOCK_M, BLOCK_N, num_warps, num_stages), then for the
-#: float32 dots (distance, gradient) and IMQ's reciprocal. ptxas (scripts/triton_aot.py --ptxas) finds no
-#: register spills at d = 8 for the tiles below but the first; at d = 64 all of them spill some.
-TILES = [(256, 64, 8, 2), (128, 64, 8, 2), (128, 64, 4, 2), (64, 64, 4, 2), (128, 32, 4, 2)]
+#: GpuConfig fields tried: (BLOCK_M, BLOCK_N, num_warps, num_stages) by padded width (d ≤ 16, else),
+#: then the float32 dots (distance, gradient) and IMQ's reciprocal. ptxas (scripts/triton_aot.py
+#: --ptxas, bf16x6 dots) at d = 8: 141 registers for 64×32/4 (3 blocks per multiprocessor), 128 for
+#: 64×16/4 (4), no spills but for 256×64/8; at d = 64, no spills for 64×16/4 only, a few bytes for
+#: 128×32/8, hundreds to thousands of bytes for the larger tiles.
+TILES = {16: [(128, 64, 8, 2), (64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2), (64, 16, 4, 2), (256, 64, 8, 2)],
+         0: [(128, 64, 8, 2), (128, 32, 8, 2), (64, 32, 4, 2), (64, 16, 4, 2), (64, 64, 4, 2), (256, 64, 8, 2)]}
 MATH = [("bf16x6", "bf16x6", "rcp.approx"), ("tf32x3", "bf16x6", "rcp.approx"), ("tf32x3", "tf32x3", "rcp.approx"),
         ("bf16x3", "bf16x3", "rcp.approx"), ("bf16x6", "bf16x6", "div.full")]
-BF16_TILES = [(128, 64, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2), (256, 64, 8, 2)]
+BF16_TILES = [(128, 64, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)]
 DRY_RUN_TILES = [(64, 64, 4, 2), (32, 32, 4, 2)]
 #: A variant counts only if its value and ∂/∂x are this close (relative, the gradient in norm) to float64:
 #: for float32, within an order of magnitude of what float32 itself gives (the dense float32 code's
@@ -37,13 +43,14 @@ VALUE_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
 GRAD_TOLERANCE = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}
 
 
-def _candidates(dtype_name: str, dry_run: bool) -> list[tuple]:
+def _candidates(dtype_name: str, d: int, dry_run: bool) -> list[tuple]:
     if dry_run:
         return [tile + math for tile in DRY_RUN_TILES for math in MATH[:2]]
     if dtype_name == "bfloat16":  # no float32 dot to choose: the tiles with the fast reciprocal
         return [tile + ("tf32x3", "tf32x3", "rcp.approx") for tile in BF16_TILES]
-    # float32: every tile with the four dot precisions, the first two tiles with div.full
-    return [tile + math for tile in TILES for math in MATH[:4]] + [tile + MATH[4] for tile in TILES[:2]]
+    tiles = TILES[16] if d <= 16 else TILES[0]
+    # float32: every tile with the four dot precisions, the first tile with div.full
+    return [tile + math for tile in tiles for math in MATH[:4]] + [tiles[0] + MATH[4]]
 
 
 def _inputs(n: int, d: int, dtype_name: str, device: str):
@@ -111,6 +118,92 @@ def _median_ms(fn, device: str, min_time_s: float, min_repeats: int) -> float:
     return times[len(times) // 2]
 
 
+CONFIG_FIELDS = ("block_m", "block_n", "num_warps", "num_stages", "dist_precision", "grad_precision", "reciprocal")
+
+
+def _row(job, device_name: str, **fields) -> dict:
+    n, d, dtype_name, config, _ = job
+    row = dict(device=device_name, n=n, m=n, d=d, dtype=dtype_name, **dict(zip(CONFIG_FIELDS, config)))
+    row.update(fields, job=job)
+    return row
+
+
+def _timing_worker(jobs, min_time: float, conn) -> None:
+    """Time the jobs in order in this process, sending ("start", job) then ("row", row) for each. After an
+    error that leaves CUDA unusable (an illegal address is sticky), exit with status 3 so the parent
+    starts a fresh process for the jobs left."""
+    import torch
+
+    device = jobs[0][4]
+    device_name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
+    references = {}
+    for job in jobs:
+        n, d, dtype_name, config, _ = job
+        conn.send(("start", job))
+        pairs = n * n + n * (n - 1)  # n·m + n(n−1)/2 + m(m−1)/2 with m = n
+        try:
+            if d not in references:
+                x64, y64 = _inputs(n, d, "float64", device)
+                references[d] = (x64, y64) + tuple(_run(x64, y64, None))
+            x64, y64, want_value, want_grad = references[d]
+            x, y = x64.to(getattr(torch, dtype_name)), y64.to(getattr(torch, dtype_name))
+            value, grad = _run(x, y, config)
+            ms = _median_ms(lambda: _run(x, y, config), device, min_time, 3)
+            value_again, grad_again = _run(x, y, config)
+            row = _row(job, device_name, status="ok", ms=ms, pairs_per_s=pairs / (ms * 1e-3),
+                       value_rel_err=abs(value.double().item() - want_value.item()) / abs(want_value.item()),
+                       grad_rel_err=((grad.double() - want_grad).norm() / want_grad.norm()).item(),
+                       reproducible=bool(torch.equal(value, value_again) and torch.equal(grad, grad_again)))
+        except Exception as exc:  # noqa: BLE001  (reported in the table)
+            conn.send(("row", _row(job, device_name, status="error",
+                                   detail=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")))
+            try:
+                if device == "cuda":
+                    torch.ones(1, device=device).add_(1).item()
+            except Exception:  # noqa: BLE001
+                conn.close()
+                os._exit(3)
+            continue
+        conn.send(("row", row))
+    conn.send(("end", None))
+    conn.close()
+
+
+def _time_in_workers(jobs, min_time: float, device_name: str) -> list[dict]:
+    """Rows for the jobs, timed one after another in a worker process; a job that kills its worker (or
+    leaves CUDA unusable) is reported as an error and a fresh worker takes the rest."""
+    ctx = mp.get_context("spawn")
+    rows, pending = {}, list(jobs)
+    while pending:
+        parent_conn, child_conn = ctx.Pipe(duplex=False)
+        worker = ctx.Process(target=_timing_worker, args=(pending, min_time, child_conn))
+        worker.start()
+        child_conn.close()
+        current = None
+        try:
+            while True:
+                kind, payload = parent_conn.recv()
+                if kind == "start":
+                    current = payload
+                elif kind == "row":
+                    rows[payload["job"]] = payload
+                    print(f"# timed {payload['dtype']} d={payload['d']} {[payload[f] for f in CONFIG_FIELDS]}: "
+                          f"{payload['status']} {payload.get('ms', payload.get('detail', ''))}", flush=True)
+                else:
+                    break
+        except EOFError:
+            pass
+        worker.join()
+        if current is not None and current not in rows:
+            rows[current] = _row(current, device_name, status="error",
+                                 detail=f"the timing process died (exit status {worker.exitcode})")
+        pending = [job for job in pending if job not in rows]
+        if pending:
+            print(f"# timing process exited ({worker.exitcode}); a fresh one takes the {len(pending)} left",
+                  flush=True)
+    return list(rows.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=65536, help="n = m")
@@ -136,7 +229,7 @@ def main() -> None:
     dims = [int(v) for v in args.dims.split(",")]
     dtypes = args.dtypes.split(",")
     variants = [(args.n, d, dt, config, device) for dt in dtypes for d in dims
-                for config in _candidates(dt, args.dry_run)]
+                for config in _candidates(dt, d, args.dry_run)]
     references = [(args.n, d, "float64", None, device) for d in dims]
 
     t0 = time.perf_counter()
@@ -153,38 +246,27 @@ def main() -> None:
     print(f"# compiled {len(jobs)} variants in {time.perf_counter() - t0:.1f} s with {args.jobs} processes",
           flush=True)
 
-    pairs = args.n * args.n + args.n * (args.n - 1)  # n·m + n(n−1)/2 + m(m−1)/2 with m = n
-    rows, best = [], {}
-    for d in dims:
-        x64, y64 = _inputs(args.n, d, "float64", device)
-        want_value, want_grad = _run(x64, y64, None)
-        for job in [v for v in variants if v[1] == d]:
-            _, _, dtype_name, config, _ = job
-            row = dict(device=device_name, n=args.n, m=args.n, d=d, dtype=dtype_name, block_m=config[0],
-                       block_n=config[1], num_warps=config[2], num_stages=config[3], dist_precision=config[4],
-                       grad_precision=config[5], reciprocal=config[6],
-                       status="ok" if not errors[job] else "error", detail=errors[job])
-            if not errors[job]:
-                x, y = x64.to(getattr(torch, dtype_name)), y64.to(getattr(torch, dtype_name))
-                try:
-                    value, grad = _run(x, y, config)
-                    row["ms"] = _median_ms(lambda: _run(x, y, config), device, args.min_time, 3)
-                except Exception as exc:  # noqa: BLE001
-                    row.update(status="error", detail=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-                else:
-                    row["pairs_per_s"] = pairs / (row["ms"] * 1e-3)
-                    row["value_rel_err"] = abs(value.double().item() - want_value.item()) / abs(want_value.item())
-                    row["grad_rel_err"] = ((grad.double() - want_grad).norm() / want_grad.norm()).item()
-                    ok = (row["value_rel_err"] <= VALUE_TOLERANCE[dtype_name]
-                          and row["grad_rel_err"] <= GRAD_TOLERANCE[dtype_name])
-                    key = (dtype_name, max(16, 1 << (d - 1).bit_length()))
-                    if ok and (key not in best or row["ms"] < best[key][0]):
-                        best[key] = (row["ms"], list(config))
-            rows.append(row)
+    rows = _time_in_workers([v for v in variants if not errors[v]], args.min_time, device_name)
+    rows += [_row(job, device_name, status="error", detail=errors[job]) for job in variants if errors[job]]
+    order = {job: i for i, job in enumerate(variants)}
+    rows.sort(key=lambda row: order[row["job"]])
+    for row in rows:
+        del row["job"]
+    best = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        ok = (row["value_rel_err"] <= VALUE_TOLERANCE[row["dtype"]]
+              and row["grad_rel_err"] <= GRAD_TOLERANCE[row["dtype"]] and row["reproducible"])
+        key = (row["dtype"], max(16, 1 << (row["d"] - 1).bit_length()))
+        config = [row[field] for field in CONFIG_FIELDS]
+        if ok and (key not in best or row["ms"] < best[key][0]):
+            best[key] = (row["ms"], config)
 
     table: dict = {}
     for (dtype_name, block_d), (_, config) in sorted(best.items()):
         table.setdefault(dtype_name, {})[str(block_d)] = config
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(table, indent=1) + "\n")
     os.replace(tmp, args.out)
@@ -202,7 +284,7 @@ def main() -> None:
                 f"{row['reciprocal']:>10}")
         if row["status"] == "ok":
             print(f"{head} {row['ms']:>9.3f} {row['pairs_per_s']:>9.2e} {row['value_rel_err']:>8.1e} "
-                  f"{row['grad_rel_err']:>8.1e}  ok")
+                  f"{row['grad_rel_err']:>8.1e}  ok{'' if row['reproducible'] else ', NOT reproducible'}")
         else:
             print(f"{head}  {row['status']}: {row['detail'][:90]}")
     print("# best:", json.dumps(table))

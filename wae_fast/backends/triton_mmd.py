@@ -4,7 +4,7 @@ The maths, the block weights and coefficients, the sign of w⁺ and the sweep mo
 ``wae_fast.spec``; this file mirrors the C++ backend (csrc/cpu/mmd_cpu.cpp) name for name:
 
     C++ (csrc/cpu/mmd_cpu.cpp)          Triton (this file)
-    mmd_fused: centre, prepare          mmd_and_grads: spec.centre, _centred_copy, non-finite flag
+    mmd_fused: centre, prepare          mmd_and_grads: spec.centre, _centred_copy_and_norms, non-finite flag
     run_task: within, cross, diagonal   _run_task_kernel: within sweep, cross sweep (diagonal on host)
     sweep_block (Mode)                  _sweep_block (MODE = spec.Sweep)
     tile_values + kernel_eval           _tile_distances + _kernel_eval
@@ -15,7 +15,8 @@ tiles, first of A itself (the within block: FULL without the diagonal when A's g
 strict upper TRIANGLE j > i, whose sum counts twice), then of the other set B (the cross block). Per tile:
 
     stage 1  r = ‖a‖² + ‖z‖² − 2 a·z          on data centred by spec.centre (no cancellation from a
-                                              shift; a tl.dot on tensor cores), clamped at 0
+                                              shift; a tl.dot on tensor cores; the squared norms
+                                              computed once by the host), clamped at 0
     stage 2  k(r) and w⁺(r) for every scale    IMQ: one fast reciprocal per scale; RBF: one exp2
     stage 3  Σ_j c·w⁺_ij and Σ_j c·w⁺_ij z_j   the second as a tl.dot of the weight tile with the
                                               column tile (c = the block's spec coefficient)
@@ -186,10 +187,12 @@ def _dot_split_bf16(b_ah, b_am, b_al, b_b, acc, PRECISION: tl.constexpr, B_EXACT
 
 
 @triton.jit
-def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
+def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, p_nz, o_n, m_n, d,
                     DIST_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Stage 1: r = ‖a‖² + ‖z‖² − 2 a·z for the row block against the column tile o_n, clamped at 0.
+    """Stage 1: r = ‖a‖² + ‖z‖² − 2 a·z for the row block against the column tile o_n, clamped at 0; the
+    squared norms b_na (the row block's) and p_nz (Z's rows') come precomputed. A and Z are the padded
+    copies (_centred_copy_and_norms: BLOCK_D columns, zeros past d), so loads mask rows only.
 
     DIST_PRECISION "bf16x3" or "bf16x6" (float32 inputs): b_a, b_a_mid and b_a_lo are the row block's
     bfloat16 parts (_split_bf16); otherwise b_a is the row block and the others unused. Returns
@@ -199,9 +202,8 @@ def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, s
     if BLOCK_K == BLOCK_D:  # the row block b_a is in registers
         o_d = tl.arange(0, BLOCK_D)
         b_z = tl.load(p_z + o_n[:, None] * stride_zm + o_d[None, :],
-                      mask=m_n[:, None] & (o_d < d)[None, :], other=0.0)  # [BN, BD] input dtype
+                      mask=m_n[:, None], other=0.0)  # [BN, BD] input dtype (zeros past d: padded)
         b_zf = b_z.to(ACC)  # [BN, BD]
-        b_nz = tl.sum(b_zf * b_zf, axis=1)  # [BN]
         if DIST_PRECISION == "bf16x3" or DIST_PRECISION == "bf16x6":
             b_az = _dot_split_bf16(b_a, b_a_mid, b_a_lo, tl.trans(b_zf), tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC),
                                    DIST_PRECISION, False, DOT_UPCAST)  # [BM, BN]
@@ -211,17 +213,12 @@ def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, s
             b_az = tl.dot(b_a, tl.trans(b_z), input_precision=DIST_PRECISION, out_dtype=ACC)  # [BM, BN]
     else:  # wide rows: the dot runs over BLOCK_K-wide chunks of d, re-read from cache
         b_zf = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)  # [BN, BD] unused placeholder
-        b_nz = tl.zeros([BLOCK_N], dtype=ACC)  # [BN]
         b_az = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)  # [BM, BN]
-        for k0 in range(0, d, BLOCK_K):
+        for k0 in range(0, d, BLOCK_K):  # chunks end within the padded width
             o_k = k0 + tl.arange(0, BLOCK_K)
-            m_k = o_k < d
-            b_ak = tl.load(p_a + o_m[:, None] * stride_am + o_k[None, :],
-                           mask=m_m[:, None] & m_k[None, :], other=0.0)  # [BM, BK]
-            b_zk = tl.load(p_z + o_n[:, None] * stride_zm + o_k[None, :],
-                           mask=m_n[:, None] & m_k[None, :], other=0.0)  # [BN, BK]
+            b_ak = tl.load(p_a + o_m[:, None] * stride_am + o_k[None, :], mask=m_m[:, None], other=0.0)  # [BM, BK]
+            b_zk = tl.load(p_z + o_n[:, None] * stride_zm + o_k[None, :], mask=m_n[:, None], other=0.0)  # [BN, BK]
             b_zkf = b_zk.to(ACC)  # [BN, BK]
-            b_nz += tl.sum(b_zkf * b_zkf, axis=1)
             if DIST_PRECISION == "bf16x3" or DIST_PRECISION == "bf16x6":
                 b_akh, b_akm, b_akl = _split_bf16(b_ak.to(ACC), DIST_PRECISION, DOT_UPCAST)  # [BM, BK]
                 b_az = _dot_split_bf16(b_akh, b_akm, b_akl, tl.trans(b_zkf), b_az, DIST_PRECISION, False,
@@ -231,25 +228,28 @@ def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, s
                     b_ak = b_ak.to(ACC)
                     b_zk = b_zkf
                 b_az = tl.dot(b_ak, tl.trans(b_zk), acc=b_az, input_precision=DIST_PRECISION, out_dtype=ACC)
+    b_nz = tl.load(p_nz + o_n, mask=m_n, other=0.0)  # [BN]
     b_r = tl.maximum(b_na[:, None] + b_nz[None, :] - 2.0 * b_az, 0.0)  # [BM, BN]
     return b_r, b_zf
 
 
 @triton.jit
-def _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, stride_zm, n_z,
-                 col_lo, col_hi, d, o_g, m_g, bw0, p_bw, n_scales, b_rw, b_wz,
+def _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_z, stride_zm, p_nz,
+                 n_z, col_lo, col_hi, d, o_g, m_g, bw0, p_bw, n_scales, b_rw, b_wz,
                  MODE: tl.constexpr, KERNEL: tl.constexpr,
                  COMPUTE_VALUE: tl.constexpr, COMPUTE_GRAD: tl.constexpr, MATH: tl.constexpr,
                  DIST_PRECISION: tl.constexpr, GRAD_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr,
-                 DOT_UPCAST: tl.constexpr,
+                 DOT_UPCAST: tl.constexpr, ROWSUM_BY_DOT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr):
-    """The row block (rows [row_start, row_end) of A) against the rows [col_lo, col_hi) of Z (n_z × d;
-    col_lo a multiple of BLOCK_N) in one spec.Sweep MODE: CROSS (every column), FULL (j ≠ i; Z is A) or
-    TRIANGLE (j > i; Z is A).
+    """The row block (rows [row_start, row_end) of A) against the rows [col_lo, col_hi) of Z (n_z × d,
+    squared norms p_nz; col_lo a multiple of BLOCK_N) in one spec.Sweep MODE: CROSS (every column), FULL
+    (j ≠ i; Z is A) or TRIANGLE (j > i; Z is A).
 
     Returns (Σ_j k_ij per row in float64 [BM], b_rw + Σ_j w⁺_ij [BM], b_wz + Σ_j w⁺_ij z_j[o_g] [BM, BG]);
-    the caller applies the block's spec coefficient to the last two.
+    the caller applies the block's spec coefficient to the last two. ROWSUM_BY_DOT (d < BLOCK_G, the
+    whole row in one column block): Σ_j w⁺_ij rides in the gradient dot as column d of b_wz, against a
+    column of ones in the column tile, instead of b_rw (left unchanged).
     """
     ACC = b_na.dtype
     b_ks = tl.zeros([BLOCK_M], dtype=tl.float64)  # [BM]
@@ -259,8 +259,8 @@ def _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, 
     for start_n in range(col_begin, col_hi, BLOCK_N):
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_z
-        b_r, b_zf = _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, o_n, m_n, d,
-                                    DIST_PRECISION, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
+        b_r, b_zf = _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, p_nz, o_n,
+                                    m_n, d, DIST_PRECISION, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
         b_k, b_wpos = _kernel_eval(b_r, bw0, p_bw, n_scales, KERNEL, MATH)  # [BM, BN] each
         # Masks only where a tile holds columns past the end or crosses the diagonal.
         edge = start_n + BLOCK_N > n_z
@@ -277,10 +277,13 @@ def _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, 
         if COMPUTE_VALUE:
             b_ks += tl.sum(b_k, axis=1).to(tl.float64)
         if COMPUTE_GRAD:
-            b_rw += tl.sum(b_wpos, axis=1)
-            if BLOCK_K == BLOCK_D and BLOCK_G == BLOCK_D:
+            if ROWSUM_BY_DOT:  # the column tile already in registers, with ones in column d
+                b_zg = tl.where((tl.arange(0, BLOCK_D) == d)[None, :], 1.0, b_zf)  # [BN, BG]
+            elif BLOCK_K == BLOCK_D and BLOCK_G == BLOCK_D:
+                b_rw += tl.sum(b_wpos, axis=1)
                 b_zg = b_zf  # [BN, BG] the column tile already in registers
             else:
+                b_rw += tl.sum(b_wpos, axis=1)
                 b_zg = tl.load(p_z + o_n[:, None] * stride_zm + o_g[None, :],
                                mask=m_n[:, None] & m_g[None, :], other=0.0).to(ACC)  # [BN, BG]
             if GRAD_SPLIT_BF16 or GRAD_PRECISION == "bf16x3" or GRAD_PRECISION == "bf16x6":
@@ -294,15 +297,16 @@ def _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, 
 
 
 @triton.jit
-def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
+def _run_task_kernel(p_a, p_b, p_na, p_nb, p_bw, p_coef, p_sums, p_grad,
                      n_a, n_b, d, n_scales, stride_am, stride_bm, stride_gm, chunk_a, chunk_b, row_begin, row_stop,
                      KERNEL: tl.constexpr, WITHIN: tl.constexpr, CROSS_VALUE: tl.constexpr,
                      COMPUTE_GRAD: tl.constexpr, MATH: tl.constexpr, DIST_PRECISION: tl.constexpr,
                      GRAD_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr, DOT_UPCAST: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     ROWSUM_BY_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                      BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr):
-    """One row block of A (n_a × d, centred) against A (the within block, spec.Sweep WITHIN) and, when
-    CROSS_VALUE or COMPUTE_GRAD, against B (n_b × d, centred: the cross block).
+    """One row block of A (n_a × d, centred; squared row norms p_na) against A (the within block,
+    spec.Sweep WITHIN) and, when CROSS_VALUE or COMPUTE_GRAD, against B (n_b × d, centred, norms p_nb: the
+    cross block).
 
     The row blocks cover rows [row_begin, row_stop) of A (all of A, [0, n_a), for a single-process call;
     one process's share for wae_fast.distributed); outputs are indexed from row_begin (i − row_begin).
@@ -328,9 +332,8 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
     if BLOCK_K == BLOCK_D:  # the whole row block stays in registers for the sweep
         o_d = tl.arange(0, BLOCK_D)
         b_a = tl.load(p_a + o_m[:, None] * stride_am + o_d[None, :],
-                      mask=m_m[:, None] & (o_d < d)[None, :], other=0.0)  # [BM, BD] input dtype
+                      mask=m_m[:, None], other=0.0)  # [BM, BD] input dtype (zeros past d: padded)
         b_af = b_a.to(ACC)  # [BM, BD]
-        b_na = tl.sum(b_af * b_af, axis=1)  # [BM]
         if DIST_PRECISION == "bf16x3" or DIST_PRECISION == "bf16x6":  # split once for the sweep
             b_a, b_a_mid, b_a_lo = _split_bf16(b_af, DIST_PRECISION, DOT_UPCAST)  # [BM, BD] each
         else:
@@ -338,27 +341,22 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
                 b_a = b_af
             b_a_mid = b_a  # unused
             b_a_lo = b_a  # unused
-    else:  # wide rows: norms from chunks; the sweep re-reads the chunks
+    else:  # wide rows: the sweep re-reads the row block's chunks
         b_a = tl.zeros([BLOCK_M, BLOCK_K], dtype=ACC)  # [BM, BK] unused placeholder
         b_a_mid = b_a  # unused
         b_a_lo = b_a  # unused
-        b_na = tl.zeros([BLOCK_M], dtype=ACC)  # [BM]
-        for k0 in range(0, d, BLOCK_K):
-            o_k = k0 + tl.arange(0, BLOCK_K)
-            b_ak = tl.load(p_a + o_m[:, None] * stride_am + o_k[None, :],
-                           mask=m_m[:, None] & (o_k < d)[None, :], other=0.0).to(ACC)  # [BM, BK]
-            b_na += tl.sum(b_ak * b_ak, axis=1)
+    b_na = tl.load(p_na + o_m, mask=m_m, other=0.0)  # [BM]
     # Rows past row_stop are loaded as zeros: their results are computed and never stored.
     b_rw = tl.zeros([BLOCK_M], dtype=ACC)  # [BM]
     b_wz = tl.zeros([BLOCK_M, BLOCK_G], dtype=ACC)  # [BM, BG]
     m_store = m_m & ((tl.zeros([BLOCK_M], dtype=tl.int32) + pid_g) == 0)  # [BM] row sums stored once
     bw0 = tl.load(p_bw)
     b_sw, b_rw, b_wz = _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_a,
-                                    stride_am, n_a, pid_c * chunk_a, tl.minimum(n_a, (pid_c + 1) * chunk_a), d,
+                                    stride_am, p_na, n_a, pid_c * chunk_a, tl.minimum(n_a, (pid_c + 1) * chunk_a), d,
                                     o_g, m_g, bw0, p_bw, n_scales, b_rw, b_wz,
                                     WITHIN, KERNEL, True, COMPUTE_GRAD, MATH, DIST_PRECISION,
-                                    GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST, BLOCK_M, BLOCK_N, BLOCK_D,
-                                    BLOCK_K, BLOCK_G)
+                                    GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST, ROWSUM_BY_DOT, BLOCK_M, BLOCK_N,
+                                    BLOCK_D, BLOCK_K, BLOCK_G)
     p_sums += pid_c * (2 if CROSS_VALUE else 1) * n_rows
     tl.store(p_sums + o_out, b_sw, mask=m_store)
     if CROSS_VALUE or COMPUTE_GRAD:
@@ -368,11 +366,11 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
             b_rw = b_rw * (coef_within / coef_cross)
             b_wz = b_wz * (coef_within / coef_cross)
         b_sc, b_rw, b_wz = _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, stride_am, p_b,
-                                        stride_bm, n_b, pid_c * chunk_b,
+                                        stride_bm, p_nb, n_b, pid_c * chunk_b,
                                         tl.minimum(n_b, (pid_c + 1) * chunk_b), d, o_g, m_g, bw0, p_bw,
                                         n_scales, b_rw, b_wz, 0, KERNEL, CROSS_VALUE, COMPUTE_GRAD, MATH,
                                         DIST_PRECISION, GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST,
-                                        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
+                                        ROWSUM_BY_DOT, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
         if CROSS_VALUE:
             tl.store(p_sums + n_rows + o_out, b_sc, mask=m_store)
         if COMPUTE_GRAD:
@@ -382,6 +380,8 @@ def _run_task_kernel(p_a, p_b, p_bw, p_coef, p_sums, p_grad,
         m_ag = m_m[:, None] & m_g[None, :]  # [BM, BG]
         b_ag = tl.load(p_a + o_m[:, None] * stride_am + o_g[None, :], mask=m_ag,
                        other=0.0).to(ACC)  # [BM, BG]
+        if ROWSUM_BY_DOT:  # Σ_blocks coef Σ_j w⁺_ij is column d of b_wz
+            b_rw = tl.sum(tl.where((o_g == d)[None, :], b_wz, 0.0), axis=1)  # [BM]
         b_g = b_rw[:, None] * b_ag - b_wz  # [BM, BG]
         tl.store(p_grad + pid_c * n_rows * stride_gm + o_out[:, None] * stride_gm + o_g[None, :], b_g,
                  mask=m_ag)
@@ -445,6 +445,12 @@ RECIPROCALS = ("div.full", "rcp.approx")
 #: Above this padded width, d is chunked (BLOCK_K) and the gradient split over columns (BLOCK_G).
 _MAX_RESIDENT_D = 128
 _CHUNK_D = 64
+
+
+def rowsum_by_dot(d: int, block_d: int, block_k: int, block_g: int, compute_grad: bool) -> bool:
+    """Whether the gradient's row sums Σ_j w⁺_ij ride in its dot (a column of ones at column d, free when
+    d is below the padded width and the row is one column block; see _sweep_block)."""
+    return compute_grad and block_k == block_d == block_g and d < block_d
 
 
 def _d_blocks(block_d: int, compute_grad: bool) -> dict:
@@ -555,18 +561,19 @@ def _column_chunks(row_programs: int, n_cols: int, block_n: int, device: torch.d
     return max(1, min(triton.cdiv(target, row_programs), 32, triton.cdiv(n_cols, block_n)))
 
 
-def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad, rows=None):
+def _launch_task(a, b, d, p_bw, coef, kernel_id, within, cross_value, compute_grad, rows=None):
     """One launch of _run_task_kernel over the rows of a, or over rows [rows[0], rows[1]) of a when given:
-    (sums [1 or 2, those rows] float64, grad [those rows, d] | None).
+    (sums [1 or 2, those rows] float64, grad [those rows, d] | None). a and b: (padded centred copy,
+    squared row norms) pairs (_centred_copy_and_norms) of points with d coordinates.
 
     sums[0]: the within sweep's row sums; sums[1] (when cross_value): the cross sweep's. With compute_grad
     (then within is FULL) the cross block is swept for the gradient even without cross_value.
     """
-    (n_a, d), n_b = a.shape, b.shape[0]
+    (a, norm_a), (b, norm_b) = a, b
+    (n_a, block_d), n_b = a.shape, b.shape[0]  # block_d: the padded width
     row_begin, row_stop = (0, n_a) if rows is None else rows
     n_rows = row_stop - row_begin
     acc = p_bw.dtype
-    block_d = max(16, triton.next_power_of_2(d))
     config = _gpu_config(a.dtype, block_d)
     wide = a.dtype == torch.float64
     math = 0 if wide else (2 if config.reciprocal == "rcp.approx" and not _interpreting() else 1)
@@ -584,6 +591,7 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad,
         options = {"BLOCK_M": INTERPRETER_BLOCKS["BLOCK_M"], "BLOCK_N": INTERPRETER_BLOCKS["BLOCK_N"]}
         meta["BLOCK_K"] = INTERPRETER_BLOCKS["BLOCK_K"] or block_d
         meta["BLOCK_G"] = (INTERPRETER_BLOCKS["BLOCK_G"] or block_d) if compute_grad else block_d
+    meta["ROWSUM_BY_DOT"] = rowsum_by_dot(d, block_d, meta["BLOCK_K"], meta["BLOCK_G"], compute_grad)
     row_programs = triton.cdiv(n_rows, options["BLOCK_M"]) * triton.cdiv(d, meta["BLOCK_G"])
     chunks = _column_chunks(row_programs, max(n_a, n_b), options["BLOCK_N"], a.device)
     chunk_a = triton.cdiv(triton.cdiv(n_a, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
@@ -591,7 +599,7 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad,
 
     sums = backends.new_buffer((chunks, 2 if cross_value else 1, n_rows), torch.float64, a.device)
     grad = backends.new_buffer((chunks, n_rows, d), acc, a.device) if compute_grad else None
-    args = (a, b, p_bw, coef, sums, grad if compute_grad else sums, n_a, n_b, d, p_bw.numel(),
+    args = (a, b, norm_a, norm_b, p_bw, coef, sums, grad if compute_grad else sums, n_a, n_b, d, p_bw.numel(),
             a.stride(0), b.stride(0), d, chunk_a, chunk_b, row_begin, row_stop)
     grid = (triton.cdiv(n_rows, options["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_G"]), chunks)
     _run_task_kernel[grid](*args, **meta, **options)
@@ -600,10 +608,21 @@ def _launch_task(a, b, p_bw, coef, kernel_id, within, cross_value, compute_grad,
     return sums[0], grad[0] if compute_grad else None
 
 
-def _centred_copy(t: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """t − centre, computed in the accumulation precision and stored in t's dtype, contiguous."""
+def padded_width(d: int) -> int:
+    """BLOCK_D: the width the kernels' row tiles and the centred copies are padded to."""
+    return max(16, triton.next_power_of_2(d))
+
+
+def _centred_copy_and_norms(t: torch.Tensor, centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t − centre computed in the accumulation precision and stored in t's dtype, contiguous, padded
+    with zero columns to padded_width(d) [n, BLOCK_D]; the squared norms of its rows in the accumulation
+    precision [n]), the kernel's inputs."""
     acc = torch.float64 if t.dtype == torch.float64 else torch.float32
-    return (t.to(acc) - centre.to(acc)).to(t.dtype).contiguous()
+    d = t.shape[1]
+    centred = torch.nn.functional.pad(t.to(acc) - centre.to(acc), (0, padded_width(d) - d))  # [n, BLOCK_D]
+    copy = centred.to(t.dtype).contiguous()
+    exact = copy if copy.dtype == acc else copy.to(acc)  # the rounded values the kernel reads
+    return copy, (exact * exact).sum(1)
 
 
 def checked_kernel_and_bandwidths(device, kernel, bandwidths, what: str = "") -> tuple[float, ...]:
@@ -647,13 +666,13 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
     float32 results (float64 for float64 inputs); see the module docstring for the kernel design.
     """
     bandwidths = _check_call(x, y, kernel, bandwidths, unbiased)
-    n, m = x.shape[0], y.shape[0]
+    (n, d), m = x.shape, y.shape[0]
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, y = x.detach(), y.detach()
     centre = spec.centre(x, y)  # [d] float64
-    xc, yc = _centred_copy(x, centre), _centred_copy(y, centre)
+    xc, yc = _centred_copy_and_norms(x, centre), _centred_copy_and_norms(y, centre)
     # Any NaN/±Inf in the inputs: NaN value and gradients (spec), without a host synchronisation.
-    finite = torch.isfinite(xc).all() & torch.isfinite(yc).all()
+    finite = torch.isfinite(xc[0]).all() & torch.isfinite(yc[0]).all()
     poison = torch.where(finite, 0.0, float("nan")).to(acc)  # [] 0 or NaN
 
     weights = spec.estimator_weights(n, m, unbiased)
@@ -664,9 +683,9 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
     within_y = int(spec.sweep_of_within_block(need_grad_y))
 
     coef_x = torch.tensor([coefs.within_x, coefs.cross], dtype=acc, device=x.device)
-    sums_x, grad_x = _launch_task(xc, yc, p_bw, coef_x, kernel_id, within_x, True, need_grad_x)
+    sums_x, grad_x = _launch_task(xc, yc, d, p_bw, coef_x, kernel_id, within_x, True, need_grad_x)
     coef_y = torch.tensor([coefs.within_y, coefs.cross], dtype=acc, device=x.device)
-    sums_y, grad_y = _launch_task(yc, xc, p_bw, coef_y, kernel_id, within_y, False, need_grad_y)
+    sums_y, grad_y = _launch_task(yc, xc, d, p_bw, coef_y, kernel_id, within_y, False, need_grad_y)
 
     within_sum_x = sums_x[0].sum() * (2.0 if within_x == _TRIANGLE else 1.0)
     within_sum_y = sums_y[0].sum() * (2.0 if within_y == _TRIANGLE else 1.0)
@@ -693,7 +712,7 @@ def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, nee
     rows | None; the same for y | None), the gradients float32 (float64 for float64 inputs), rows of the
     gradient of MMD²(x, y) itself."""
     bandwidths = _check_call(x, y, kernel, bandwidths, unbiased)
-    n, m = x.shape[0], y.shape[0]
+    (n, d), m = x.shape, y.shape[0]
     ranges = []
     for name, rows, total in (("x_rows", x_rows, n), ("y_rows", y_rows, m)):
         begin, end = int(rows[0]), int(rows[1])
@@ -705,8 +724,8 @@ def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, nee
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, y = x.detach(), y.detach()
     centre = spec.centre(x, y)  # [d] float64: of all rows, as the single-process call
-    xc, yc = _centred_copy(x, centre), _centred_copy(y, centre)
-    finite = torch.isfinite(xc).all() & torch.isfinite(yc).all()
+    xc, yc = _centred_copy_and_norms(x, centre), _centred_copy_and_norms(y, centre)
+    finite = torch.isfinite(xc[0]).all() & torch.isfinite(yc[0]).all()
     poison = torch.where(finite, 0.0, float("nan")).to(torch.float64)  # [] 0 or NaN
 
     weights = spec.estimator_weights(n, m, unbiased)
@@ -715,7 +734,6 @@ def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, nee
     kernel_id = spec.KERNEL_IDS[kernel]
     within_x = int(spec.sweep_of_within_block(need_grad_x))
     within_y = int(spec.sweep_of_within_block(need_grad_y))
-    d = x.shape[1]
     zero = torch.zeros((), dtype=torch.float64, device=x.device)
 
     sum_xx = sum_xy = sum_yy = zero
@@ -723,13 +741,13 @@ def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, nee
     grad_y = backends.new_buffer((0, d), acc, x.device) if need_grad_y else None
     if x_end > x_begin:
         coef_x = torch.tensor([coefs.within_x, coefs.cross], dtype=acc, device=x.device)
-        sums_x, grad_x = _launch_task(xc, yc, p_bw, coef_x, kernel_id, within_x, True, need_grad_x,
+        sums_x, grad_x = _launch_task(xc, yc, d, p_bw, coef_x, kernel_id, within_x, True, need_grad_x,
                                       rows=(x_begin, x_end))
         sum_xx = sums_x[0].sum() * (2.0 if within_x == _TRIANGLE else 1.0)
         sum_xy = sums_x[1].sum()
     if y_end > y_begin:
         coef_y = torch.tensor([coefs.within_y, coefs.cross], dtype=acc, device=x.device)
-        sums_y, grad_y = _launch_task(yc, xc, p_bw, coef_y, kernel_id, within_y, False, need_grad_y,
+        sums_y, grad_y = _launch_task(yc, xc, d, p_bw, coef_y, kernel_id, within_y, False, need_grad_y,
                                       rows=(y_begin, y_end))
         sum_yy = sums_y[0].sum() * (2.0 if within_y == _TRIANGLE else 1.0)
     k0 = 0.0 if unbiased else spec.kernel_at_zero(len(bandwidths))  # k(z_i, z_i) = k(0) for finite rows

@@ -55,15 +55,15 @@ _PRODUCT_IDS = {"bf16x3": 0, "tf32x3": 1, "ieee": 2}
 # ----------------------------------------------------------------------------------------------------
 
 @triton.jit
-def _perm_sums_kernel(p_z, p_labels_t, p_bw, p_within, p_member, p_total,
+def _perm_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, p_total,
                       n_rows, d, n_scales, n_labellings, stride_zm,
                       KERNEL: tl.constexpr, MATH: tl.constexpr, DIST_PRECISION: tl.constexpr,
                       PRODUCT: tl.constexpr, PRODUCT_UPCAST: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
                       BLOCK_D: tl.constexpr):
-    """Rows [pid_m·BM, pid_m·BM + BM) of z (n_rows × d, centred) against the columns after them, for the
-    labellings [pid_p·BP, pid_p·BP + BP). p_labels_t: uint8 [⌈n_rows/8⌉, n_labellings] (byte b of
-    labelling p at b·n_labellings + p). Writes p_within[pid_m, p] = 2 Σ_i u_pi R_ip and p_member[pid_m, p]
+    """Rows [pid_m·BM, pid_m·BM + BM) of z (n_rows × d, centred; squared row norms p_norms) against the
+    columns after them, for the labellings [pid_p·BP, pid_p·BP + BP). p_labels_t: uint8 [⌈n_rows/8⌉,
+    n_labellings] (byte b of labelling p at b·n_labellings + p). Writes p_within[pid_m, p] = 2 Σ_i u_pi R_ip and p_member[pid_m, p]
     = Σ_i (R_ip + u_pi T_i) over the block's rows i, and (pid_p == 0) p_total[pid_m] = 2 Σ_i T_i.
 
     PRODUCT: 0 three bfloat16 parts of the kernel tile, 1 one tf32x3 dot, 2 one dot at "ieee" (float32 or
@@ -77,17 +77,17 @@ def _perm_sums_kernel(p_z, p_labels_t, p_bw, p_within, p_member, p_total,
     o_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     m_p = o_p < n_labellings
     o_d = tl.arange(0, BLOCK_D)
-    b_a = tl.load(p_z + o_m[:, None] * stride_zm + o_d[None, :], mask=m_m[:, None] & (o_d < d)[None, :],
+    b_a = tl.load(p_z + o_m[:, None] * stride_zm + o_d[None, :], mask=m_m[:, None],
                   other=0.0)  # [BM, BD]
-    b_na = tl.sum(b_a * b_a, axis=1)  # [BM]
+    b_na = tl.load(p_norms + o_m, mask=m_m, other=0.0)  # [BM] squared row norms
     b_rp = tl.zeros([BLOCK_M, BLOCK_P], dtype=tl.float64)  # [BM, BP] R_ip = Σ_{j>i} k_ij u_pj
     b_t = tl.zeros([BLOCK_M], dtype=tl.float64)  # [BM] T_i = Σ_{j>i} k_ij
     bw0 = tl.load(p_bw)
     for start_n in range((row_start // BLOCK_N) * BLOCK_N, n_rows, BLOCK_N):
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_rows
-        b_r, b_unused = _tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, stride_zm, p_z, stride_zm, o_n, m_n,
-                                        d, DIST_PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_D)
+        b_r, b_unused = _tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, stride_zm, p_z, stride_zm, p_norms, o_n,
+                                        m_n, d, DIST_PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_D)
         b_k, b_wpos = _kernel_eval(b_r, bw0, p_bw, n_scales, KERNEL, MATH)  # [BM, BN] each
         m_t = (o_n[None, :] > o_m[:, None]) & m_n[None, :]  # [BM, BN] j > i, j < N (rows ≥ N: never)
         b_k = tl.where(m_t, b_k, 0.0)
@@ -170,7 +170,7 @@ def _meta(dtype: torch.dtype, d: int, kernel: str, product: str, interpreting: b
                 DIST_PRECISION="ieee" if wide else "tf32x3",
                 PRODUCT=_PRODUCT_IDS["ieee" if wide else product],
                 PRODUCT_UPCAST=interpreting and not wide and product == "bf16x3",
-                BLOCK_D=max(16, triton.next_power_of_2(d)))
+                BLOCK_D=triton_mmd.padded_width(d))
 
 
 def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwidths, *, config=None):
@@ -199,7 +199,10 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
     z = z.detach()
     centre = spec.centre(z, z[:0])  # [d] float64: the mean of the pooled rows
-    zc = (z.to(torch.float64) - centre).to(acc).contiguous()  # [N, d]
+    d = z.shape[1]
+    zc = torch.nn.functional.pad(z.to(torch.float64) - centre, (0, triton_mmd.padded_width(d) - d))
+    zc = zc.to(acc).contiguous()  # [N, BLOCK_D] zero columns past d (the kernels' loads mask rows only)
+    norms = (zc * zc).sum(1)  # [N] squared row norms
     labels_t = labels.t().contiguous()  # [⌈N/8⌉, L]: a tile's labels contiguous
     p_bw = torch.tensor(bandwidths, dtype=acc, device=z.device)
 
@@ -219,7 +222,7 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     member = backends.new_buffer((row_blocks, labellings), torch.float64, z.device)
     total = backends.new_buffer((row_blocks,), torch.float64, z.device)
     grid = (row_blocks, triton.cdiv(labellings, options["BLOCK_P"]))
-    _perm_sums_kernel[grid](zc, labels_t, p_bw, within, member, total, rows, d, len(bandwidths), labellings,
+    _perm_sums_kernel[grid](zc, norms, labels_t, p_bw, within, member, total, rows, d, len(bandwidths), labellings,
                             zc.stride(0), **meta, **options)
     # Any NaN/±Inf in z: NaN everywhere (spec), without a host synchronisation.
     poison = torch.where(torch.isfinite(zc).all(), 0.0, float("nan")).to(torch.float64)
@@ -251,7 +254,7 @@ def compile_for_gpu(dtype: str = "fp32", d: int = 8, kernel: str = "imq", config
     for name in _perm_sums_kernel.arg_names:
         if name in const:
             signature[name] = "constexpr"
-        elif name in ("p_z", "p_bw"):
+        elif name in ("p_z", "p_norms", "p_bw"):
             signature[name] = pointer
         elif name == "p_labels_t":
             signature[name] = "*u8"
