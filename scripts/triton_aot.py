@@ -104,7 +104,8 @@ CHECK_SET = [  # (dtype, d, kernel, within, cross_value, grad, BM, BN, warps, fl
     ("fp16", 64, 1, 2, True, False, 64, 64, 4, "tf32x3"), ("fp64", 64, 0, 1, False, True, 32, 32, 4, "ieee"),
     ("fp64", 256, 1, 2, True, False, 32, 32, 4, "ieee"),
     ("fp32", 8, 0, 1, True, True, 128, 64, 8, "bf16x3"), ("fp32", 256, 1, 1, True, True, 64, 32, 4, "bf16x3"),
-    ("fp16", 64, 0, 1, True, True, 64, 64, 4, "bf16x3"),
+    ("fp16", 64, 0, 1, True, True, 64, 64, 4, "bf16x3"), ("fp32", 64, 0, 1, True, True, 128, 32, 8, "tf32split"),
+    ("fp32", 256, 1, 1, True, True, 64, 32, 8, "tf32split"),
 ]
 
 

@@ -236,7 +236,7 @@ def test_public_api_backend_triton(kernel, dtype):
 def test_compiles_for_nvidia_gpus_without_one():
     """Ahead-of-time compile of the kernel to sm_90 machine code with triton's bundled ptxas (no GPU
     needed): every dtype, the FULL/TRIANGLE/cross sweeps, register-resident and chunked rows, the
-    float32 tensor-core dots (tf32x3 and bf16x3) and the bfloat16 split gradient dot: the compiled
+    float32 tensor-core dots (tf32x3, tf32split, bf16x3) and the bfloat16 split gradient dot: the compiled
     path's lowering, which the interpreter does not exercise (scripts/triton_aot.py)."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -246,8 +246,8 @@ def test_compiles_for_nvidia_gpus_without_one():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert len(lines) == 10 and all(line.endswith(" ok") for line in lines), result.stdout
-    assert {line.split("dots=")[1].split()[0] for line in lines} == {"tf32x3", "bf16x3", "ieee"}
+    assert len(lines) == 12 and all(line.endswith(" ok") for line in lines), result.stdout
+    assert {line.split("dots=")[1].split()[0] for line in lines} == {"tf32x3", "tf32split", "bf16x3", "ieee"}
     assert {line.split()[0] for line in lines} == {"fp32", "fp16", "bf16", "fp64"}
 
 

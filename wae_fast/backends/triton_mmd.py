@@ -187,6 +187,26 @@ def _dot_split_bf16(b_ah, b_am, b_al, b_b, acc, PRECISION: tl.constexpr, B_EXACT
 
 
 @triton.jit
+def _split_tf32(b_x):
+    """x = big + small exactly: big the leading 11 significant bits (all a TF32 product reads of it),
+    small the rest (a TF32 product reads its leading 11 bits: x to 2⁻²² relative). Two instructions."""
+    b_big = (b_x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return b_big, b_x - b_big
+
+
+@triton.jit
+def _dot_split_tf32(b_ab, b_as, b_b, acc):
+    """acc + a·b on TF32 tensor cores with float32-level products, "tf32split": a = big + small split by
+    the caller (_split_tf32), b here; small·big + big·small + big·big (the small·small term, below 2⁻²²
+    relative, dropped). Triton's own "tf32x3" does the same with a rounding split that guards Inf and NaN
+    (the inputs here are finite or the result is poisoned anyway), several times the instructions."""
+    b_bb, b_bs = _split_tf32(b_b)
+    acc = tl.dot(b_as, b_bb, acc=acc, input_precision="tf32", out_dtype=tl.float32)
+    acc = tl.dot(b_ab, b_bs, acc=acc, input_precision="tf32", out_dtype=tl.float32)
+    return tl.dot(b_ab, b_bb, acc=acc, input_precision="tf32", out_dtype=tl.float32)
+
+
+@triton.jit
 def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, stride_zm, p_nz, o_n, m_n, d,
                     DIST_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -195,7 +215,8 @@ def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, s
     copies (_centred_copy_and_norms: BLOCK_D columns, zeros past d), so loads mask rows only.
 
     DIST_PRECISION "bf16x3" or "bf16x6" (float32 inputs): b_a, b_a_mid and b_a_lo are the row block's
-    bfloat16 parts (_split_bf16); otherwise b_a is the row block and the others unused. Returns
+    bfloat16 parts (_split_bf16); "tf32split": b_a and b_a_mid its big and small parts (_split_tf32);
+    otherwise b_a is the row block and the others unused. Returns
     (r [BM, BN], the column tile [BN, BD] in the accumulation dtype when BLOCK_K == BLOCK_D).
     """
     ACC = b_na.dtype
@@ -207,6 +228,8 @@ def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, s
         if DIST_PRECISION == "bf16x3" or DIST_PRECISION == "bf16x6":
             b_az = _dot_split_bf16(b_a, b_a_mid, b_a_lo, tl.trans(b_zf), tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC),
                                    DIST_PRECISION, False, DOT_UPCAST)  # [BM, BN]
+        elif DIST_PRECISION == "tf32split":
+            b_az = _dot_split_tf32(b_a, b_a_mid, tl.trans(b_zf), tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC))
         else:
             if DOT_UPCAST:
                 b_z = b_zf
@@ -223,6 +246,9 @@ def _tile_distances(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, p_a, stride_am, p_z, s
                 b_akh, b_akm, b_akl = _split_bf16(b_ak.to(ACC), DIST_PRECISION, DOT_UPCAST)  # [BM, BK]
                 b_az = _dot_split_bf16(b_akh, b_akm, b_akl, tl.trans(b_zkf), b_az, DIST_PRECISION, False,
                                        DOT_UPCAST)
+            elif DIST_PRECISION == "tf32split":
+                b_akb, b_aks = _split_tf32(b_ak.to(ACC))  # [BM, BK] each
+                b_az = _dot_split_tf32(b_akb, b_aks, tl.trans(b_zkf), b_az)
             else:
                 if DOT_UPCAST:
                     b_ak = b_ak.to(ACC)
@@ -286,13 +312,22 @@ def _sweep_block(b_a, b_a_mid, b_a_lo, b_na, o_m, m_m, row_start, row_end, p_a, 
                 b_rw += tl.sum(b_wpos, axis=1)
                 b_zg = tl.load(p_z + o_n[:, None] * stride_zm + o_g[None, :],
                                mask=m_n[:, None] & m_g[None, :], other=0.0).to(ACC)  # [BN, BG]
+            # The tile's products start from zero and are added to the running sum in registers: the
+            # tensor cores' accumulation rounds less well than an add (on an H100, chaining every tile
+            # through the accumulator left errors growing with the number of tiles, 1e-4 to 1e-3 of
+            # the gradient with bfloat16 parts, about 2e-6 to 6e-6 with tf32x3).
+            b_tile = tl.zeros([BLOCK_M, BLOCK_G], dtype=ACC)  # [BM, BG]
             if GRAD_SPLIT_BF16 or GRAD_PRECISION == "bf16x3" or GRAD_PRECISION == "bf16x6":
                 # the weights in bfloat16 parts (bfloat16 inputs: two, against the exact column tile)
                 b_wh, b_wm, b_wl = _split_bf16(b_wpos, GRAD_PRECISION, DOT_UPCAST)  # [BM, BN] each
-                b_wz = _dot_split_bf16(b_wh, b_wm, b_wl, b_zg, b_wz, GRAD_PRECISION, GRAD_SPLIT_BF16,
-                                       DOT_UPCAST)
+                b_tile = _dot_split_bf16(b_wh, b_wm, b_wl, b_zg, b_tile, GRAD_PRECISION, GRAD_SPLIT_BF16,
+                                         DOT_UPCAST)
+            elif GRAD_PRECISION == "tf32split":
+                b_wb, b_ws = _split_tf32(b_wpos)  # [BM, BN] each
+                b_tile = _dot_split_tf32(b_wb, b_ws, b_zg, b_tile)
             else:
-                b_wz = tl.dot(b_wpos, b_zg, acc=b_wz, input_precision=GRAD_PRECISION, out_dtype=ACC)
+                b_tile = tl.dot(b_wpos, b_zg, acc=b_tile, input_precision=GRAD_PRECISION, out_dtype=ACC)
+            b_wz += b_tile
     return b_ks, b_rw, b_wz
 
 
@@ -336,6 +371,9 @@ def _run_task_kernel(p_a, p_b, p_na, p_nb, p_bw, p_coef, p_sums, p_grad,
         b_af = b_a.to(ACC)  # [BM, BD]
         if DIST_PRECISION == "bf16x3" or DIST_PRECISION == "bf16x6":  # split once for the sweep
             b_a, b_a_mid, b_a_lo = _split_bf16(b_af, DIST_PRECISION, DOT_UPCAST)  # [BM, BD] each
+        elif DIST_PRECISION == "tf32split":  # big and small parts, split once for the sweep
+            b_a, b_a_mid = _split_tf32(b_af)  # [BM, BD] each
+            b_a_lo = b_a  # unused
         else:
             if DOT_UPCAST:
                 b_a = b_af
@@ -439,7 +477,7 @@ def is_available(device=None):
                    f"got tensors on {device}")
 
 
-F32_DOT_PRECISIONS = ("tf32x3", "bf16x6", "bf16x3", "ieee")
+F32_DOT_PRECISIONS = ("tf32x3", "tf32split", "bf16x6", "bf16x3", "ieee")
 RECIPROCALS = ("div.full", "rcp.approx")
 
 #: Above this padded width, d is chunked (BLOCK_K) and the gradient split over columns (BLOCK_G).
@@ -459,10 +497,13 @@ def _d_blocks(block_d: int, compute_grad: bool) -> dict:
 
 
 class GpuConfig(NamedTuple):
-    """One launch configuration. The precisions are those of the float32 dots ("tf32x3": three TF32
-    tensor-core products, float32-level accuracy; "ieee": FMA on the CUDA cores): the distance dot
-    (float32 inputs) and the gradient's weighted-rows dot (float32 and float16 inputs); bfloat16 uses
-    its split bfloat16 gradient dot. reciprocal: IMQ's 1/(b + r) in float32."""
+    """One launch configuration. The precisions are those of the float32 dots, F32_DOT_PRECISIONS:
+    "tf32x3" (Triton's three TF32 tensor-core products) and "tf32split" (the same three products from a
+    two-instruction split, _dot_split_tf32), float32-level; "bf16x6" (six bfloat16 products of
+    three-part splits, float32-level) and "bf16x3" (three of two-part splits: 16-bit operands); "ieee"
+    (FMA on the CUDA cores). They apply to the distance dot (float32 inputs) and the gradient's
+    weighted-rows dot (float32 and float16 inputs); bfloat16 uses its split bfloat16 gradient dot.
+    reciprocal: IMQ's 1/(b + r) in float32."""
     block_m: int
     block_n: int
     num_warps: int
@@ -472,22 +513,24 @@ class GpuConfig(NamedTuple):
     reciprocal: str = "div.full"
 
 
-_F32_RESIDENT = GpuConfig(256, 64, 8, 2, "tf32x3", "tf32x3", "div.full")
-_BF16_RESIDENT = GpuConfig(128, 64, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
+_F32_NARROW = GpuConfig(128, 32, 8, 2, "tf32x3", "tf32x3", "rcp.approx")
+_F32_RESIDENT = GpuConfig(256, 64, 8, 2, "tf32x3", "tf32x3", "rcp.approx")
+_BF16_NARROW = GpuConfig(64, 64, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
+_BF16_RESIDENT = GpuConfig(64, 32, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
 _WIDE = GpuConfig(64, 32, 8, 2)
-#: Launch configurations by dtype and padded width BLOCK_D (0: any other width). Measured on an H200
-#: (scripts/triton_tune.py, n = m = 65,536, IMQ, value + ∂/∂x; benchmarks/results/gpu/): float32 at
-#: d = 8 and 64 best with 256×64 tiles, 8 warps, tf32x3 for both dots (24.9 and 46.4 ms; 64×64 with 4
-#: warps: 35.2 and 57.0 ms; "ieee" distances: 1.4× (d = 8) to 4.7× (d = 64) slower; "ieee" gradient
-#: dots 2.7× slower at d = 8); rcp.approx beat div.full by 7 % on the 128×64 tile. bfloat16: 128×64, 4
-#: warps, rcp.approx (11.2 and 13.2 ms). The d = 32 rows reuse the measured neighbours; float16 reuses
-#: bfloat16's tiles (not measured); d > 64 (chunked above 128) and float64 are not measured yet: ptxas
-#: (sm_90a, scripts/triton_aot.py --ptxas) reports at most 180 bytes of register spills for _WIDE and
-#: none for float64 with 8 warps.
+#: Launch configurations by dtype and padded width BLOCK_D (0: any other width), the fastest variants
+#: within float32-level accuracy of scripts/triton_tune.py on an H100 (n = m = 65,536, IMQ, value +
+#: ∂/∂x; benchmarks/results/gpu/): float32 at d = 8, 128×32 tiles with 8 warps (20.0 ms; 256×64: 23.0),
+#: at d = 64, 256×64 with 8 warps (44.0 ms; 128×32: 58.0); tf32x3 for both dots (on an H200 "ieee"
+#: distances were 1.4× (d = 8) to 4.7× (d = 64) slower, "ieee" gradient dots 2.7× slower at d = 8);
+#: rcp.approx. bfloat16: 64×64 / 4 warps at d = 8 (9.5 ms), 64×32 / 4 warps at d = 64 (12.1 ms). The
+#: d = 32 rows reuse the d = 64 ones; float16 reuses bfloat16's tiles (not measured); d > 64 (chunked
+#: above 128) and float64 are not measured yet: ptxas (sm_90a, scripts/triton_aot.py --ptxas) reports no
+#: register spills for _WIDE and float64 with aligned sizes.
 GPU_CONFIGS = {
-    torch.float32: {16: _F32_RESIDENT, 32: _F32_RESIDENT, 64: _F32_RESIDENT, 0: _WIDE},
-    torch.float16: {16: _BF16_RESIDENT, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
-    torch.bfloat16: {16: _BF16_RESIDENT, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
+    torch.float32: {16: _F32_NARROW, 32: _F32_RESIDENT, 64: _F32_RESIDENT, 0: _WIDE},
+    torch.float16: {16: _BF16_NARROW, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
+    torch.bfloat16: {16: _BF16_NARROW, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
     torch.float64: {0: GpuConfig(32, 32, 8, 2, "ieee", "ieee")},
 }
 #: WAE_FAST_TRITON_CONFIGS: a JSON file {"float32": {"64": [BM, BN, warps, stages, dist_precision,
