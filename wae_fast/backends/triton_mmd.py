@@ -31,15 +31,21 @@ and ∂/∂x; rows of y against y give the y–y sums and, only when ∂/∂y is
 cross block's contribution to ∂/∂y (no atomics). ``block_sums_and_grads`` (wae_fast.distributed) runs the
 same two launches over a range of rows of each set: the task kernel's row blocks start at row_begin.
 
-Precision. Accumulation in float32 within a tile (float64 for float64 inputs), value sums across tiles in
-float64. float32 dots run as "tf32x3" (three TF32 tensor-core products that carry float32-level
-accuracy) or "ieee" (FMA on the CUDA cores), as the config table says. float16/bfloat16 inputs: the centred copy is rounded back to the input dtype
-(documented: the statistic is that of the centred points rounded to the input precision), the distance
-dot takes them natively (exact products, float32 accumulation), and for bfloat16 the gradient dot splits
-the float32 weights into two bfloat16 parts (W = W_hi + W_lo, 16 significant bits) against the exact
-bfloat16 column tile; float16 gradients use the float32 path. float64 runs in float64 throughout.
-Under the interpreter only, bfloat16 tiles are upcast before a dot (the interpreter's bfloat16 dot is
-broken: it multiplies the raw bits).
+Precision. Accumulation in float32 within a tile (float64 for float64 inputs); value sums across tiles in
+float64; each tile's gradient products start from zero in the tensor cores and are added to the running
+sum in registers (chained through the tensor cores' accumulator, the error grew with the number of
+tiles: on an H100 1e-4 to 1e-3 of the gradient with bfloat16 parts). The float32 dots, as the config
+table says (GpuConfig): "tf32split" (three TF32 products of a big/small split made with one mask and
+one subtraction), "tf32x3" (Triton's own, with a guarded rounding split), "bf16x6" (six bfloat16
+products of three-part splits) -- all float32-level -- "bf16x3" (three products of two-part splits:
+16-bit operands; timed, never chosen) or "ieee" (FMA on the CUDA cores). float16/bfloat16 inputs: the
+centred copy is rounded back to the input dtype (documented: the statistic is that of the centred
+points rounded to the input precision), the distance dot takes them natively (exact products, float32
+accumulation), and for bfloat16 the gradient dot splits the float32 weights into two bfloat16 parts
+(16 significant bits) against the exact bfloat16 column tile; float16 gradients use the float32 path.
+float64 runs in float64 throughout. Under the interpreter only, bfloat16 tiles are upcast before a dot
+(the interpreter's bfloat16 dot multiplies the raw bits) and rounded to bfloat16 by their bits (its
+conversion truncates).
 
 Block sizes, the float32 dot precisions and the reciprocal: a per-(dtype, d) table (``GPU_CONFIGS``, or
 a JSON file named by WAE_FAST_TRITON_CONFIGS; scripts/triton_tune.py times the alternatives on a GPU),
@@ -48,8 +54,9 @@ run the distance dot over BLOCK_K-wide chunks re-read from cache and split the g
 second grid axis (BLOCK_G).
 
 Verified: through Triton's interpreter (CI, triton 3.9 and 3.6), compiled ahead of time for sm_90
-(scripts/triton_aot.py), and on one H200 (torch 2.11, triton 3.6): the Triton and cross-backend tests
-compiled on CUDA, and the timings and accuracy in benchmarks/results/gpu/.
+(scripts/triton_aot.py), and on one H200 and one H100 (torch 2.11, triton 3.6): the Triton and
+cross-backend tests compiled on CUDA with the launch table below, and the timings and accuracy in
+benchmarks/results/gpu/.
 
 Limits: element offsets are 32-bit (n·d and m·d below 2³¹, checked); double backward is not supported
 (see wae_fast/_op.py).
@@ -513,24 +520,23 @@ class GpuConfig(NamedTuple):
     reciprocal: str = "div.full"
 
 
-_F32_NARROW = GpuConfig(128, 32, 8, 2, "tf32x3", "tf32x3", "rcp.approx")
-_F32_RESIDENT = GpuConfig(256, 64, 8, 2, "tf32x3", "tf32x3", "rcp.approx")
-_BF16_NARROW = GpuConfig(64, 64, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
-_BF16_RESIDENT = GpuConfig(64, 32, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
+_F32_NARROW = GpuConfig(64, 64, 4, 2, "tf32split", "tf32split", "rcp.approx")
+_F32_RESIDENT = GpuConfig(128, 64, 8, 2, "bf16x6", "bf16x6", "rcp.approx")
+_BF16_RESIDENT = GpuConfig(128, 64, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
 _WIDE = GpuConfig(64, 32, 8, 2)
-#: Launch configurations by dtype and padded width BLOCK_D (0: any other width), the fastest variants
-#: within float32-level accuracy of scripts/triton_tune.py on an H100 (n = m = 65,536, IMQ, value +
-#: ∂/∂x; benchmarks/results/gpu/): float32 at d = 8, 128×32 tiles with 8 warps (20.0 ms; 256×64: 23.0),
-#: at d = 64, 256×64 with 8 warps (44.0 ms; 128×32: 58.0); tf32x3 for both dots (on an H200 "ieee"
-#: distances were 1.4× (d = 8) to 4.7× (d = 64) slower, "ieee" gradient dots 2.7× slower at d = 8);
-#: rcp.approx. bfloat16: 64×64 / 4 warps at d = 8 (9.5 ms), 64×32 / 4 warps at d = 64 (12.1 ms). The
-#: d = 32 rows reuse the d = 64 ones; float16 reuses bfloat16's tiles (not measured); d > 64 (chunked
-#: above 128) and float64 are not measured yet: ptxas (sm_90a, scripts/triton_aot.py --ptxas) reports no
-#: register spills for _WIDE and float64 with aligned sizes.
+#: Launch configurations by dtype and padded width BLOCK_D (0: any other width): the fastest variants of
+#: float32-level accuracy in scripts/triton_tune.py on an H100 (n = m = 65,536, IMQ, value + ∂/∂x; the
+#: rows are in benchmarks/results/gpu/), and with them the compiled tests passed there. float32, d = 8:
+#: 64×64 tiles, 4 warps, "tf32split" dots, 18.4 ms (Triton's tf32x3 on the same tile 21.7, bf16x6
+#: 24.2; the 16-bit bf16x3, never chosen, 16.3); d = 64: 128×64, 8 warps, "bf16x6", 40.4 ms (tf32split
+#: on 256×64 40.8, tf32x3 43.3; bf16x3 22.0). bfloat16: 128×64, 4 warps (8.9 and 11.7 ms). rcp.approx
+#: throughout. The d = 32 rows reuse the d = 64 ones; float16 reuses bfloat16's tiles (not measured);
+#: d > 64 (chunked above 128) and float64 are not measured yet: ptxas (sm_90a, scripts/triton_aot.py
+#: --ptxas) reports no register spills for _WIDE and float64 with aligned sizes.
 GPU_CONFIGS = {
     torch.float32: {16: _F32_NARROW, 32: _F32_RESIDENT, 64: _F32_RESIDENT, 0: _WIDE},
-    torch.float16: {16: _BF16_NARROW, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
-    torch.bfloat16: {16: _BF16_NARROW, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
+    torch.float16: {16: _BF16_RESIDENT, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
+    torch.bfloat16: {16: _BF16_RESIDENT, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
     torch.float64: {0: GpuConfig(32, 32, 8, 2, "ieee", "ieee")},
 }
 #: WAE_FAST_TRITON_CONFIGS: a JSON file {"float32": {"64": [BM, BN, warps, stages, dist_precision,

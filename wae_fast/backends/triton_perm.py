@@ -61,10 +61,11 @@ def _perm_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, p_tota
                       PRODUCT: tl.constexpr, PRODUCT_UPCAST: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
                       BLOCK_D: tl.constexpr):
-    """Rows [pid_m·BM, pid_m·BM + BM) of z (n_rows × d, centred; squared row norms p_norms) against the
-    columns after them, for the labellings [pid_p·BP, pid_p·BP + BP). p_labels_t: uint8 [⌈n_rows/8⌉,
-    n_labellings] (byte b of labelling p at b·n_labellings + p). Writes p_within[pid_m, p] = 2 Σ_i u_pi R_ip and p_member[pid_m, p]
-    = Σ_i (R_ip + u_pi T_i) over the block's rows i, and (pid_p == 0) p_total[pid_m] = 2 Σ_i T_i.
+    """Rows [pid_m·BM, pid_m·BM + BM) of z (n_rows × d, centred, padded to BLOCK_D columns; squared row
+    norms p_norms) against the columns after them, for the labellings [pid_p·BP, pid_p·BP + BP).
+    p_labels_t: uint8 [⌈n_rows/8⌉, n_labellings] (byte b of labelling p at b·n_labellings + p). Writes
+    p_within[pid_m, p] = 2 Σ_i u_pi R_ip and p_member[pid_m, p] = Σ_i (R_ip + u_pi T_i) over the block's
+    rows i, and (pid_p == 0) p_total[pid_m] = 2 Σ_i T_i.
 
     PRODUCT: 0 three bfloat16 parts of the kernel tile, 1 one tf32x3 dot, 2 one dot at "ieee" (float32 or
     float64, the accumulation type's)."""
