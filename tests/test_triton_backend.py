@@ -344,3 +344,118 @@ def test_config_file_replaces_the_table(tmp_path, monkeypatch):
     monkeypatch.setenv("WAE_FAST_TRITON_CONFIGS", str(bad))
     with pytest.raises(ValueError, match="bad.json: precisions must be in"):
         triton_mmd._gpu_config(torch.float32, 64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The float32 dot precisions and their building blocks
+# ----------------------------------------------------------------------------------------------------
+
+#: (distance dot, gradient dot) and the gradient tolerance, relative to the largest entry: the
+#: float32-level ones at float32's (TOLERANCES), "bf16x3" (16-bit operands) at 2e-4.
+PRECISION_PAIRS = [("tf32x3", "tf32x3", 2e-5), ("tf32split", "tf32split", 2e-5), ("bf16x6", "bf16x6", 2e-5),
+                   ("tf32split", "bf16x6", 2e-5), ("ieee", "ieee", 2e-5), ("bf16x3", "bf16x3", 2e-4)]
+
+
+@pytest.mark.parametrize("dist, grad, grad_rtol", PRECISION_PAIRS, ids=[f"{a}-{b}" for a, b, _ in PRECISION_PAIRS])
+@pytest.mark.parametrize("shape", [(40, 257, 1, OFFICIAL_SCALES, True), (63, 40, 33, (1.0,), False)],
+                         ids=["n40-m257-d1-s7", "n63-m40-d33-s1"])
+def test_every_float32_dot_precision(shape, dist, grad, grad_rtol, monkeypatch):
+    """Each float32 dot precision of the config table, for both dots, against float64 on the same
+    inputs: far from the origin, a duplicated row, 7 scales at d = 1 (the case that tells 16-bit operands
+    from float32-level ones: bf16x3 misses the float32 tolerance there), and the chunk-free d = 33."""
+    n, m, d, scales, duplicate = shape
+    x, y = _make_inputs(n, m, d, torch.float32, duplicate, seed=3)
+    x, y = x + 300.0, y + 300.0
+    config = triton_mmd.GpuConfig(64, 64, 4, 2, dist, grad, "rcp.approx")
+    monkeypatch.setattr(triton_mmd, "_gpu_config", lambda dtype, block_d: config)
+    bandwidths = tuple(s * 2.0 * d for s in scales)
+    value, grad_x, grad_y = triton_mmd.mmd_and_grads(x, y, "imq", bandwidths, True, True, True)
+    want_value, want_gx, want_gy = _reference(x, y, "imq", bandwidths, True)
+    _assert_close(value, want_value, TOLERANCES[torch.float32][0] * len(scales), "value")
+    _assert_grad_close(grad_x, want_gx, grad_rtol, "grad x")
+    _assert_grad_close(grad_y, want_gy, grad_rtol, "grad y")
+
+
+def _bf16_parts(values, precision):
+    """_split_bf16 of a float32 vector under the interpreter (BY_BITS) or compiled: (hi, mid, lo) float32."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def split_kernel(p_x, p_hi, p_mid, p_lo, PRECISION: tl.constexpr, BY_BITS: tl.constexpr,
+                     BLOCK: tl.constexpr):
+        o = tl.arange(0, BLOCK)
+        b_hi, b_mid, b_lo = triton_mmd._split_bf16(tl.load(p_x + o), PRECISION, BY_BITS)
+        tl.store(p_hi + o, b_hi.to(tl.float32))
+        tl.store(p_mid + o, b_mid.to(tl.float32))
+        tl.store(p_lo + o, b_lo.to(tl.float32))
+
+    hi, mid, lo = (torch.empty_like(values) for _ in range(3))
+    split_kernel[(1,)](values, hi, mid, lo, precision, triton_mmd._interpreting(), values.numel())
+    return hi, mid, lo
+
+
+@pytest.mark.parametrize("precision", ["bf16x3", "bf16x6"])
+def test_bf16_split_rounds_to_nearest_and_reconstructs(precision):
+    """The split's first part is x rounded to nearest bfloat16 (the interpreter's own conversion
+    truncates: the bits are rounded first); hi + mid (+ lo) rebuild x to 2⁻¹⁶ (two parts) or 2⁻²³
+    (three) of |x|, over magnitudes from 1e-30 to 1e30 and both signs."""
+    g = torch.Generator().manual_seed(0)
+    mantissas = torch.rand(1024, generator=g, dtype=torch.float64) + 1.0
+    exponents = torch.randint(-99, 100, (1024,), generator=g).double()
+    signs = torch.where(torch.rand(1024, generator=g) < 0.5, -1.0, 1.0).double()
+    values = (signs * mantissas * 2.0 ** exponents).float().to(DEVICE)
+    hi, mid, lo = _bf16_parts(values, precision)
+    assert torch.equal(hi, values.to(torch.bfloat16).float()), "hi is not x rounded to nearest bfloat16"
+    parts = hi.double() + mid.double() + (lo.double() if precision == "bf16x6" else 0.0)
+    error = ((parts - values.double()).abs() / values.double().abs()).max().item()
+    assert error <= (2.0 ** -23 if precision == "bf16x6" else 2.0 ** -16), error
+    if precision == "bf16x3":  # two parts really stop at 16 bits: some values keep an error above 2⁻²³
+        assert error > 2.0 ** -23
+
+
+def test_tf32_split_is_exact_with_an_11_bit_big_part():
+    """_split_tf32: big + small == x exactly, big has at most 11 significant bits (what a TF32 product
+    reads), and small is below 2⁻¹⁰ of |x|."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def split_kernel(p_x, p_big, p_small, BLOCK: tl.constexpr):
+        o = tl.arange(0, BLOCK)
+        b_big, b_small = triton_mmd._split_tf32(tl.load(p_x + o))
+        tl.store(p_big + o, b_big)
+        tl.store(p_small + o, b_small)
+
+    g = torch.Generator().manual_seed(1)
+    values = (torch.randn(1024, generator=g) * 10.0 ** torch.randint(-20, 20, (1024,), generator=g)).to(DEVICE)
+    big, small = torch.empty_like(values), torch.empty_like(values)
+    split_kernel[(1,)](values, big, small, values.numel())
+    assert torch.equal(big + small, values)
+    assert (big.view(torch.int32) & 0x1FFF).eq(0).all(), "big keeps more than 11 significant bits"
+    assert (small.abs() <= values.abs() * 2.0 ** -10).all()
+
+
+def test_centred_copy_is_padded_and_norms_match():
+    """The kernels' inputs: the centred copy padded with zero columns to BLOCK_D (so loads mask rows
+    only) and its rows' squared norms, those of the rounded copy (bfloat16 here), in float32."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(37, 9, generator=g) * 5 + 100).to(torch.bfloat16).to(DEVICE)
+    centre = torch.full((9,), 100.0, dtype=torch.float64, device=DEVICE)
+    copy, norms = triton_mmd._centred_copy_and_norms(x, centre)
+    assert copy.shape == (37, 16) and copy.dtype == torch.bfloat16 and copy.is_contiguous()
+    assert copy[:, 9:].eq(0).all()
+    want = (x.double() - centre).to(torch.bfloat16).double()
+    assert torch.equal(copy[:, :9].double(), want)
+    assert norms.dtype == torch.float32
+    torch.testing.assert_close(norms.double(), (want * want).sum(1), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("d, blocks, grad, expected", [
+    (8, (16, 16, 16), True, True), (16, (16, 16, 16), True, False), (33, (64, 64, 64), True, True),
+    (8, (16, 16, 16), False, False), (200, (256, 64, 64), True, False)])
+def test_rowsum_by_dot_only_with_a_spare_column(d, blocks, grad, expected):
+    """The gradient's row sums ride in its dot only when the row is one column block with a padding
+    column to spare (d < BLOCK_D); the chunked and the value-only launches sum them as before."""
+    block_d, block_k, block_g = blocks
+    assert triton_mmd.rowsum_by_dot(d, block_d, block_k, block_g, grad) is expected
