@@ -16,10 +16,13 @@ def test_gpu_check_dry_run(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "all steps passed" in result.stdout
     files = sorted(os.listdir(tmp_path))
-    assert files == ["gpu_check.log", "mmd_speed_dry_run.jsonl", "triton_tune.json"]
+    assert files == ["gpu_check.log", "mmd_speed_dry_run.jsonl", "triton_tune.json", "triton_tune_rows.jsonl"]
     assert len(files) <= 8  # what the GPU machine sends back
     tuned = json.loads((tmp_path / "triton_tune.json").read_text())
     assert set(tuned) == {"float32"} and all(len(entry) == 7 for entry in tuned["float32"].values())
+    tune_rows = [json.loads(line) for line in (tmp_path / "triton_tune_rows.jsonl").read_text().splitlines()]
+    assert tune_rows and all(row["status"] == "ok" and row["reproducible"] for row in tune_rows), tune_rows
+    assert all(row["grad_rel_err"] < 1e-4 and row["value_rel_err"] < 1e-4 for row in tune_rows), tune_rows
     rows = [json.loads(line) for line in (tmp_path / "mmd_speed_dry_run.jsonl").read_text().splitlines()]
     assert {row["provider"] for row in rows} >= {"reference", "triton"}
     assert all(row["status"] == "ok" for row in rows), [row for row in rows if row["status"] != "ok"]
@@ -40,3 +43,17 @@ def test_gpu_check_skips_steps_past_its_budget(tmp_path):
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "step tune SKIPPED" in result.stdout and "SKIPPED steps (budget): tune tests" in result.stdout
+
+
+def test_gpu_check_runs_only_the_selected_steps(tmp_path):
+    """GPU_CHECK_STEPS picks the steps; the others are reported as not selected, and nothing they would
+    write appears."""
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, TRITON_INTERPRET="1",
+               GPU_CHECK_STEPS="bench-bfloat16")
+    result = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "gpu_check.sh"), "--dry-run"],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "step tune not selected" in log and "step tests not selected" in log
+    assert "step bench-bfloat16 ok" in log
+    assert not (tmp_path / "triton_tune.json").exists()
