@@ -459,3 +459,24 @@ def test_rowsum_by_dot_only_with_a_spare_column(d, blocks, grad, expected):
     column to spare (d < BLOCK_D); the chunked and the value-only launches sum them as before."""
     block_d, block_k, block_g = blocks
     assert triton_mmd.rowsum_by_dot(d, block_d, block_k, block_g, grad) is expected
+
+
+def test_kernel_constants_are_made_once(monkeypatch):
+    """Bandwidths and block coefficients go to the device once per (values, dtype, device): a repeated
+    call builds no tensor from host values (each such copy from pageable memory would synchronise the
+    host with the GPU), and different values get their own tensor."""
+    x, y = _make_inputs(20, 17, 3, torch.float32, False)
+    first = triton_mmd.mmd_and_grads(x, y, "imq", (6.0, 3.0), True, True, True)
+    built = []
+    original = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: built.append(a) or original(*a, **k))
+    second = triton_mmd.mmd_and_grads(x, y, "imq", (6.0, 3.0), True, True, True)
+    assert built == [], f"host values copied to the device again: {built}"
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    monkeypatch.undo()
+    same = triton_mmd.device_constants((6.0, 3.0), torch.float32, x.device)
+    assert same is triton_mmd.device_constants((6.0, 3.0), torch.float32, x.device)
+    other = triton_mmd.device_constants((6.0, 2.0), torch.float32, x.device)
+    assert other is not same and other.tolist() == [6.0, 2.0]
+    assert triton_mmd.device_constants((6.0, 3.0), torch.float64, x.device).dtype == torch.float64

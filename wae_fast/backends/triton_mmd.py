@@ -688,6 +688,14 @@ def checked_kernel_and_bandwidths(device, kernel, bandwidths, what: str = "") ->
     return bandwidths
 
 
+@functools.lru_cache(maxsize=256)
+def device_constants(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small read-only tensor of kernel parameters (bandwidths, block coefficients) on ``device``, made
+    once per (values, dtype, device): building it with torch.tensor on every call would copy from
+    pageable host memory, which synchronises the host with the GPU three times a call."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def _check_call(x, y, kernel, bandwidths, unbiased) -> tuple[float, ...]:
     """The checks of a launch; returns the bandwidths as floats."""
     bandwidths = checked_kernel_and_bandwidths(x.device, kernel, bandwidths)
@@ -726,14 +734,14 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
 
     weights = spec.estimator_weights(n, m, unbiased)
     coefs = spec.gradient_coefficients(weights)
-    p_bw = torch.tensor(bandwidths, dtype=acc, device=x.device)
+    p_bw = device_constants(bandwidths, acc, x.device)
     kernel_id = spec.KERNEL_IDS[kernel]
     within_x = int(spec.sweep_of_within_block(need_grad_x))
     within_y = int(spec.sweep_of_within_block(need_grad_y))
 
-    coef_x = torch.tensor([coefs.within_x, coefs.cross], dtype=acc, device=x.device)
+    coef_x = device_constants((coefs.within_x, coefs.cross), acc, x.device)
     sums_x, grad_x = _launch_task(xc, yc, d, p_bw, coef_x, kernel_id, within_x, True, need_grad_x)
-    coef_y = torch.tensor([coefs.within_y, coefs.cross], dtype=acc, device=x.device)
+    coef_y = device_constants((coefs.within_y, coefs.cross), acc, x.device)
     sums_y, grad_y = _launch_task(yc, xc, d, p_bw, coef_y, kernel_id, within_y, False, need_grad_y)
 
     within_sum_x = sums_x[0].sum() * (2.0 if within_x == _TRIANGLE else 1.0)
@@ -779,7 +787,7 @@ def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, nee
 
     weights = spec.estimator_weights(n, m, unbiased)
     coefs = spec.gradient_coefficients(weights)
-    p_bw = torch.tensor(bandwidths, dtype=acc, device=x.device)
+    p_bw = device_constants(bandwidths, acc, x.device)
     kernel_id = spec.KERNEL_IDS[kernel]
     within_x = int(spec.sweep_of_within_block(need_grad_x))
     within_y = int(spec.sweep_of_within_block(need_grad_y))
@@ -789,13 +797,13 @@ def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, nee
     grad_x = backends.new_buffer((0, d), acc, x.device) if need_grad_x else None
     grad_y = backends.new_buffer((0, d), acc, x.device) if need_grad_y else None
     if x_end > x_begin:
-        coef_x = torch.tensor([coefs.within_x, coefs.cross], dtype=acc, device=x.device)
+        coef_x = device_constants((coefs.within_x, coefs.cross), acc, x.device)
         sums_x, grad_x = _launch_task(xc, yc, d, p_bw, coef_x, kernel_id, within_x, True, need_grad_x,
                                       rows=(x_begin, x_end))
         sum_xx = sums_x[0].sum() * (2.0 if within_x == _TRIANGLE else 1.0)
         sum_xy = sums_x[1].sum()
     if y_end > y_begin:
-        coef_y = torch.tensor([coefs.within_y, coefs.cross], dtype=acc, device=x.device)
+        coef_y = device_constants((coefs.within_y, coefs.cross), acc, x.device)
         sums_y, grad_y = _launch_task(yc, xc, d, p_bw, coef_y, kernel_id, within_y, False, need_grad_y,
                                       rows=(y_begin, y_end))
         sum_yy = sums_y[0].sum() * (2.0 if within_y == _TRIANGLE else 1.0)

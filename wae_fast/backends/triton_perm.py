@@ -205,7 +205,7 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     zc = zc.to(acc).contiguous()  # [N, BLOCK_D] zero columns past d (the kernels' loads mask rows only)
     norms = (zc * zc).sum(1)  # [N] squared row norms
     labels_t = labels.t().contiguous()  # [⌈N/8⌉, L]: a tile's labels contiguous
-    p_bw = torch.tensor(bandwidths, dtype=acc, device=z.device)
+    p_bw = triton_mmd.device_constants(tuple(bandwidths), acc, z.device)
 
     interpreting = triton_mmd._interpreting()
     cfg = config or GPU_CONFIGS[acc]
