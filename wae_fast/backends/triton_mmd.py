@@ -594,6 +594,11 @@ def _dot_upcast(dtype, dist_precision: str = "", grad_precision: str = "") -> bo
 INTERPRETER_COLUMN_CHUNKS = 1
 
 
+def _cdiv(a: int, b: int) -> int:
+    """⌈a / b⌉ on the host (triton.cdiv is a JIT function: tens of microseconds per host call)."""
+    return -(-a // b)
+
+
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -607,7 +612,7 @@ def _column_chunks(row_programs: int, n_cols: int, block_n: int, device: torch.d
     target = 4 * _multiprocessors(device)
     if row_programs >= target:
         return 1
-    return max(1, min(triton.cdiv(target, row_programs), 32, triton.cdiv(n_cols, block_n)))
+    return max(1, min(_cdiv(target, row_programs), 32, _cdiv(n_cols, block_n)))
 
 
 def _launch_task(a, b, d, p_bw, coef, kernel_id, within, cross_value, compute_grad, rows=None):
@@ -641,16 +646,16 @@ def _launch_task(a, b, d, p_bw, coef, kernel_id, within, cross_value, compute_gr
         meta["BLOCK_K"] = INTERPRETER_BLOCKS["BLOCK_K"] or block_d
         meta["BLOCK_G"] = (INTERPRETER_BLOCKS["BLOCK_G"] or block_d) if compute_grad else block_d
     meta["ROWSUM_BY_DOT"] = rowsum_by_dot(d, block_d, meta["BLOCK_K"], meta["BLOCK_G"], compute_grad)
-    row_programs = triton.cdiv(n_rows, options["BLOCK_M"]) * triton.cdiv(d, meta["BLOCK_G"])
+    row_programs = _cdiv(n_rows, options["BLOCK_M"]) * _cdiv(d, meta["BLOCK_G"])
     chunks = _column_chunks(row_programs, max(n_a, n_b), options["BLOCK_N"], a.device)
-    chunk_a = triton.cdiv(triton.cdiv(n_a, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
-    chunk_b = triton.cdiv(triton.cdiv(n_b, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
+    chunk_a = _cdiv(_cdiv(n_a, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
+    chunk_b = _cdiv(_cdiv(n_b, chunks), options["BLOCK_N"]) * options["BLOCK_N"]
 
     sums = backends.new_buffer((chunks, 2 if cross_value else 1, n_rows), torch.float64, a.device)
     grad = backends.new_buffer((chunks, n_rows, d), acc, a.device) if compute_grad else None
     args = (a, b, norm_a, norm_b, p_bw, coef, sums, grad if compute_grad else sums, n_a, n_b, d, p_bw.numel(),
             a.stride(0), b.stride(0), d, chunk_a, chunk_b, row_begin, row_stop)
-    grid = (triton.cdiv(n_rows, options["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_G"]), chunks)
+    grid = (_cdiv(n_rows, options["BLOCK_M"]), _cdiv(d, meta["BLOCK_G"]), chunks)
     _run_task_kernel[grid](*args, **meta, **options)
     if chunks > 1:  # the chunks' partials, added in a fixed order
         return sums.sum(0), grad.sum(0) if compute_grad else None
@@ -659,7 +664,7 @@ def _launch_task(a, b, d, p_bw, coef, kernel_id, within, cross_value, compute_gr
 
 def padded_width(d: int) -> int:
     """BLOCK_D: the width the kernels' row tiles and the centred copies are padded to."""
-    return max(16, triton.next_power_of_2(d))
+    return max(16, 1 << (d - 1).bit_length())
 
 
 def _centred_copy_and_norms(t: torch.Tensor, centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

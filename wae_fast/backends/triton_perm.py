@@ -218,11 +218,11 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
         options = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, num_warps=cfg.num_warps,
                        num_stages=cfg.num_stages)
     meta = _meta(acc, d, kernel, product, interpreting)
-    row_blocks = triton.cdiv(rows, options["BLOCK_M"])
+    row_blocks = triton_mmd._cdiv(rows, options["BLOCK_M"])
     within = backends.new_buffer((row_blocks, labellings), torch.float64, z.device)
     member = backends.new_buffer((row_blocks, labellings), torch.float64, z.device)
     total = backends.new_buffer((row_blocks,), torch.float64, z.device)
-    grid = (row_blocks, triton.cdiv(labellings, options["BLOCK_P"]))
+    grid = (row_blocks, triton_mmd._cdiv(labellings, options["BLOCK_P"]))
     _perm_sums_kernel[grid](zc, norms, labels_t, p_bw, within, member, total, rows, d, len(bandwidths), labellings,
                             zc.stride(0), **meta, **options)
     # Any NaN/±Inf in z: NaN everywhere (spec), without a host synchronisation.
