@@ -722,6 +722,39 @@ def _check_call(x, y, kernel, bandwidths, unbiased) -> tuple[float, ...]:
     return bandwidths
 
 
+class _Launch(NamedTuple):
+    """What both launches of a call share (mmd_and_grads, block_sums_and_grads)."""
+    acc: torch.dtype
+    xc: tuple  # (padded centred copy, squared norms) of x
+    yc: tuple  # the same of y
+    finite: torch.Tensor  # [] bool: every input finite
+    weights: spec.EstimatorWeights
+    p_bw: torch.Tensor
+    kernel_id: int
+    within_x: int  # spec.Sweep of the x–x block
+    within_y: int
+    coef_x: torch.Tensor  # [coef_within_x, coef_cross]
+    coef_y: torch.Tensor
+
+
+def _prepare_launch(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y) -> _Launch:
+    """Centre both sets by their common centre (of all rows), make the kernels' copies and norms, flag
+    non-finite inputs (without a host synchronisation) and fetch the kernel constants."""
+    n, m = x.shape[0], y.shape[0]
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, y = x.detach(), y.detach()
+    centre = spec.centre(x, y)  # [d] float64
+    xc, yc = _centred_copy_and_norms(x, centre), _centred_copy_and_norms(y, centre)
+    finite = torch.isfinite(xc[0]).all() & torch.isfinite(yc[0]).all()
+    weights = spec.estimator_weights(n, m, unbiased)
+    coefs = spec.gradient_coefficients(weights)
+    return _Launch(acc, xc, yc, finite, weights, device_constants(bandwidths, acc, x.device),
+                   spec.KERNEL_IDS[kernel], int(spec.sweep_of_within_block(need_grad_x)),
+                   int(spec.sweep_of_within_block(need_grad_y)),
+                   device_constants((coefs.within_x, coefs.cross), acc, x.device),
+                   device_constants((coefs.within_y, coefs.cross), acc, x.device))
+
+
 def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
     """(MMD² [0-dim], ∂MMD²/∂x [n, d] | None, ∂MMD²/∂y [m, d] | None), as wae_fast.spec defines them.
 
@@ -729,25 +762,15 @@ def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
     """
     bandwidths = _check_call(x, y, kernel, bandwidths, unbiased)
     (n, d), m = x.shape, y.shape[0]
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x, y = x.detach(), y.detach()
-    centre = spec.centre(x, y)  # [d] float64
-    xc, yc = _centred_copy_and_norms(x, centre), _centred_copy_and_norms(y, centre)
-    # Any NaN/±Inf in the inputs: NaN value and gradients (spec), without a host synchronisation.
-    finite = torch.isfinite(xc[0]).all() & torch.isfinite(yc[0]).all()
-    poison = torch.where(finite, 0.0, float("nan")).to(acc)  # [] 0 or NaN
+    run = _prepare_launch(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y)
+    acc, weights, within_x, within_y = run.acc, run.weights, run.within_x, run.within_y
+    # Any NaN/±Inf in the inputs: NaN value and gradients (spec).
+    poison = torch.where(run.finite, 0.0, float("nan")).to(acc)  # [] 0 or NaN
 
-    weights = spec.estimator_weights(n, m, unbiased)
-    coefs = spec.gradient_coefficients(weights)
-    p_bw = device_constants(bandwidths, acc, x.device)
-    kernel_id = spec.KERNEL_IDS[kernel]
-    within_x = int(spec.sweep_of_within_block(need_grad_x))
-    within_y = int(spec.sweep_of_within_block(need_grad_y))
-
-    coef_x = device_constants((coefs.within_x, coefs.cross), acc, x.device)
-    sums_x, grad_x = _launch_task(xc, yc, d, p_bw, coef_x, kernel_id, within_x, True, need_grad_x)
-    coef_y = device_constants((coefs.within_y, coefs.cross), acc, x.device)
-    sums_y, grad_y = _launch_task(yc, xc, d, p_bw, coef_y, kernel_id, within_y, False, need_grad_y)
+    sums_x, grad_x = _launch_task(run.xc, run.yc, d, run.p_bw, run.coef_x, run.kernel_id, within_x, True,
+                                  need_grad_x)
+    sums_y, grad_y = _launch_task(run.yc, run.xc, d, run.p_bw, run.coef_y, run.kernel_id, within_y, False,
+                                  need_grad_y)
 
     within_sum_x = sums_x[0].sum() * (2.0 if within_x == _TRIANGLE else 1.0)
     within_sum_y = sums_y[0].sum() * (2.0 if within_y == _TRIANGLE else 1.0)
@@ -783,34 +806,23 @@ def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, nee
         ranges.append((begin, end))
     (x_begin, x_end), (y_begin, y_end) = ranges
 
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x, y = x.detach(), y.detach()
-    centre = spec.centre(x, y)  # [d] float64: of all rows, as the single-process call
-    xc, yc = _centred_copy_and_norms(x, centre), _centred_copy_and_norms(y, centre)
-    finite = torch.isfinite(xc[0]).all() & torch.isfinite(yc[0]).all()
-    poison = torch.where(finite, 0.0, float("nan")).to(torch.float64)  # [] 0 or NaN
-
-    weights = spec.estimator_weights(n, m, unbiased)
-    coefs = spec.gradient_coefficients(weights)
-    p_bw = device_constants(bandwidths, acc, x.device)
-    kernel_id = spec.KERNEL_IDS[kernel]
-    within_x = int(spec.sweep_of_within_block(need_grad_x))
-    within_y = int(spec.sweep_of_within_block(need_grad_y))
+    # The centre of all rows, as the single-process call.
+    run = _prepare_launch(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y)
+    acc, within_x, within_y = run.acc, run.within_x, run.within_y
+    poison = torch.where(run.finite, 0.0, float("nan")).to(torch.float64)  # [] 0 or NaN
     zero = torch.zeros((), dtype=torch.float64, device=x.device)
 
     sum_xx = sum_xy = sum_yy = zero
     grad_x = backends.new_buffer((0, d), acc, x.device) if need_grad_x else None
     grad_y = backends.new_buffer((0, d), acc, x.device) if need_grad_y else None
     if x_end > x_begin:
-        coef_x = device_constants((coefs.within_x, coefs.cross), acc, x.device)
-        sums_x, grad_x = _launch_task(xc, yc, d, p_bw, coef_x, kernel_id, within_x, True, need_grad_x,
-                                      rows=(x_begin, x_end))
+        sums_x, grad_x = _launch_task(run.xc, run.yc, d, run.p_bw, run.coef_x, run.kernel_id, within_x, True,
+                                      need_grad_x, rows=(x_begin, x_end))
         sum_xx = sums_x[0].sum() * (2.0 if within_x == _TRIANGLE else 1.0)
         sum_xy = sums_x[1].sum()
     if y_end > y_begin:
-        coef_y = device_constants((coefs.within_y, coefs.cross), acc, x.device)
-        sums_y, grad_y = _launch_task(yc, xc, d, p_bw, coef_y, kernel_id, within_y, False, need_grad_y,
-                                      rows=(y_begin, y_end))
+        sums_y, grad_y = _launch_task(run.yc, run.xc, d, run.p_bw, run.coef_y, run.kernel_id, within_y, False,
+                                      need_grad_y, rows=(y_begin, y_end))
         sum_yy = sums_y[0].sum() * (2.0 if within_y == _TRIANGLE else 1.0)
     k0 = 0.0 if unbiased else spec.kernel_at_zero(len(bandwidths))  # k(z_i, z_i) = k(0) for finite rows
     diag_x = zero + (x_end - x_begin) * k0
