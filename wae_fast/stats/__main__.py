@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="where the samples go: cpu, cuda, cuda:1 ...")
     p.add_argument("--plot", metavar="PNG", help="draw the null distribution with the statistic marked")
     p.add_argument("--json", metavar="FILE", help="write statistic, p-value, null and settings as JSON")
+    add_aggregate_arguments(p)
     return p
 
 
@@ -88,6 +89,8 @@ def plot_null(result: MMDTestResult, path: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.aggregate:
+        return run_aggregate(args)
     try:
         x = _load(args.x, "x").to(args.device)
         y = _load(args.y, "y").to(args.device)
@@ -107,6 +110,107 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         row = dict(statistic=result.statistic, p_value=result.p_value, null=result.null.tolist(), n=result.n,
                    m=result.m, kernel=result.kernel, bandwidths=list(result.bandwidths),
+                   permutations=result.permutations, seed=result.seed, backend=result.backend, seconds=seconds)
+        Path(args.json).write_text(json.dumps(row) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# --aggregate: the aggregated tests over a collection of bandwidths (wae_fast.stats.aggregate)
+# ----------------------------------------------------------------------------------------------------
+
+def add_aggregate_arguments(p: argparse.ArgumentParser) -> None:
+    """--aggregate fuse|mmdagg (with --bandwidths, --alpha): mmd_agg_test instead of mmd_test."""
+    group = p.add_argument_group("aggregated test (python -m wae_fast.stats x.npy y.npy --aggregate fuse)")
+    group.add_argument("--aggregate", choices=("fuse", "mmdagg"),
+                       help="MMD-FUSE or MMDAgg over a collection of bandwidths of --kernel (--c, --sigma2 and "
+                            "--scales are not used)")
+    group.add_argument("--bandwidths", type=_bandwidth_list,
+                       help="comma-separated sigma2 (rbf) or c (imq) values (default: the geometric collection "
+                            "of wae_fast.stats.default_bandwidths)")
+    group.add_argument("--alpha", type=float, default=0.05, help="level of the aggregated test")
+
+
+def _bandwidth_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--bandwidths: expected comma-separated numbers, got {text!r}") from exc
+
+
+def plot_aggregate(result, path: str) -> Path:
+    """One histogram per bandwidth: its null with its statistic (and, for MMDAgg, its corrected threshold)
+    marked; for MMD-FUSE one more panel, the fused statistic against its null. Saved as a PNG."""
+    from ..train.plots import _pyplot
+
+    plt = _pyplot()
+    count = len(result.bandwidths)
+    panels = count + (1 if result.method == "fuse" else 0)
+    cols = min(panels, 4)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    bins = min(40, max(10, result.permutations // 10))
+    for s in range(count):
+        ax = axes[s // cols][s % cols]
+        ax.hist(result.nulls[s].numpy(), bins=bins, color="tab:blue", alpha=0.8)
+        ax.axvline(float(result.statistics[s]), color="tab:red", lw=2, label="statistic")
+        if result.thresholds is not None:
+            ax.axvline(float(result.thresholds[s]), color="black", ls="--", lw=1, label="corrected threshold")
+        ax.set_title(f"{result.kernels[s]} {result.bandwidths[s]:.3g}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    if result.method == "fuse":
+        ax = axes[count // cols][count % cols]
+        ax.hist(result.null.numpy(), bins=bins, color="tab:green", alpha=0.8)
+        ax.axvline(result.statistic, color="tab:red", lw=2)
+        ax.set_title(f"FUSE: p = {result.p_value:.4g}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for extra in range(panels, rows * cols):
+        axes[extra // cols][extra % cols].axis("off")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(f"{result.method}: n = {result.n}, m = {result.m}, {result.permutations} permutations, "
+                 f"reject at α = {result.alpha:g}: {result.reject}", fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def run_aggregate(args: argparse.Namespace) -> int:
+    """The --aggregate command: prints the decision and one line per bandwidth; --plot, --json."""
+    from .aggregate import mmd_agg_test
+
+    try:
+        x = _load(args.x, "x").to(args.device)
+        y = _load(args.y, "y").to(args.device)
+        start = time.perf_counter()
+        result = mmd_agg_test(x, y, args.kernel, bandwidths=args.bandwidths, method=args.aggregate,
+                              permutations=args.permutations, alpha=args.alpha, seed=args.seed,
+                              backend=args.backend)
+        seconds = time.perf_counter() - start
+    except (ValueError, TypeError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    singles = [(1.0 + float((result.nulls[s] >= result.statistics[s]).sum())) / (1.0 + result.permutations)
+               for s in range(len(result.bandwidths))]
+    summary = (f"p-value {result.p_value:.6g}" if result.method == "fuse"
+               else f"correction u {result.correction:.6g}")
+    print(f"{result.method}: reject {result.reject} at alpha {result.alpha:g}; statistic {result.statistic:.6g}; "
+          f"{summary} ({result.permutations} permutations, seed {result.seed})")
+    for s, (kernel, bandwidth) in enumerate(zip(result.kernels, result.bandwidths)):
+        threshold = "" if result.thresholds is None else f"  threshold {float(result.thresholds[s]):.6g}"
+        print(f"  {kernel} {bandwidth:<12.6g} MMD² {float(result.statistics[s]):<13.6g} single-test p "
+              f"{singles[s]:.4g}{threshold}")
+    print(f"n {result.n}, m {result.m}, backend {result.backend}, time {seconds:.3f} s")
+    if args.plot:
+        print(f"nulls → {plot_aggregate(result, args.plot)}")
+    if args.json:
+        row = dict(method=result.method, reject=result.reject, p_value=result.p_value, statistic=result.statistic,
+                   statistics=result.statistics.tolist(), kernels=list(result.kernels),
+                   bandwidths=list(result.bandwidths), single_p_values=singles,
+                   thresholds=None if result.thresholds is None else result.thresholds.tolist(),
+                   correction=result.correction, alpha=result.alpha, n=result.n, m=result.m,
                    permutations=result.permutations, seed=result.seed, backend=result.backend, seconds=seconds)
         Path(args.json).write_text(json.dumps(row) + "\n")
     return 0

@@ -1,0 +1,346 @@
+"""Fused Triton kernel of the aggregated MMD tests: S kernels × L labellings in one sweep, O(N) memory.
+
+    collection_sums(z, labels, kernels, bandwidths) -> (W [S, L], R [S, L], T [S], Q [S])
+
+z: the pooled rows [N, d] (x then y); labels: uint8 [L, ⌈N/8⌉] (wae_fast.stats.permutation_labels);
+kernels[s] ∈ {"imq", "rbf"} with one bandwidth b_s each. With K₀ˢ the kernel matrix of z (centred by
+spec.centre) under k_s with a zero diagonal and u_ℓ the labels as a 0/1 vector:
+
+    W_sℓ = u_ℓᵀK₀ˢu_ℓ,   R_sℓ = u_ℓᵀK₀ˢ1,   T_s = 1ᵀK₀ˢ1,   Q_s = Σ_{i≠j} (K₀ˢ)²_ij        (float64)
+
+Design: the permutation test's kernel (triton_perm) with a loop over the kernels inside each tile.
+Program (pid_m, pid_p, pid_s) owns the row blocks pid_m, pid_m + G, pid_m + 2G, … (G row programs),
+BLOCK_P labellings and BLOCK_S kernels, and streams BLOCK_N-column tiles of the strict upper triangle:
+
+    once per tile   r = ‖a‖² + ‖z‖² − 2 a·z                  (_tile_distances: shared by the S kernels)
+                    U = the tile's labels [BN, BP]            (bits, unpacked once)
+    per kernel s    k = k_s(r) [BM, BN], 0 where j ≤ i;  P = k·U [BM, BP] (tl.dot, the "values" U)
+                    W_s += Σ_i u_i P_i,   R_s += Σ_i P_i + Σ_i u_i Σ_j k_ij,   T_s += Σ k,   Q_s += Σ k²
+
+(each pair once: W, T and Q are doubled at the end.) The kernels are sorted IMQ first on the host, so a
+tile runs two loops with a fixed formula each. Contributions go to float64 per tile; each program
+writes its own slots and the host adds them in a fixed order, so results are bitwise reproducible.
+Memory: the centred copy, the labels (transposed on the device to [⌈N/8⌉, L]) and G·S·L partial sums.
+Precision of the product k·U: as triton_perm's (PRODUCTS; float32 default "bf16x3", float64 exact).
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import torch
+
+from .. import backends, spec
+from . import triton_mmd
+from .triton_mmd import _IMPORT_ERROR, _kernel_eval_scale, _tile_distances, tl, triton
+
+PRODUCTS = ("bf16x3", "tf32x3", "ieee")
+_PRODUCT_IDS = {"bf16x3": 0, "tf32x3": 1, "ieee": 2}
+_IMQ, _RBF = spec.KERNEL_IDS["imq"], spec.KERNEL_IDS["rbf"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Kernel
+# ----------------------------------------------------------------------------------------------------
+
+@triton.jit
+def _label_product(b_k, b_u, ACC: tl.constexpr, MATH: tl.constexpr, PRODUCT: tl.constexpr,
+                   PRODUCT_UPCAST: tl.constexpr):
+    """k·U [BM, BP] for the kernel tile k [BM, BN] and the 0/1 labels U [BN, BP] (exact in every format).
+    PRODUCT 0: k = k_hi + k_mid + k_lo in bfloat16, three tensor-core dots (PRODUCT_UPCAST: the
+    interpreter, the same parts multiplied in float32); 1: one tf32x3 dot; 2: at the accumulation type's
+    own precision (float64: a broadcast product, which triton 3.6 lowers where its float64 dot fails)."""
+    if PRODUCT == 0:
+        b_hi = b_k.to(tl.bfloat16)  # [BM, BN]
+        b_res = b_k - b_hi.to(tl.float32)  # [BM, BN] exact
+        b_mid = b_res.to(tl.bfloat16)  # [BM, BN]
+        b_lo = (b_res - b_mid.to(tl.float32)).to(tl.bfloat16)  # [BM, BN]
+        if PRODUCT_UPCAST:
+            b_uf = b_u.to(tl.float32)  # [BN, BP]
+            b_prod = tl.dot(b_hi.to(tl.float32), b_uf, out_dtype=tl.float32)  # [BM, BP]
+            b_prod = tl.dot(b_mid.to(tl.float32), b_uf, acc=b_prod, out_dtype=tl.float32)
+            b_prod = tl.dot(b_lo.to(tl.float32), b_uf, acc=b_prod, out_dtype=tl.float32)
+        else:
+            b_ub = b_u.to(tl.bfloat16)  # [BN, BP]
+            b_prod = tl.dot(b_hi, b_ub, out_dtype=tl.float32)  # [BM, BP]
+            b_prod = tl.dot(b_mid, b_ub, acc=b_prod, out_dtype=tl.float32)
+            b_prod = tl.dot(b_lo, b_ub, acc=b_prod, out_dtype=tl.float32)
+    elif PRODUCT == 1:
+        b_prod = tl.dot(b_k, b_u.to(ACC), input_precision="tf32x3", out_dtype=ACC)  # [BM, BP]
+    elif MATH == 0:
+        b_prod = tl.sum(b_k[:, :, None] * b_u.to(ACC)[None, :, :], axis=1)  # [BM, BP]
+    else:
+        b_prod = tl.dot(b_k, b_u.to(ACC), input_precision="ieee", out_dtype=ACC)  # [BM, BP]
+    return b_prod
+
+
+@triton.jit
+def _add_kernel_tile(b_r, m_t, b_u, b_uo, bw, s_local, o_sl, acc_w, acc_r, acc_t, acc_q,
+                     KERNEL: tl.constexpr, MATH: tl.constexpr, PRODUCT: tl.constexpr,
+                     PRODUCT_UPCAST: tl.constexpr):
+    """One kernel's share of one tile: its W, R, T, Q contributions added to row s_local of the
+    accumulators (acc_w, acc_r [BS, BP], acc_t, acc_q [BS], float64)."""
+    b_k, b_unused = _kernel_eval_scale(b_r, bw, KERNEL, MATH)  # [BM, BN]
+    b_k = tl.where(m_t, b_k, 0.0)
+    b_prod = _label_product(b_k, b_u, b_r.dtype, MATH, PRODUCT, PRODUCT_UPCAST).to(tl.float64)  # [BM, BP]
+    b_rows = tl.sum(b_k, axis=1).to(tl.float64)  # [BM] Σ_j k_ij over the tile
+    b_sq = tl.sum(b_k * b_k, axis=1).to(tl.float64)  # [BM]
+    c_w = tl.sum(b_uo * b_prod, axis=0)  # [BP]
+    c_r = tl.sum(b_prod + b_uo * b_rows[:, None], axis=0)  # [BP]
+    m_s = o_sl == s_local  # [BS]
+    acc_w += tl.where(m_s[:, None], c_w[None, :], 0.0)
+    acc_r += tl.where(m_s[:, None], c_r[None, :], 0.0)
+    acc_t += tl.where(m_s, tl.sum(b_rows, axis=0), 0.0)
+    acc_q += tl.where(m_s, tl.sum(b_sq, axis=0), 0.0)
+    return acc_w, acc_r, acc_t, acc_q
+
+
+@triton.jit
+def _collection_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, p_total, p_squares,
+                            n_rows, d, n_imq, n_kernels, n_labellings, stride_zm, row_programs,
+                            MATH: tl.constexpr, DIST_PRECISION: tl.constexpr, PRODUCT: tl.constexpr,
+                            PRODUCT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Row blocks pid_m, pid_m + row_programs, … of z (n_rows × d, centred, padded to BLOCK_D columns;
+    squared row norms p_norms) against the columns after them, for the labellings [pid_p·BP, +BP) and the
+    kernels [pid_s·BS, +BS) (0 … n_imq − 1 IMQ, the rest RBF; bandwidths p_bw). p_labels_t: uint8
+    [⌈n_rows/8⌉, n_labellings]. Writes p_within/p_member[pid_m, s, ℓ] and (pid_p == 0)
+    p_total/p_squares[pid_m, s]: the program's shares of W, R, T, Q."""
+    pid_m = tl.program_id(0)
+    pid_p = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    s0 = pid_s * BLOCK_S
+    s1 = tl.minimum(s0 + BLOCK_S, n_kernels)
+    o_sl = tl.arange(0, BLOCK_S)  # [BS] the program's kernels, local index
+    o_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    m_p = o_p < n_labellings
+    o_d = tl.arange(0, BLOCK_D)
+    acc_w = tl.zeros([BLOCK_S, BLOCK_P], dtype=tl.float64)  # [BS, BP] Σ_{i<j} u_i k_ij u_j
+    acc_r = tl.zeros([BLOCK_S, BLOCK_P], dtype=tl.float64)  # [BS, BP] Σ_{i<j} k_ij (u_i + u_j)
+    acc_t = tl.zeros([BLOCK_S], dtype=tl.float64)  # [BS] Σ_{i<j} k_ij
+    acc_q = tl.zeros([BLOCK_S], dtype=tl.float64)  # [BS] Σ_{i<j} k_ij²
+    row_blocks = (n_rows + BLOCK_M - 1) // BLOCK_M
+    for rb in range(pid_m, row_blocks, row_programs):
+        row_start = rb * BLOCK_M
+        o_m = row_start + tl.arange(0, BLOCK_M)
+        m_m = o_m < n_rows
+        b_a = tl.load(p_z + o_m[:, None] * stride_zm + o_d[None, :], mask=m_m[:, None], other=0.0)  # [BM, BD]
+        b_na = tl.load(p_norms + o_m, mask=m_m, other=0.0)  # [BM] squared row norms
+        b_own = tl.load(p_labels_t + (o_m // 8)[:, None] * n_labellings + o_p[None, :],
+                        mask=m_m[:, None] & m_p[None, :], other=0)  # [BM, BP] uint8
+        b_uo = ((b_own >> (o_m % 8).to(tl.uint8)[:, None]) & 1).to(tl.float64)  # [BM, BP] u_i
+        for start_n in range((row_start // BLOCK_N) * BLOCK_N, n_rows, BLOCK_N):
+            o_n = start_n + tl.arange(0, BLOCK_N)
+            m_n = o_n < n_rows
+            b_r, b_unused = _tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, stride_zm, p_z, stride_zm,
+                                            p_norms, o_n, m_n, d, DIST_PRECISION, False, BLOCK_M, BLOCK_N,
+                                            BLOCK_D, BLOCK_D)  # [BM, BN]
+            m_t = (o_n[None, :] > o_m[:, None]) & m_n[None, :]  # [BM, BN] j > i, j < N
+            b_bytes = tl.load(p_labels_t + (o_n // 8)[:, None] * n_labellings + o_p[None, :],
+                              mask=m_n[:, None] & m_p[None, :], other=0)  # [BN, BP] uint8
+            b_u = (b_bytes >> (o_n % 8).to(tl.uint8)[:, None]) & 1  # [BN, BP] 0/1
+            for s in range(s0, tl.minimum(s1, n_imq)):
+                acc_w, acc_r, acc_t, acc_q = _add_kernel_tile(b_r, m_t, b_u, b_uo, tl.load(p_bw + s), s - s0, o_sl,
+                                                              acc_w, acc_r, acc_t, acc_q, 0, MATH, PRODUCT,
+                                                              PRODUCT_UPCAST)
+            for s in range(tl.maximum(s0, n_imq), s1):
+                acc_w, acc_r, acc_t, acc_q = _add_kernel_tile(b_r, m_t, b_u, b_uo, tl.load(p_bw + s), s - s0, o_sl,
+                                                              acc_w, acc_r, acc_t, acc_q, 1, MATH, PRODUCT,
+                                                              PRODUCT_UPCAST)
+    m_s = o_sl < s1 - s0  # [BS]
+    o_out = (pid_m * n_kernels + s0 + o_sl)[:, None] * n_labellings + o_p[None, :]  # [BS, BP]
+    tl.store(p_within + o_out, 2.0 * acc_w, mask=m_s[:, None] & m_p[None, :])
+    tl.store(p_member + o_out, acc_r, mask=m_s[:, None] & m_p[None, :])
+    if pid_p == 0:
+        tl.store(p_total + pid_m * n_kernels + s0 + o_sl, 2.0 * acc_t, mask=m_s)
+        tl.store(p_squares + pid_m * n_kernels + s0 + o_sl, 2.0 * acc_q, mask=m_s)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launcher
+# ----------------------------------------------------------------------------------------------------
+
+class AggGpuConfig(NamedTuple):
+    """One launch configuration: tile sizes, warps, pipeline stages and the product's precision
+    (PRODUCTS; float64 inputs always use float64 products)."""
+    block_m: int
+    block_n: int
+    block_p: int
+    num_warps: int
+    num_stages: int
+    product: str = "bf16x3"
+
+
+#: Launch configurations by dtype: triton_perm's (not tuned on a GPU yet).
+GPU_CONFIGS = {
+    torch.float32: AggGpuConfig(64, 64, 64, 8, 2, "bf16x3"),
+    torch.float64: AggGpuConfig(32, 16, 16, 4, 2, "ieee"),
+}
+
+#: At most this many kernels per program (a third grid axis takes the rest).
+MAX_BLOCK_S = 16
+
+#: Under the interpreter (which pays per tile, not per element): large tiles, and few row programs so
+#: that each one strides over several row blocks.
+INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_P": 128}
+INTERPRETER_ROW_PROGRAMS = 2
+
+#: Row programs per multiprocessor and per (labelling block, kernel chunk) when compiled.
+PROGRAMS_PER_SM = 8
+
+#: Rows wider than this are not supported (as triton_perm).
+MAX_D = 128
+
+
+def is_available(device=None) -> tuple[bool, str]:
+    """(usable, reason), as the Triton MMD backend's."""
+    return triton_mmd.is_available(device)
+
+
+def _meta(dtype: torch.dtype, d: int, product: str, interpreting: bool, block_s: int) -> dict:
+    wide = dtype == torch.float64
+    return dict(MATH=0 if wide else 1, DIST_PRECISION="ieee" if wide else "tf32x3",
+                PRODUCT=_PRODUCT_IDS["ieee" if wide else product],
+                PRODUCT_UPCAST=interpreting and not wide and product == "bf16x3",
+                BLOCK_D=triton_mmd.padded_width(d), BLOCK_S=block_s)
+
+
+def _block_s(count: int) -> int:
+    return min(MAX_BLOCK_S, 1 << max(0, (count - 1).bit_length()))
+
+
+def _checked(z, labels, kernels, bandwidths) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    ok, reason = is_available(z.device)
+    if not ok:
+        raise RuntimeError(f"backend='triton' cannot run the aggregated test: {reason}")
+    kernels, bandwidths = tuple(kernels), tuple(float(b) for b in bandwidths)
+    for name in kernels:
+        if name not in spec.KERNEL_IDS:
+            raise ValueError(f"kernels must be in {tuple(spec.KERNEL_IDS)}, got {name!r}")
+    if not 1 <= len(bandwidths) == len(kernels) <= spec.MAX_SCALES:
+        raise ValueError(f"kernels and bandwidths: 1 to {spec.MAX_SCALES} of each, as many of one as of the "
+                         f"other, got {len(kernels)} and {len(bandwidths)}")
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"z must be [rows >= 2, d], got shape {tuple(z.shape)}")
+    rows, d = z.shape
+    label_bytes = (rows + 7) // 8
+    if labels.dtype != torch.uint8 or labels.dim() != 2 or labels.shape[1] != label_bytes or labels.shape[0] < 1:
+        raise ValueError(f"labels must be uint8 [labellings >= 1, {label_bytes}] for z of shape "
+                         f"{tuple(z.shape)}, got {labels.dtype} of shape {tuple(labels.shape)}")
+    if labels.device != z.device:
+        raise ValueError(f"labels must be on z's device {z.device}, got {labels.device}")
+    if d > MAX_D:
+        raise ValueError(f"the Triton aggregated-test kernel supports d <= {MAX_D}, got d = {d} "
+                         "(use backend='cpu' or 'reference')")
+    if rows * max(d, 16) >= 2 ** 31 or label_bytes * labels.shape[0] >= 2 ** 31:
+        raise ValueError(f"the Triton backend uses 32-bit offsets: rows·d and the label bytes must stay below "
+                         f"2^31, got rows = {rows}, d = {d}, {labels.shape[0]} labellings")
+    return tuple(spec.KERNEL_IDS[name] for name in kernels), bandwidths
+
+
+def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, *, config=None):
+    """(W [S, L], R [S, L], T [S], Q [S]) as float64 tensors on z's device; see the module docstring.
+    ``config`` (an AggGpuConfig) replaces GPU_CONFIGS' entry (under the interpreter only its product is
+    used: the blocks are INTERPRETER_BLOCKS)."""
+    kernel_ids, bandwidths = _checked(z, labels, kernels, bandwidths)
+    rows, d = z.shape
+    count, labellings = len(bandwidths), labels.shape[0]
+    order = sorted(range(count), key=lambda s: kernel_ids[s])  # IMQ first, stable
+    n_imq = sum(1 for k in kernel_ids if k == _IMQ)
+
+    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    z = z.detach()
+    centre = spec.centre(z, z[:0])  # [d] float64: the mean of the pooled rows
+    zc = torch.nn.functional.pad(z.to(torch.float64) - centre, (0, triton_mmd.padded_width(d) - d))
+    zc = zc.to(acc).contiguous()  # [N, BLOCK_D] zero columns past d
+    norms = (zc * zc).sum(1)  # [N] squared row norms
+    labels_t = labels.t().contiguous()  # [⌈N/8⌉, L]: a tile's labels contiguous
+    p_bw = triton_mmd.device_constants(tuple(bandwidths[s] for s in order), acc, z.device)
+
+    interpreting = triton_mmd._interpreting()
+    cfg = config or GPU_CONFIGS[acc]
+    if cfg.product not in PRODUCTS:
+        raise ValueError(f"config.product must be one of {PRODUCTS}, got {cfg.product!r}")
+    if interpreting:
+        options = dict(INTERPRETER_BLOCKS)
+    else:
+        options = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, num_warps=cfg.num_warps,
+                       num_stages=cfg.num_stages)
+    block_s = _block_s(count)
+    meta = _meta(acc, d, cfg.product, interpreting, block_s)
+    row_blocks = triton_mmd._cdiv(rows, options["BLOCK_M"])
+    label_blocks = triton_mmd._cdiv(labellings, options["BLOCK_P"])
+    kernel_chunks = triton_mmd._cdiv(count, block_s)
+    if interpreting:
+        row_programs = min(row_blocks, INTERPRETER_ROW_PROGRAMS)
+    else:
+        target = PROGRAMS_PER_SM * triton_mmd._multiprocessors(z.device)
+        row_programs = min(row_blocks, max(1, triton_mmd._cdiv(target, label_blocks * kernel_chunks)))
+    within = backends.new_buffer((row_programs, count, labellings), torch.float64, z.device)
+    member = backends.new_buffer((row_programs, count, labellings), torch.float64, z.device)
+    total = backends.new_buffer((row_programs, count), torch.float64, z.device)
+    squares = backends.new_buffer((row_programs, count), torch.float64, z.device)
+    grid = (row_programs, label_blocks, kernel_chunks)
+    _collection_sums_kernel[grid](zc, norms, labels_t, p_bw, within, member, total, squares, rows, d, n_imq,
+                                  count, labellings, zc.stride(0), row_programs, **meta, **options)
+    # Any NaN/±Inf in z: NaN everywhere (spec), without a host synchronisation.
+    poison = torch.where(torch.isfinite(zc).all(), 0.0, float("nan")).to(torch.float64)
+    back = torch.empty(count, dtype=torch.long)
+    back[torch.tensor(order)] = torch.arange(count)  # sorted position of each caller's kernel
+    back = back.to(z.device)
+    return tuple(t.sum(0)[back] + poison for t in (within, member, total, squares))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ahead-of-time compilation (no GPU needed)
+# ----------------------------------------------------------------------------------------------------
+
+def compile_for_gpu(dtype: str = "fp32", d: int = 8, count: int = 10, config: AggGpuConfig | None = None,
+                    capability: int = 90):
+    """Compile the kernel for an NVIDIA GPU of compute capability ``capability`` with triton's own
+    compiler and bundled ptxas (no GPU, no CUDA toolkit; run with TRITON_INTERPRET unset). dtype: "fp32"
+    or "fp64"; count: the number of kernels (it sets BLOCK_S). Returns triton's compiled kernel."""
+    if _IMPORT_ERROR is not None:
+        raise RuntimeError(f"triton is not installed ({_IMPORT_ERROR})")
+    if triton_mmd._interpreting():
+        raise RuntimeError("compile_for_gpu needs triton's compiler: unset TRITON_INTERPRET before importing triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
+    cfg = config or GPU_CONFIGS[torch_dtype]
+    const = _meta(torch_dtype, d, cfg.product, False, _block_s(count))
+    const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p)
+    pointer = "*fp64" if dtype == "fp64" else "*fp32"
+    signature = {}
+    for name in _collection_sums_kernel.arg_names:
+        if name in const:
+            signature[name] = "constexpr"
+        elif name in ("p_z", "p_norms", "p_bw"):
+            signature[name] = pointer
+        elif name == "p_labels_t":
+            signature[name] = "*u8"
+        elif name.startswith("p_"):
+            signature[name] = "*fp64"
+        else:
+            signature[name] = "i32"
+    return triton.compile(ASTSource(_collection_sums_kernel, signature, const),
+                          target=GPUTarget("cuda", capability, 32),
+                          options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+
+
+def _main() -> None:  # python -m wae_fast.backends.triton_agg: the ahead-of-time check set
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise SystemExit("unset TRITON_INTERPRET: the ahead-of-time compile needs triton's compiler")
+    for dtype, d, count in (("fp32", 8, 10), ("fp32", 64, 20), ("fp64", 8, 10)):
+        compiled = compile_for_gpu(dtype, d, count)
+        assert compiled.asm["cubin"], (dtype, d, count)
+        cfg = GPU_CONFIGS[{"fp32": torch.float32, "fp64": torch.float64}[dtype]]
+        spills = compiled.metadata.n_spills if hasattr(compiled.metadata, "n_spills") else "?"
+        print(f"{dtype} d={d} kernels={count} blocks={cfg.block_m}x{cfg.block_n}x{cfg.block_p}x{_block_s(count)} "
+              f"warps={cfg.num_warps} product={cfg.product if dtype == 'fp32' else 'ieee'} "
+              f"registers={getattr(compiled.metadata, 'n_regs', '?')} spills={spills} ok", flush=True)
+
+
+if __name__ == "__main__":
+    _main()
