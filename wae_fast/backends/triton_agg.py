@@ -82,15 +82,15 @@ def _add_kernel_tile(b_r, m_t, b_u, b_uo, bw, s_local, o_sl, acc_w, acc_r, acc_t
     accumulators (acc_w, acc_r [BS, BP], acc_t, acc_q [BS], float64)."""
     b_k, b_unused = _kernel_eval_scale(b_r, bw, KERNEL, MATH)  # [BM, BN]
     b_k = tl.where(m_t, b_k, 0.0)
-    b_prod = _label_product(b_k, b_u, b_r.dtype, MATH, PRODUCT, PRODUCT_UPCAST).to(tl.float64)  # [BM, BP]
-    b_rows = tl.sum(b_k, axis=1).to(tl.float64)  # [BM] Σ_j k_ij over the tile
+    b_prod = _label_product(b_k, b_u, b_r.dtype, MATH, PRODUCT, PRODUCT_UPCAST)  # [BM, BP] Σ_j k_ij u_j
+    b_rows = tl.sum(b_k, axis=1)  # [BM] Σ_j k_ij over the tile
     b_sq = tl.sum(b_k * b_k, axis=1).to(tl.float64)  # [BM]
-    c_w = tl.sum(b_uo * b_prod, axis=0)  # [BP]
-    c_r = tl.sum(b_prod + b_uo * b_rows[:, None], axis=0)  # [BP]
+    c_w = tl.sum((b_uo * b_prod).to(tl.float64), axis=0)  # [BP] (u_i · P_i: exact)
+    c_r = tl.sum(b_prod.to(tl.float64) + (b_uo * b_rows[:, None]).to(tl.float64), axis=0)  # [BP]
     m_s = o_sl == s_local  # [BS]
     acc_w += tl.where(m_s[:, None], c_w[None, :], 0.0)
     acc_r += tl.where(m_s[:, None], c_r[None, :], 0.0)
-    acc_t += tl.where(m_s, tl.sum(b_rows, axis=0), 0.0)
+    acc_t += tl.where(m_s, tl.sum(b_rows.to(tl.float64), axis=0), 0.0)
     acc_q += tl.where(m_s, tl.sum(b_sq, axis=0), 0.0)
     return acc_w, acc_r, acc_t, acc_q
 
@@ -128,7 +128,7 @@ def _collection_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, 
         b_na = tl.load(p_norms + o_m, mask=m_m, other=0.0)  # [BM] squared row norms
         b_own = tl.load(p_labels_t + (o_m // 8)[:, None] * n_labellings + o_p[None, :],
                         mask=m_m[:, None] & m_p[None, :], other=0)  # [BM, BP] uint8
-        b_uo = ((b_own >> (o_m % 8).to(tl.uint8)[:, None]) & 1).to(tl.float64)  # [BM, BP] u_i
+        b_uo = ((b_own >> (o_m % 8).to(tl.uint8)[:, None]) & 1).to(b_na.dtype)  # [BM, BP] u_i
         for start_n in range((row_start // BLOCK_N) * BLOCK_N, n_rows, BLOCK_N):
             o_n = start_n + tl.arange(0, BLOCK_N)
             m_n = o_n < n_rows
@@ -161,28 +161,28 @@ def _collection_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, 
 # ----------------------------------------------------------------------------------------------------
 
 class AggGpuConfig(NamedTuple):
-    """One launch configuration: tile sizes, warps, pipeline stages and the product's precision
-    (PRODUCTS; float64 inputs always use float64 products)."""
+    """One launch configuration: tile sizes (block_s: at most this many kernels per program, a third
+    grid axis takes the rest), warps, pipeline stages and the product's precision (PRODUCTS; float64
+    inputs always use float64 products)."""
     block_m: int
     block_n: int
     block_p: int
+    block_s: int
     num_warps: int
     num_stages: int
     product: str = "bf16x3"
 
 
-#: Launch configurations by dtype: triton_perm's (not tuned on a GPU yet).
+#: Launch configurations by dtype. Not tuned on a GPU yet: chosen so that ptxas (sm_90a,
+#: compile_for_gpu) reports no register spills at d = 8 and d = 64.
 GPU_CONFIGS = {
-    torch.float32: AggGpuConfig(64, 64, 64, 8, 2, "bf16x3"),
-    torch.float64: AggGpuConfig(32, 16, 16, 4, 2, "ieee"),
+    torch.float32: AggGpuConfig(128, 64, 32, 8, 8, 2, "bf16x3"),
+    torch.float64: AggGpuConfig(32, 16, 16, 16, 4, 2, "ieee"),
 }
-
-#: At most this many kernels per program (a third grid axis takes the rest).
-MAX_BLOCK_S = 16
 
 #: Under the interpreter (which pays per tile, not per element): large tiles, and few row programs so
 #: that each one strides over several row blocks.
-INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_P": 128}
+INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_P": 128, "BLOCK_S": 16}
 INTERPRETER_ROW_PROGRAMS = 2
 
 #: Row programs per multiprocessor and per (labelling block, kernel chunk) when compiled.
@@ -197,16 +197,17 @@ def is_available(device=None) -> tuple[bool, str]:
     return triton_mmd.is_available(device)
 
 
-def _meta(dtype: torch.dtype, d: int, product: str, interpreting: bool, block_s: int) -> dict:
+def _meta(dtype: torch.dtype, d: int, product: str, interpreting: bool) -> dict:
     wide = dtype == torch.float64
     return dict(MATH=0 if wide else 1, DIST_PRECISION="ieee" if wide else "tf32x3",
                 PRODUCT=_PRODUCT_IDS["ieee" if wide else product],
                 PRODUCT_UPCAST=interpreting and not wide and product == "bf16x3",
-                BLOCK_D=triton_mmd.padded_width(d), BLOCK_S=block_s)
+                BLOCK_D=triton_mmd.padded_width(d))
 
 
-def _block_s(count: int) -> int:
-    return min(MAX_BLOCK_S, 1 << max(0, (count - 1).bit_length()))
+def _block_s(count: int, most: int) -> int:
+    """BLOCK_S: the kernels of one program, a power of two, at most ``most``."""
+    return min(most, 1 << max(0, (count - 1).bit_length()))
 
 
 def _checked(z, labels, kernels, bandwidths) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -261,13 +262,13 @@ def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, 
     cfg = config or GPU_CONFIGS[acc]
     if cfg.product not in PRODUCTS:
         raise ValueError(f"config.product must be one of {PRODUCTS}, got {cfg.product!r}")
-    if interpreting:
+    if interpreting:  # the interpreter's blocks; the config's product
         options = dict(INTERPRETER_BLOCKS)
     else:
-        options = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, num_warps=cfg.num_warps,
-                       num_stages=cfg.num_stages)
-    block_s = _block_s(count)
-    meta = _meta(acc, d, cfg.product, interpreting, block_s)
+        options = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, BLOCK_S=cfg.block_s,
+                       num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    block_s = options["BLOCK_S"] = _block_s(count, options["BLOCK_S"])
+    meta = _meta(acc, d, cfg.product, interpreting)
     row_blocks = triton_mmd._cdiv(rows, options["BLOCK_M"])
     label_blocks = triton_mmd._cdiv(labellings, options["BLOCK_P"])
     kernel_chunks = triton_mmd._cdiv(count, block_s)
@@ -309,8 +310,8 @@ def compile_for_gpu(dtype: str = "fp32", d: int = 8, count: int = 10, config: Ag
 
     torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
     cfg = config or GPU_CONFIGS[torch_dtype]
-    const = _meta(torch_dtype, d, cfg.product, False, _block_s(count))
-    const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p)
+    const = _meta(torch_dtype, d, cfg.product, False)
+    const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, BLOCK_S=_block_s(count, cfg.block_s))
     pointer = "*fp64" if dtype == "fp64" else "*fp32"
     signature = {}
     for name in _collection_sums_kernel.arg_names:
@@ -336,10 +337,9 @@ def _main() -> None:  # python -m wae_fast.backends.triton_agg: the ahead-of-tim
         compiled = compile_for_gpu(dtype, d, count)
         assert compiled.asm["cubin"], (dtype, d, count)
         cfg = GPU_CONFIGS[{"fp32": torch.float32, "fp64": torch.float64}[dtype]]
-        spills = compiled.metadata.n_spills if hasattr(compiled.metadata, "n_spills") else "?"
-        print(f"{dtype} d={d} kernels={count} blocks={cfg.block_m}x{cfg.block_n}x{cfg.block_p}x{_block_s(count)} "
-              f"warps={cfg.num_warps} product={cfg.product if dtype == 'fp32' else 'ieee'} "
-              f"registers={getattr(compiled.metadata, 'n_regs', '?')} spills={spills} ok", flush=True)
+        print(f"{dtype} d={d} kernels={count} blocks={cfg.block_m}x{cfg.block_n}x{cfg.block_p}"
+              f"x{_block_s(count, cfg.block_s)} warps={cfg.num_warps} "
+              f"product={cfg.product if dtype == 'fp32' else 'ieee'} ok", flush=True)
 
 
 if __name__ == "__main__":
