@@ -297,6 +297,8 @@ py::list path_names(bool supported_only) {
 
 // The permutation test's bindings (defined at the end of this file).
 void register_permutation_test(py::module_& mod);
+// The aggregated tests' bindings (csrc/mmd_agg.cpp, included at the end of this file).
+void register_aggregated_tests(py::module_& mod);
 
 PYBIND11_MODULE(_C, mod) {
   const char* env = std::getenv("WAE_FAST_ISA");
@@ -426,6 +428,7 @@ Args:
       "import), compiler, flags (the selected path's compile flags added by wae_fast's build), isa_flags "
       "(per path), simd, simd_bytes, max_scales.");
   register_permutation_test(mod);
+  register_aggregated_tests(mod);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,3 +568,5 @@ Args:
           py::arg("z"), py::arg("labels"), py::kw_only(), py::arg("kernel"), py::arg("bandwidths"),
           py::arg("sums"), py::arg("threads") = 1, py::arg("isa") = py::none());
 }
+
+#include "mmd_agg.cpp"

@@ -3,3 +3,4 @@
 #define WAE_FAST_ISA avx2
 #include "cpu/mmd_cpu.cpp"
 #include "cpu/mmd_perm_cpu.cpp"
+#include "cpu/mmd_agg_cpu.cpp"

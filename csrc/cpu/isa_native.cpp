@@ -4,3 +4,4 @@
 #define WAE_FAST_ISA native
 #include "cpu/mmd_cpu.cpp"
 #include "cpu/mmd_perm_cpu.cpp"
+#include "cpu/mmd_agg_cpu.cpp"

@@ -147,7 +147,7 @@ def default_bandwidths(x: torch.Tensor, y: torch.Tensor, count: int = DEFAULT_CO
             block = z[start:start + DEFAULT_ROWS]  # [C, d]
             # direct differences: a row's distance to itself and to its duplicates is exactly 0
             r = torch.cdist(sub, block, compute_mode="donot_use_mm_for_euclid_dist").square_()  # [K, C]
-            nearest = torch.minimum(nearest, torch.where(r > 0, r, math.inf).min(1).values)
+            nearest = torch.minimum(nearest, torch.where(r > 0, r, math.inf).amin(1))
         r = torch.cdist(sub, sub, compute_mode="donot_use_mm_for_euclid_dist").square_()  # [K, K]
         upper = r[torch.triu_indices(sub.shape[0], sub.shape[0], 1, device=z.device).unbind()]
         upper = upper[upper > 0]
@@ -308,7 +308,7 @@ def mmdagg_thresholds(statistics: torch.Tensor, permutations: int, alpha: float,
 
     def thresholds(u: float) -> np.ndarray:
         rank = np.ceil((b1 + 1) * (1.0 - u * weights)).astype(np.int64) - 1  # [S] 0-based
-        return quantile_set[kernels, np.clip(rank, 0, b1)]  # [S]
+        return quantile_set[kernels, np.minimum(np.maximum(rank, 0), b1)]  # [S]
 
     u_min, u_max = 0.0, float((1.0 / weights).min())
     for _ in range(steps):

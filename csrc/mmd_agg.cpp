@@ -1,0 +1,123 @@
+// pybind11 binding of the aggregated tests' kernels (csrc/cpu/mmd_agg_cpu.h): every kernel's sums of
+// every labelling in one sweep. Included at the end of csrc/mmd.cpp, whose buffer checks (view_matrix,
+// check_no_overlap, view_labels, path_for_call) it uses; not a translation unit of its own.
+#include "cpu/mmd_agg_cpu.h"
+
+namespace {
+
+// The aggregated tests' kernels of the compiled path called `name`.
+const wae_fast::cpu::AggPath& agg_path_named(const std::string& name) {
+  const wae_fast::cpu::AggPath* paths[] = {
+#if defined(WAE_FAST_WITH_NATIVE)
+      &wae_fast::cpu::native::kAggPath,
+#endif
+#if defined(WAE_FAST_WITH_AVX512)
+      &wae_fast::cpu::avx512::kAggPath,
+#endif
+#if defined(WAE_FAST_WITH_AVX2)
+      &wae_fast::cpu::avx2::kAggPath,
+#endif
+#if defined(WAE_FAST_WITH_BASELINE)
+      &wae_fast::cpu::baseline::kAggPath,
+#endif
+  };
+  for (const wae_fast::cpu::AggPath* path : paths)
+    if (name == path->name) return *path;
+  throw std::logic_error("wae_fast._C: no aggregated-test kernels were compiled for the path '" + name + "'");
+}
+
+void mmd_agg_sums(py::handle z_obj, py::handle labels_obj, const std::vector<int>& kernels,
+                  const std::vector<double>& bandwidths, py::handle sums_obj, py::handle totals_obj, int threads,
+                  const std::optional<std::string>& isa) {
+  Matrix z = view_matrix(z_obj, "z", false);
+  LabelMatrix labels = view_labels(labels_obj);
+  Matrix sums = view_matrix(sums_obj, "sums", true);
+  Matrix totals = view_matrix(totals_obj, "totals", true);
+  const int64_t rows = z.rows, labellings = labels.rows;
+  const int64_t count = static_cast<int64_t>(bandwidths.size());
+  if (rows < 2) throw py::value_error("z must have at least 2 rows, got shape " + z.shape());
+  if (rows > (int64_t(1) << 30)) throw py::value_error("z may have at most 2^30 rows, got shape " + z.shape());
+  const int64_t label_bytes = (rows + 7) / 8;
+  if (labellings < 1 || labels.cols != label_bytes)
+    throw py::value_error("labels must be [labellings >= 1, ceil(rows / 8) = " + std::to_string(label_bytes) +
+                          "] for z of shape " + z.shape() + ", got " + shape_text(labels.rows, labels.cols));
+  if (count < 1 || count > wae_fast::cpu::kMaxScales || kernels.size() != bandwidths.size())
+    throw py::value_error("kernels and bandwidths must hold 1 to " + std::to_string(wae_fast::cpu::kMaxScales) +
+                          " entries each (spec.MAX_SCALES), as many of one as of the other, got " +
+                          std::to_string(kernels.size()) + " and " + std::to_string(bandwidths.size()));
+  for (int k : kernels)
+    if (k != static_cast<int>(Kernel::kImq) && k != static_cast<int>(Kernel::kRbf))
+      throw py::value_error("kernels must be kernel ids (0: imq, 1: rbf; spec.KERNEL_IDS), got " + std::to_string(k));
+  for (double b : bandwidths)
+    if (!(b > 0.0) || !std::isfinite(b))
+      throw py::value_error("bandwidths must be positive and finite, got " + std::to_string(b));
+  if (!sums.f64 || sums.rows != 2 * count || sums.cols != labellings)
+    throw py::value_error("sums must be a float64 array of shape " + shape_text(2 * count, labellings) + ", got " +
+                          std::string(sums.f64 ? "float64 " : "float32 ") + sums.shape());
+  if (!totals.f64 || totals.rows != 2 || totals.cols != count)
+    throw py::value_error("totals must be a float64 array of shape " + shape_text(2, count) + ", got " +
+                          std::string(totals.f64 ? "float64 " : "float32 ") + totals.shape());
+  check_no_overlap(sums, z);
+  check_no_overlap(totals, z);
+  check_no_overlap(totals, sums);
+  const char* lb = reinterpret_cast<const char*>(labels.data());
+  for (const Matrix* out : {&sums, &totals})
+    if (out->begin() < lb + labellings * label_bytes && lb < out->end())
+      throw py::value_error(out->name + " shares memory with labels; the output must not overlap an input");
+  if (rows % 8 != 0) {
+    const unsigned spare = 0xFFu << (rows % 8) & 0xFFu;  // the bits of the last byte past row N − 1
+    for (int64_t p = 0; p < labellings; ++p)
+      if (labels.data()[p * label_bytes + label_bytes - 1] & spare)
+        throw py::value_error("labels: labelling " + std::to_string(p) + " sets a bit past row " +
+                              std::to_string(rows - 1) + " (bits past the last row must be 0)");
+  }
+  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+  const wae_fast::cpu::AggPath& path = agg_path_named(path_for_call(isa).name);
+
+  wae_fast::cpu::AggProblem p;
+  p.rows = rows;
+  p.d = z.cols;
+  p.kernels = kernels.data();
+  p.bandwidths = bandwidths.data();
+  p.num_kernels = static_cast<int>(count);
+  p.labels = labels.data();
+  p.labellings = labellings;
+  p.label_bytes = label_bytes;
+  p.threads = threads;
+  double* within = static_cast<double*>(sums.info.ptr);
+  double* member_rows = within + count * labellings;
+  double* total = static_cast<double*>(totals.info.ptr);
+  double* squares = total + count;
+  py::gil_scoped_release release;
+  if (!z.f64)
+    path.agg_sums_f32(p, static_cast<const float*>(z.info.ptr), within, member_rows, total, squares);
+  else
+    path.agg_sums_f64(p, static_cast<const double*>(z.info.ptr), within, member_rows, total, squares);
+}
+
+}  // namespace
+
+void register_aggregated_tests(py::module_& mod) {
+  mod.def("mmd_agg_sums", &mmd_agg_sums,
+          R"doc(The sums of the aggregated MMD tests for every kernel and every labelling, in one sweep.
+
+With K0_s the kernel matrix of the pooled rows z (centred on their mean) under kernel s (one kernel id,
+one bandwidth), zero diagonal, and u_p the 0/1 labels of labelling p, writes
+
+    sums[s, p]          = u_p^T K0_s u_p     sums[S + s, p] = u_p^T K0_s 1
+    totals[0, s]        = 1^T K0_s 1         totals[1, s]   = sum_{i != j} K0_s[i, j]^2
+
+Every pair is evaluated once (one squared distance for all S kernels) and applied to all labellings;
+nothing rows x rows is allocated. Any NaN or infinity in z makes every output NaN. The result does not
+depend on the thread count. The GIL is released while computing.
+
+Args:
+    z: C-contiguous float32 or float64 array [rows, d], rows >= 2 (not copied).
+    labels: C-contiguous uint8 array [labellings, ceil(rows / 8)], as mmd_perm_sums'.
+    kernels: kernel ids, spec.KERNEL_IDS (0 IMQ, 1 RBF), one per kernel; bandwidths: one per kernel.
+    sums: writable C-contiguous float64 array [2 S, labellings]; totals: [2, S]; every element written.
+    threads: maximum number of threads (small problems use fewer).
+    isa: run this compiled instruction-set path instead of the selected one.)doc",
+          py::arg("z"), py::arg("labels"), py::kw_only(), py::arg("kernels"), py::arg("bandwidths"),
+          py::arg("sums"), py::arg("totals"), py::arg("threads") = 1, py::arg("isa") = py::none());
+}
