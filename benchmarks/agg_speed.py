@@ -68,7 +68,7 @@ def run_case(case: dict) -> dict:
     x = torch.randn(n, d, generator=g).to(device)
     y = (torch.randn(n, d, generator=g) + 0.05).to(device)
     bandwidths = default_bandwidths(x, y, count=kernels)
-    backend = "triton" if device.type == "cuda" else "cpu"
+    backend = case.get("backend") or ("triton" if device.type == "cuda" else "cpu")
     row = dict(case, backend=backend if case["provider"] != "dense" else "torch", threads=torch.get_num_threads(),
                version=wae_fast.__version__, load=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
     outcome = {}
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernels", type=int, default=10, help="S, the number of bandwidths")
     p.add_argument("--providers", default=",".join(PROVIDERS))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="", help="wae_fast's backend (default: triton on CUDA, cpu on the CPU)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dense-limit-gib", type=float, default=8.0,
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         n, count = (int(v) for v in text.split(":"))
         for provider in providers:
             case = dict(provider=provider, n=n, d=args.d, kernels=args.kernels, permutations=count,
-                        device=args.device, repeats=args.repeats, threads=args.threads)
+                        device=args.device, backend=args.backend, repeats=args.repeats, threads=args.threads)
             limited = provider == "dense" and args.device == "cpu"
             if limited:
                 case["limit_gib"] = args.dense_limit_gib

@@ -8,8 +8,12 @@
 #   4. the Triton and cross-backend tests, compiled on CUDA (xdist spreads the compiles over the cores);
 #   5. benchmarks/mmd_speed.py: reference, triton and keops at n = m ∈ {4096, 16384, 65536}, d ∈ {8, 64},
 #      fwd and fwd+bwd, float32; bfloat16 at 65,536; triton alone at n = m = 10⁶, d = 8, fwd+bwd; the
-#      permutation test (python -m wae_fast.stats.benchmark) at 4,096 and 20,000 per side.
-# Results (4 files: the log, the tuned configs, the benchmark rows, the permutation-test rows) go to $OUT,
+#      permutation test (python -m wae_fast.stats.benchmark) at 4,096 and 20,000 per side;
+#   6. the aggregated tests (wae_fast.stats.mmd_agg_test): their Triton tests compiled (tests-agg), then
+#      benchmarks/agg_speed.py (bench-agg): fused MMD-FUSE and MMDAgg against ten single tests and the
+#      dense form, 10 bandwidths, n = m = 4,096 (1,000 permutations) and 20,000 (500).
+# Results (5 files: the log, the tuned configs, the benchmark rows, the permutation-test rows, the
+# aggregated-test rows) go to $OUT,
 # or ./gpu_results when OUT is unset. GPU_CHECK_BUDGET_S (default 480) bounds the whole check: a step gets what is left of it, and
 # the steps after it are skipped, in this order of value.
 #
@@ -18,7 +22,8 @@
 #                                          # tiny sizes (CI runs this so the script cannot rot)
 # Each step has its own time limit; a failing step is reported and the next one still runs; the exit
 # status is non-zero if any step failed. GPU_CHECK_STEPS (comma-separated step names: tune, profile,
-# tests, bench-float32, bench-bfloat16, bench-1e6, bench-perm, bench-keops; default all but profile)
+# tests, bench-float32, bench-bfloat16, bench-1e6, bench-perm, tests-agg, bench-agg, bench-keops;
+# default all but profile)
 # picks the steps; profile runs scripts/gpu_profile.sh on the table's and GPU_PROFILE_SPECS' configs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +49,7 @@ T0=$(date +%s)
 BUDGET_S=${GPU_CHECK_BUDGET_S:-480}  # wall-clock seconds for the whole check; later steps are skipped
 
 say() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
-STEPS=",${GPU_CHECK_STEPS:-tune,tests,bench-float32,bench-bfloat16,bench-1e6,bench-perm,bench-keops},"
+STEPS=",${GPU_CHECK_STEPS:-tune,tests,bench-float32,bench-bfloat16,bench-1e6,bench-perm,tests-agg,bench-agg,bench-keops},"
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit (and within the budget), output to the log
   local name=$1 limit=$2; shift 2
   if [[ "$STEPS" != *",$name,"* ]]; then
@@ -80,6 +85,8 @@ if [ "$DRY_RUN" = 1 ]; then
   BENCH_BF16=("${BENCH_COMMON[@]}" --providers triton --sizes 64 --dims 8 --modes fwd+bwd --dtype bfloat16)
   BENCH_BIG=()
   BENCH_KEOPS=()
+  TEST_AGG_ARGS=(-q -x -p no:cacheprovider tests/test_stats_agg_triton.py -k "7-1-1-3 and dtype3")
+  BENCH_AGG=(--device cpu --backend triton --cases 64:20 --kernels 3 --providers fuse,mmdagg --repeats 1)
 else
   TUNE_ARGS=(--n 65536 --dims 8,64 --dtypes float32,bfloat16)
   XDIST=()
@@ -95,6 +102,10 @@ else
              --modes fwd+bwd --warmup 0 --timeout 60 --provider-budget triton=60)
   BENCH_KEOPS=("${BENCH_COMMON[@]}" --providers keops --sizes 4096,16384,65536 --dims 8,64 --modes fwd,fwd+bwd
                --provider-budget keops=45)
+  TEST_AGG_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_stats_agg_triton.py tests/test_stats_agg.py
+                 -k "triton")
+  BENCH_AGG=(--device cuda --cases 4096:1000,20000:500 --providers fuse,mmdagg,single-x10,dense --repeats 3
+             --timeout-s 60)
 fi
 
 # 1. what we run on
@@ -153,6 +164,11 @@ if [ "$DRY_RUN" = 0 ]; then  # the permutation test (wae_fast.stats) on the GPU,
   step bench-perm 60 $PY -m wae_fast.stats.benchmark --device cuda --sizes 4096,20000 --permutations 1000 \
     --providers fused,mmd,dense-matmul --repeats 3 --out "$OUT/perm_test_gpu.jsonl"
 fi
+# the aggregated tests (wae_fast.stats.mmd_agg_test): compiled Triton tests, then the benchmark rows
+AGG_OUT="$OUT/agg_speed_gpu.jsonl"
+[ "$DRY_RUN" = 1 ] && AGG_OUT="$OUT/agg_speed_dry_run.jsonl"
+step tests-agg 180 $PY -m pytest "${TEST_AGG_ARGS[@]}"
+step bench-agg 150 $PY benchmarks/agg_speed.py "${BENCH_AGG[@]}" --out "$AGG_OUT"
 if [ ${#BENCH_KEOPS[@]} -gt 0 ]; then
   step bench-keops 70 $PY benchmarks/mmd_speed.py "${BENCH_KEOPS[@]}" --out "$BENCH_OUT"
 fi

@@ -102,6 +102,20 @@ def test_results_do_not_depend_on_the_thread_count():
     assert all(torch.equal(a, b) for a, b in zip(one, again))
 
 
+def test_more_tasks_than_result_slots():
+    """16,600 rows = 65 tasks of 256 rows in 64 result slots (slot 0 takes two): the observed statistic is
+    still wae_fast.mmd's, on one thread and on two, bitwise alike."""
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(8300, 2, generator=g), 1.1 * torch.randn(8300, 2, generator=g)
+    z = torch.cat([x, y])
+    labels = permutation_labels(8300, 8300, 1, seed=0)
+    one = cpu_agg.collection_sums(z, labels, ("rbf",), (0.5,), threads=1)
+    two = cpu_agg.collection_sums(z, labels, ("rbf",), (0.5,), threads=2)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    stat = collection_statistics(CollectionSums(*one), 8300, 8300)[0, 0]
+    assert float(stat) == pytest.approx(float(wae_fast.mmd(x.double(), y.double(), "rbf", sigma2=0.5)), abs=3e-7)
+
+
 def test_every_output_element_is_written(poisoned_buffers):
     z = _pooled(41, 2, torch.float64)
     labels = permutation_labels(20, 21, 9, seed=0)

@@ -20,8 +20,10 @@
 //       total[s] += 2 Σ_i T_i,  squares[s] += 2 Σ_i Σ_{j>i} K_ij².
 //   * With AVX-512, float inputs take the transposed layout of perm_task_x16 (16 labellings per vector,
 //     one vpermps per 16 labellings × 4 columns).
-//   * Tasks are pulled from an atomic counter; each writes its own result slots, summed in task order:
-//     the result does not depend on the thread count. NaN/Inf anywhere in z: every output NaN.
+//   * Tasks go to AGG_SLOTS result slots (task t to slot t % AGG_SLOTS, in increasing order); workers
+//     pull whole slots from an atomic counter and the slots are summed in order: the result does not
+//     depend on the thread count, and the slots take O(AGG_SLOTS·S·P) memory whatever N. NaN/Inf
+//     anywhere in z: every output NaN.
 #ifndef WAE_FAST_ISA
 #error "mmd_agg_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, after mmd_perm_cpu.cpp"
 #endif
@@ -35,6 +37,9 @@ namespace {
 
 constexpr int AGG_TASK_ROWS = 256;  // rows per task: a multiple of every vector width, of 8 and of X16_ROWS
 static_assert(AGG_TASK_ROWS % 64 == 0 && AGG_TASK_ROWS % X16_ROWS == 0, "task size");
+// Result slots: task t adds to slot t % AGG_SLOTS, the slot's tasks in increasing order; a worker takes
+// a whole slot. Memory AGG_SLOTS·S·P, whatever N; the sums do not depend on the thread count.
+constexpr int AGG_SLOTS = 64;
 
 template <typename T>
 struct AggScratch {
@@ -58,11 +63,12 @@ struct AggWork {
   const Scales<T>* scales = nullptr;  // [S]: one scale each
   const PermTask* tasks = nullptr;
   size_t num_tasks = 0;
+  size_t num_slots = 0;
   AggScratch<T>* const* scratch = nullptr;  // one per worker
-  double* within = nullptr;        // [num_tasks][S][P]
-  double* member_rows = nullptr;   // [num_tasks][S][P]
-  double* total = nullptr;         // [num_tasks][S]
-  double* squares = nullptr;       // [num_tasks][S]
+  double* within = nullptr;        // [num_slots][S][P]
+  double* member_rows = nullptr;   // [num_slots][S][P]
+  double* total = nullptr;         // [num_slots][S]
+  double* squares = nullptr;       // [num_slots][S]
   const uint8_t* labels_t = nullptr;  // the AVX-512 float kernel: perm's transposed labels
   int64_t lanes_p = 0;
   std::atomic<size_t> next{0};
@@ -169,6 +175,7 @@ static inline void agg_tile_products(const AggProblem& in, int64_t j0, const T* 
   }
 }
 
+// Adds task t's shares to within, member_rows ([S][P]), total and squares ([S]).
 template <typename T>
 static void agg_task(const AggWork<T>& work, const PermTask& t, AggScratch<T>& sc, double* within,
                      double* member_rows, double* total, double* squares) {
@@ -176,8 +183,6 @@ static void agg_task(const AggWork<T>& work, const PermTask& t, AggScratch<T>& s
   constexpr int W = Sh::W;
   const AggProblem& in = *work.in;
   const int64_t N = work.pooled->rows, P = in.labellings, S = in.num_kernels;
-  for (int64_t e = 0; e < S * P; ++e) within[e] = member_rows[e] = 0.0;
-  for (int64_t s = 0; s < S; ++s) total[s] = squares[s] = 0.0;
   for (int64_t ib = t.i0; ib < t.i1; ib += W) {
     std::memset(sc.acc.ptr, 0, sizeof(double) * static_cast<size_t>(S * P * W));
     std::memset(sc.rows.ptr, 0, sizeof(double) * static_cast<size_t>(2 * S * W));
@@ -305,8 +310,6 @@ static void agg_task_x16(const AggWork<float>& work, const PermTask& t, AggScrat
   const AggProblem& in = *work.in;
   const Pooled<float>& Z = *work.pooled;
   const int64_t N = Z.rows, d = Z.d, P = in.labellings, P16 = work.lanes_p, S = in.num_kernels;
-  for (int64_t e = 0; e < S * P; ++e) within[e] = member_rows[e] = 0.0;
-  for (int64_t s = 0; s < S; ++s) total[s] = squares[s] = 0.0;
   float* rt = sc.rt.ptr;
   for (int64_t ib = t.i0; ib < t.i1; ib += X16_ROWS) {
     std::memset(sc.acc.ptr, 0, sizeof(double) * static_cast<size_t>(S * X16_ROWS * P16));
@@ -386,10 +389,16 @@ static void agg_worker(void* context, int worker) {
   AggScratch<T>& sc = *work.scratch[worker];
   const int64_t SP = work.in->num_kernels * work.in->labellings, S = work.in->num_kernels;
   for (;;) {
-    const size_t ti = work.next.fetch_add(1);  // tasks in row order: the earliest rows are the longest
-    if (ti >= work.num_tasks) break;
-    run_agg_task<T>(work, work.tasks[ti], sc, work.within + ti * SP, work.member_rows + ti * SP,
-                    work.total + ti * S, work.squares + ti * S);
+    const size_t slot = work.next.fetch_add(1);
+    if (slot >= work.num_slots) break;
+    double* within = work.within + slot * SP;
+    double* member_rows = work.member_rows + slot * SP;
+    double* total = work.total + slot * S;
+    double* squares = work.squares + slot * S;
+    for (int64_t e = 0; e < SP; ++e) within[e] = member_rows[e] = 0.0;
+    for (int64_t s = 0; s < S; ++s) total[s] = squares[s] = 0.0;
+    for (size_t ti = slot; ti < work.num_tasks; ti += work.num_slots)
+      run_agg_task<T>(work, work.tasks[ti], sc, within, member_rows, total, squares);
   }
 }
 
@@ -436,10 +445,12 @@ static void agg_sums(const AggProblem& in, const T* z, double* within, double* m
         labels_t.ptr[b * work.lanes_p + p] = in.labels[p * in.label_bytes + b];
     work.labels_t = labels_t.ptr;
   }
-  LocalVector<double> within_parts(tasks.size() * static_cast<size_t>(S * P));
-  LocalVector<double> member_parts(tasks.size() * static_cast<size_t>(S * P));
-  LocalVector<double> total_parts(tasks.size() * static_cast<size_t>(S));
-  LocalVector<double> square_parts(tasks.size() * static_cast<size_t>(S));
+  const size_t slots = std::min<size_t>(tasks.size(), AGG_SLOTS);
+  threads = std::min<int>(threads, static_cast<int>(slots));
+  LocalVector<double> within_parts(slots * static_cast<size_t>(S * P));
+  LocalVector<double> member_parts(slots * static_cast<size_t>(S * P));
+  LocalVector<double> total_parts(slots * static_cast<size_t>(S));
+  LocalVector<double> square_parts(slots * static_cast<size_t>(S));
   LocalVector<AggScratch<T>> scratch_store;
   scratch_store.reserve(static_cast<size_t>(threads));
   LocalVector<AggScratch<T>*> scratch;
@@ -452,6 +463,7 @@ static void agg_sums(const AggProblem& in, const T* z, double* within, double* m
   work.scales = scales.data();
   work.tasks = tasks.data();
   work.num_tasks = tasks.size();
+  work.num_slots = slots;
   work.scratch = scratch.data();
   work.within = within_parts.data();
   work.member_rows = member_parts.data();
@@ -459,19 +471,19 @@ static void agg_sums(const AggProblem& in, const T* z, double* within, double* m
   work.squares = square_parts.data();
   run_workers(threads, &agg_worker<T>, &work);
 
-  // Fixed-order reduction over tasks.
+  // Fixed-order reduction over the slots.
   for (int64_t e = 0; e < S * P; ++e) within[e] = member_rows[e] = 0.0;
   for (int64_t s = 0; s < S; ++s) total[s] = squares[s] = 0.0;
-  for (size_t ti = 0; ti < tasks.size(); ++ti) {
-    const double* w = within_parts.data() + ti * S * P;
-    const double* r = member_parts.data() + ti * S * P;
+  for (size_t slot = 0; slot < slots; ++slot) {
+    const double* w = within_parts.data() + slot * S * P;
+    const double* r = member_parts.data() + slot * S * P;
     for (int64_t e = 0; e < S * P; ++e) {
       within[e] += w[e];
       member_rows[e] += r[e];
     }
     for (int64_t s = 0; s < S; ++s) {
-      total[s] += total_parts[ti * S + s];
-      squares[s] += square_parts[ti * S + s];
+      total[s] += total_parts[slot * S + s];
+      squares[s] += square_parts[slot * S + s];
     }
   }
 }

@@ -12,8 +12,8 @@
 // wae_fast/stats/aggregate.py). Every pair i < j is evaluated once: its squared distance is shared by
 // the S kernels, and each kernel's value is applied to all P labellings by the permutation test's
 // table look-up (mmd_perm_cpu.cpp). Nothing N×N is allocated: memory is O(N·d) for the centred copy,
-// the labels (the AVX-512 float kernel also reads one transposed copy), O(S·P) per task of
-// AGG_TASK_ROWS rows and O(S·P) scratch per thread. Results are bitwise reproducible run to run and
+// the labels (the AVX-512 float kernel also reads one transposed copy), O(S·P) for each of at most 64
+// result slots and O(S·P) scratch per thread. Results are bitwise reproducible run to run and
 // independent of the thread count. Any NaN or ±Inf in z makes every output NaN.
 //
 // The kernel source mmd_agg_cpu.cpp is compiled once per instruction-set path, included by each

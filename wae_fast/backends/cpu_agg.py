@@ -11,8 +11,8 @@ zero diagonal, and u_ℓ the labels as a 0/1 vector:
 
 The kernels centre z on its mean (spec.centre) and evaluate each pair i < j once: one squared distance
 shared by the S kernels, then per kernel the permutation test's table look-up over all L labellings
-(csrc/cpu/mmd_perm_cpu.cpp). Memory O(N·d) plus the labels plus O(S·L) per task. As cpu_perm: numpy
-views of CPU tensors, checked in C++, GIL released, ``threads`` threads (default
+(csrc/cpu/mmd_perm_cpu.cpp). Memory O(N·d) plus the labels plus O(S·L) for each of ≤ 64 result slots.
+As cpu_perm: numpy views of CPU tensors, checked in C++, GIL released, ``threads`` threads (default
 torch.get_num_threads()), a result independent of the thread count; float16/bfloat16 rows are upcast.
 """
 from __future__ import annotations
