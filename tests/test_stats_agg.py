@@ -306,11 +306,15 @@ def test_default_bandwidths_span_nearest_neighbour_to_the_95th_percentile():
 
 
 def test_default_bandwidths_of_a_large_sample_use_a_strided_subset(monkeypatch):
-    """Above DEFAULT_ROWS pooled rows: the subset's pairs place b_hi; b_lo still looks at every row."""
+    """Above DEFAULT_ROWS pooled rows: the subset (strided through the rows sorted lexicographically)
+    places b_hi by its pairs and b_lo by its nearest neighbours among every row; moving rows between x
+    and y changes nothing, bitwise (the level of the permutation tests needs kernels that do not depend
+    on the labelling)."""
     monkeypatch.setattr(aggregate, "DEFAULT_ROWS", 16)
     x, y = _data(40, 33, 2, seed=6)
     z = torch.cat([x, y])
-    keep = torch.arange(16) * 72 // 15
+    lexicographic = sorted(range(73), key=lambda i: tuple(z[i].tolist()))
+    keep = torch.tensor([lexicographic[i * 72 // 15] for i in range(16)])
     r_sub_all = ((z[keep][:, None, :] - z[None, :, :]) ** 2).sum(-1)  # [16, 73]
     nearest = [float(row[row > 0].min()) for row in r_sub_all]
     r_sub = r_sub_all[:, keep]
@@ -318,6 +322,8 @@ def test_default_bandwidths_of_a_large_sample_use_a_strided_subset(monkeypatch):
     lo, hi = float(np.median(nearest)), float(np.percentile(pairs, 95))
     got = default_bandwidths(x, y, count=4)
     assert got == pytest.approx([lo * (hi / lo) ** (i / 3) for i in range(4)], rel=1e-12)
+    shuffled = z[torch.randperm(73, generator=torch.Generator().manual_seed(1))]
+    assert default_bandwidths(shuffled[:30], shuffled[30:], count=4) == got
 
 
 def test_default_bandwidths_refuse_a_single_point():

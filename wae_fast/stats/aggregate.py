@@ -127,20 +127,23 @@ def default_bandwidths(x: torch.Tensor, y: torch.Tensor, count: int = DEFAULT_CO
         b_hi = the 95th percentile (interpolated) of r_ij over the subset's pairs i < j with r_ij > 0
                (the largest, robust to outliers)
 
-    The subset is DEFAULT_ROWS evenly strided pooled rows (all of them when N ≤ DEFAULT_ROWS); distances
-    by direct differences in float64, in blocks: O(DEFAULT_ROWS² + DEFAULT_ROWS·N) time, O(DEFAULT_ROWS²)
-    memory. Non-finite input: ``count`` copies of 2·d (the statistics are NaN whatever the bandwidth).
-    Raises ValueError when every pooled row is the same point."""
+    The subset: all N pooled rows when N ≤ DEFAULT_ROWS, else DEFAULT_ROWS rows evenly strided through
+    the pooled rows in lexicographic order. Either way the bandwidths are a function of the pooled rows
+    as a set, not of which rows are x: every relabelling sees the same kernels, as the permutation tests'
+    level requires. Distances by direct differences in float64, in blocks: O(DEFAULT_ROWS·N·d) time,
+    O(DEFAULT_ROWS² + N·d) memory. Non-finite input: ``count`` copies of 2·d (the statistics are NaN
+    whatever the bandwidth). Raises ValueError when every pooled row is the same point."""
     count = _check_count("count", count, 1)
     with torch.no_grad():
         z = torch.cat([x.detach(), y.detach()]).to(torch.float64)  # [N, d]
         rows, d = z.shape
         if not bool(torch.isfinite(z).all()):
             return (2.0 * d,) * count
-        z = z - spec.centre(z, z[:0])
         keep = torch.arange(min(rows, DEFAULT_ROWS), device=z.device)
         if rows > DEFAULT_ROWS:
-            keep = keep * (rows - 1) // (DEFAULT_ROWS - 1)
+            lexicographic = np.lexsort(z.cpu().numpy().T[::-1])  # [N]: by the first coordinate, then the next …
+            keep = torch.from_numpy(lexicographic[keep.cpu().numpy() * (rows - 1) // (DEFAULT_ROWS - 1)]).to(z.device)
+        # Not centred: direct differences need no centring, and a mean's rounding depends on the row order.
         sub = z[keep]  # [K, d]
         nearest = torch.full((sub.shape[0],), math.inf, dtype=torch.float64, device=z.device)  # [K]
         for start in range(0, rows, DEFAULT_ROWS):
