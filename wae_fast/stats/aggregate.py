@@ -16,7 +16,8 @@ diagonal, one sweep over the pairs i < j gives, for every s and ℓ (``collectio
     W_sℓ = u_ℓᵀK₀ˢu_ℓ,   R_sℓ = u_ℓᵀK₀ˢ1,   T_s = 1ᵀK₀ˢ1,   Q_s = Σ_{i≠j} k_s(z_i, z_j)²
 
 and the unbiased MMD² of labelling ℓ (as wae_fast.stats.labelling_statistics):
-MMD²_s(u_ℓ) = a_xx W + a_yy (T − 2R + W) + a_xy (R − W). Memory O(N·d + S·L), never N².
+MMD²_s(u_ℓ) = a_xx W + a_yy (T − 2R + W) + a_xy (R − W). Memory O(N·d + S·L) plus the labels' L·N/8
+bytes, never N².
 
 MMD-FUSE (Biggs, Schrab & Gretton, NeurIPS 2023), with n' = min(n, m) and λ = √(n'(n'−1)):
 
