@@ -71,7 +71,7 @@ def worker(spec: dict) -> None:
     import torch.distributed as dist
 
     import wae_fast
-    from wae_fast import _dispatch
+    from wae_fast import _dispatch, _problem
     from wae_fast import distributed as wd
     from wae_fast.distributed import _balanced_range
 
@@ -144,13 +144,13 @@ def worker(spec: dict) -> None:
     compute = float("nan")
     if distributed:
         xg, yg = x.to(device), y.to(device)
-        module = _dispatch._fused_module(_dispatch.select_backend("auto", device))
+        chosen = _dispatch.select_backend("auto", device)
+        problem = _problem.Problem(xg, yg, "imq", 0, (2.0 * d,), True, backward, False, chosen)
         # The rows wae_fast.distributed gives this rank: its own x rows when x needs a gradient, else an
         # equal share of the work; y (no gradient) an equal share of its triangle.
         swept_x = x_rows if backward else _balanced_range(n, m, rank, world)
         swept_y = _balanced_range(m, 0, rank, world)
-        compute_times = timed(lambda: module.block_sums_and_grads(
-            xg, yg, "imq", (2.0 * d,), True, swept_x, swept_y, backward, False))
+        compute_times = timed(lambda: _dispatch.engine(chosen).mmd(problem, swept_x, swept_y, want_sums=True))
         compute = statistics.median(compute_times)
 
     stats = torch.tensor([extra_mb, peak_rss, compute] + times, dtype=torch.float64, device=device)

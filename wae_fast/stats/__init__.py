@@ -8,8 +8,8 @@
 
 See wae_fast.stats.permutation for the test and its maths.
 """
-from .permutation import (MMDTestResult, labelling_statistics, mmd_test, p_value, permutation_labels,
-                          permutations, unpack_labels)
+from .labels import permutation_labels, permutations, unpack_labels
+from .permutation import MMDTestResult, labelling_statistics, mmd_test, p_value, tie_tolerance
 
 __all__ = ["MMDTestResult", "mmd_test", "permutations", "permutation_labels", "unpack_labels",
-           "labelling_statistics", "p_value"]
+           "labelling_statistics", "p_value", "tie_tolerance"]
