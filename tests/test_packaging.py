@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import platform
 import re
 import shutil
 import subprocess
@@ -111,6 +112,36 @@ def test_cmake_reads_the_same_resolved_build():
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
     assert "csrc/build_config.py" in cmake
     assert "string(REGEX" not in cmake and "build_config.json\")" not in cmake  # no second parser there
+
+
+_PATH_SOURCES = ["cpu/simd.h", "cpu/kernel_math.h", "cpu/isa_info.h", "cpu/mmd_cpu.cpp", "cpu/mmd_perm_cpu.cpp",
+                 "cpu/peak_fma.cpp", "cpu/isa_info.cpp"]
+
+
+def test_every_path_source_is_listed():
+    """The isa_<name>.cpp files compile exactly the path sources checked below, each listed as a dependency."""
+    config = json.loads((REPO_ROOT / "csrc/build_config.json").read_text())
+    for path in config["isa_paths"] + [config["native_path"]]:
+        text = (REPO_ROOT / path["source"]).read_text()
+        included = re.findall(r'^#include "([^"]+)"', text, re.MULTILINE)
+        assert included == [s for s in _PATH_SOURCES if s.endswith(".cpp")], path["source"]
+    assert {f"csrc/{s}" for s in _PATH_SOURCES} <= set(config["depends"])
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="needs a C++ compiler")
+@pytest.mark.parametrize("flags", [[], ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"]],
+                         ids=["baseline", "avx512"])
+def test_each_path_source_includes_what_it_uses(tmp_path, flags):
+    """Each source and header of an instruction-set path compiles on its own: none relies on another
+    having been included before it in the path's translation unit."""
+    if flags and platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86-64 flags")
+    for name in _PATH_SOURCES:
+        unit = tmp_path / "unit.cpp"
+        unit.write_text(f'#include "{name}"\n')
+        subprocess.run(["c++", "-std=c++17", "-fsyntax-only", "-Werror", f"-I{REPO_ROOT / 'csrc'}",
+                        "-DWAE_FAST_ISA=probe", f"-DWAE_FAST_MAX_SCALES={spec.MAX_SCALES}", *flags, str(unit)],
+                       check=True, timeout=120)
 
 
 @pytest.mark.skipif(shutil.which("c++") is None or not sys.platform.startswith("linux") or shutil.which("nm") is None,
