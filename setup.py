@@ -1,6 +1,6 @@
 """Builds wae_fast and its optional C++ extension wae_fast._C (the fused CPU backend).
 
-What to build comes from csrc/build_config.py (shared with CMakeLists.txt): the sources, the
+What to build comes from csrc/build_config.py: the sources, the
 instruction-set paths of the kernels and their flags, the version and spec.MAX_SCALES. Each path (on
 x86-64: baseline, avx2, avx512) is compiled from its own source with its own flags, and the module
 picks one at import from the CPU's features, so a wheel runs on any CPU of its architecture.
