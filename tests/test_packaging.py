@@ -5,6 +5,7 @@ fresh virtual environments and imported) is scripts/check_packaging.sh.
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import platform
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import wae_fast
+from helpers import required_backends
 from wae_fast import spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -161,3 +163,53 @@ def test_shared_code_guard_flags_an_out_of_line_inline_function(tmp_path):
     clean.write_text("namespace wae_fast { namespace cpu { namespace avx2 { extern const int kPath = 1; } } }\n")
     subprocess.run(["c++", "-O2", "-c", str(clean), "-o", str(tmp_path / "clean.o")], check=True, timeout=120)
     assert build_config.foreign_symbols(tmp_path / "clean.o", "avx2") == []
+
+
+def _signature(function: ast.FunctionDef) -> list[tuple[str, str, object]]:
+    """(name, kind, default) of each parameter; a default as its literal value, "-" when there is none."""
+    args = function.args
+    params = ([(a.arg, "positional") for a in args.posonlyargs + args.args]
+              + [(a.arg, "keyword") for a in args.kwonlyargs])
+    defaults = [None] * (len(args.posonlyargs + args.args) - len(args.defaults)) + args.defaults + args.kw_defaults
+    return [(name, kind, "-" if d is None else ast.literal_eval(d)) for (name, kind), d in zip(params, defaults)]
+
+
+def test_the_stub_of_the_compiled_module_matches_its_bindings():
+    """wae_fast/_C.pyi declares every attribute and function of wae_fast._C, with the parameter names,
+    kinds and defaults the bindings give (pybind11's signature line of each docstring)."""
+    from wae_fast.backends import cpu
+
+    ok, why = cpu.is_available()
+    if not ok:
+        if "cpu" in required_backends():
+            pytest.fail(why)
+        pytest.skip(why)
+    from wae_fast import _C
+
+    stub = ast.parse((REPO_ROOT / "wae_fast/_C.pyi").read_text())
+    functions = {node.name: node for node in stub.body if isinstance(node, ast.FunctionDef)}
+    attributes = {node.target.id for node in stub.body if isinstance(node, ast.AnnAssign)}
+    public = {name for name in dir(_C) if not name.startswith("__")} | {"__version__"}
+    assert set(functions) | attributes == public
+    for name, node in functions.items():
+        bound = getattr(_C, name)
+        assert callable(bound), name
+        line = bound.__doc__.splitlines()[0]
+        (compiled,) = ast.parse(f"def {line}: ...").body
+        assert _signature(node) == _signature(compiled), name
+    for name in attributes:
+        assert not callable(getattr(_C, name)), name
+    assert (REPO_ROOT / "wae_fast/py.typed").is_file()
+
+
+def test_the_version_has_one_source():
+    """pyproject.toml's [project] takes the version from wae_fast/_version.py, as the build resolver does;
+    setup.py passes no metadata of its own."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "wae_fast._version.__version__"}
+    assert build_config.read_version() == wae_fast.__version__
+    setup_call = (REPO_ROOT / "setup.py").read_text().split("\nsetup(", 1)[1]
+    assert not re.search(r"\b(name|version|install_requires|extras_require)=", setup_call)
