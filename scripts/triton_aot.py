@@ -1,8 +1,9 @@
-"""Compile the Triton MMD kernel ahead of time for an NVIDIA GPU, without one, and report its resources.
+"""Compile the Triton kernels ahead of time for an NVIDIA GPU, without one, and report their resources.
 
-    python scripts/triton_aot.py                 # the check set: every dtype and sweep kind, sm_90
+    python scripts/triton_aot.py                 # the MMD kernel's check set: every dtype and sweep kind, sm_90
     python scripts/triton_aot.py --ptxas         # and registers / spills / shared memory per variant
     python scripts/triton_aot.py --dtype fp32 --d 64 --blocks 64,64 --warps 4,8 --ptxas
+    python scripts/triton_aot.py --perm          # the permutation test's kernel (GPU_CONFIGS of triton_perm)
 
 Run with TRITON_INTERPRET unset (the interpreter has no compiler). Uses triton's bundled ptxas, so it
 needs no CUDA toolkit. Prints one line per variant: dtype, d, kernel, sweep, blocks, warps, then "ok"
@@ -97,6 +98,53 @@ def ptxas_report(kernel, capability: int = 90) -> str:
             f"spill_loads={spill.group(2) if spill else '?'} smem={kernel.metadata.shared}")
 
 
+def compile_perm_variant(dtype: str = "fp32", d: int = 8, kernel: str = "imq", config=None, capability: int = 90):
+    """The permutation test's kernel (wae_fast/backends/triton_perm.py) for an NVIDIA GPU of compute
+    capability ``capability``. dtype: "fp32" or "fp64"; config: a triton_perm.PermGpuConfig (default: its
+    GPU_CONFIGS entry). Returns triton's compiled kernel (``.asm["cubin"]``, ``.asm["ptx"]``, ``.metadata``)."""
+    import torch
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from wae_fast.backends import triton_perm as P
+
+    torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
+    cfg = config or P.GPU_CONFIGS[torch_dtype]
+    const = P._meta(torch_dtype, d, kernel, cfg.product, False)
+    const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p)
+    pointer = POINTER[dtype]
+    signature = {}
+    for name in P._perm_sums_kernel.arg_names:
+        if name in const:
+            signature[name] = "constexpr"
+        elif name in ("p_z", "p_norms", "p_bw"):
+            signature[name] = pointer
+        elif name == "p_labels_t":
+            signature[name] = "*u8"
+        elif name.startswith("p_"):
+            signature[name] = "*fp64"
+        else:
+            signature[name] = "i32"
+    return triton.compile(ASTSource(P._perm_sums_kernel, signature, const), target=GPUTarget("cuda", capability, 32),
+                          options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+
+
+def perm_main(ptxas: bool) -> None:
+    """The permutation kernel's check set: float32 and float64, both kernels, d = 8 and 64."""
+    import torch
+    from wae_fast.backends import triton_perm as P
+
+    for dtype, d, kernel in (("fp32", 8, "imq"), ("fp32", 64, "rbf"), ("fp64", 8, "imq"), ("fp64", 64, "rbf")):
+        compiled = compile_perm_variant(dtype, d, kernel)
+        assert compiled.asm["cubin"], (dtype, d, kernel)
+        cfg = P.GPU_CONFIGS[{"fp32": torch.float32, "fp64": torch.float64}[dtype]]
+        line = (f"{dtype} d={d} kernel={kernel} blocks={cfg.block_m}x{cfg.block_n}x{cfg.block_p} "
+                f"warps={cfg.num_warps} product={cfg.product if dtype == 'fp32' else 'ieee'} ok")
+        if ptxas:
+            line += " " + ptxas_report(compiled)
+        print(line, flush=True)
+
+
 CHECK_SET = [  # (dtype, d, kernel, within, cross_value, grad, BM, BN, warps, float32 dots): every dtype, sweep
     # kind and dot precision
     ("fp32", 8, 0, 1, True, True, 64, 64, 4, "tf32x3"), ("fp32", 64, 1, 2, False, False, 64, 64, 4, "tf32x3"),
@@ -119,8 +167,12 @@ def main() -> None:
     parser.add_argument("--blocks", default="64,64", help="BM,BN pairs separated by ';'")
     parser.add_argument("--warps", default="4,8")
     parser.add_argument("--precision", default="tf32x3", help="the float32 dots: tf32x3, bf16x3 or ieee")
+    parser.add_argument("--perm", action="store_true", help="the permutation test's kernel instead")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO_ROOT))
+    if args.perm:
+        perm_main(args.ptxas)
+        return
     if args.dtype:
         blocks = [tuple(int(v) for v in b.split(",")) for b in args.blocks.split(";")]
         warps = [int(w) for w in args.warps.split(",")]
