@@ -27,8 +27,9 @@ POINTER = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16", "fp64": "*fp64"}
 def variant_constants(dtype: str, d: int, kernel: int, within: int, cross_value: bool, grad: bool,
                       block_m: int, block_n: int, precision: str, reciprocal: str = "rcp.approx",
                       grad_precision: str | None = None) -> dict:
-    from wae_fast.backends import triton_mmd as T
     import triton
+
+    from wae_fast.backends import triton_mmd as T
 
     block_d = max(16, triton.next_power_of_2(d))
     wide = dtype == "fp64"
@@ -46,6 +47,7 @@ def compile_variant(dtype: str, const: dict, warps: int, stages: int = 2, capabi
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
     from wae_fast.backends import triton_mmd as T
 
     acc = "*fp64" if dtype == "fp64" else "*fp32"
@@ -106,6 +108,7 @@ def compile_perm_variant(dtype: str = "fp32", d: int = 8, kernel: str = "imq", c
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
     from wae_fast.backends import triton_perm as P
 
     torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
@@ -132,6 +135,7 @@ def compile_perm_variant(dtype: str = "fp32", d: int = 8, kernel: str = "imq", c
 def perm_main(ptxas: bool) -> None:
     """The permutation kernel's check set: float32 and float64, both kernels, d = 8 and 64."""
     import torch
+
     from wae_fast.backends import triton_perm as P
 
     for dtype, d, kernel in (("fp32", 8, "imq"), ("fp32", 64, "rbf"), ("fp64", 8, "imq"), ("fp64", 64, "rbf")):
