@@ -8,7 +8,7 @@
 #   4. the Triton and cross-backend tests, compiled on CUDA (xdist spreads the compiles over the cores);
 #   5. benchmarks/mmd_speed.py: reference, triton and keops at n = m ∈ {4096, 16384, 65536}, d ∈ {8, 64},
 #      fwd and fwd+bwd, float32; bfloat16 at 65,536; triton alone at n = m = 10⁶, d = 8, fwd+bwd; the
-#      permutation test (python -m wae_fast.stats.benchmark) at 4,096 and 20,000 per side.
+#      permutation test (benchmarks/perm_test.py) at 4,096 and 20,000 per side.
 # Results (4 files: the log, the tuned configs, the benchmark rows, the permutation-test rows) go to $OUT,
 # or ./gpu_results when OUT is unset. GPU_CHECK_BUDGET_S (default 480) bounds the whole check: a step gets what is left of it, and
 # the steps after it are skipped, in this order of value.
@@ -150,7 +150,7 @@ if [ "$DRY_RUN" = 0 ]; then
 fi
 
 if [ "$DRY_RUN" = 0 ]; then  # the permutation test (wae_fast.stats) on the GPU, fused against one MMD² and dense
-  step bench-perm 60 $PY -m wae_fast.stats.benchmark --device cuda --sizes 4096,20000 --permutations 1000 \
+  step bench-perm 60 $PY benchmarks/perm_test.py --device cuda --sizes 4096,20000 --permutations 1000 \
     --providers fused,mmd,dense-matmul --repeats 3 --out "$OUT/perm_test_gpu.jsonl"
 fi
 if [ ${#BENCH_KEOPS[@]} -gt 0 ]; then

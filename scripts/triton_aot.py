@@ -3,6 +3,7 @@
     python scripts/triton_aot.py                 # the check set: every kernel, dtype and sweep kind, sm_90
     python scripts/triton_aot.py --ptxas         # and registers / spills / shared memory per variant
     python scripts/triton_aot.py --dtype fp32 --d 64 --blocks 64,64 --warps 4,8 --ptxas   # sweep variants
+    python scripts/triton_aot.py --perm          # the permutation test's kernel (triton_configs.PERM_GPU_CONFIGS)
 
 Run with TRITON_INTERPRET unset (the interpreter has no compiler). Uses triton's bundled ptxas, so it needs
 no CUDA toolkit. The signatures are those the JIT specialises to at run time: pointers 16-byte aligned
@@ -87,6 +88,29 @@ def finish_variant(dtype, reduce_x, reduce_y):
     t, acc = TYPES[dtype], _acc(dtype)
     return T._finish_kernel, const, dict(p_scratch="fp64", p_value=t, p_partial_x=acc if reduce_x else "fp64",
                                          p_partial_y=acc if reduce_y else "fp64", p_grad_x=t, p_grad_y=t)
+
+
+def perm_variant(dtype, d, kernel):
+    """(kernel, constexprs, pointer types, warps, stages) of the permutation test's kernel."""
+    import torch
+    from wae_fast.backends import triton_perm as P
+
+    torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
+    cfg = P.GPU_CONFIGS[torch_dtype]
+    const = P._meta(torch_dtype, d, kernel, cfg.product, False)
+    const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p)
+    pointers = dict(p_z=TYPES[dtype], p_scratch="fp64", p_labels_t="u8", p_bw="fp64", p_within="fp64",
+                    p_member="fp64", p_total="fp64")
+    return (P._perm_sums_kernel, const, pointers), cfg
+
+
+def perm_checks():
+    """The permutation kernel's check set: float32 and float64, both kernels, d = 8 and 64."""
+    for dtype, d, kernel in (("fp32", 8, "imq"), ("fp32", 64, "rbf"), ("fp64", 8, "imq"), ("fp64", 64, "rbf")):
+        variant, cfg = perm_variant(dtype, d, kernel)
+        product = cfg.product if dtype == "fp32" else "ieee"
+        yield (f"{dtype} d={d} kernel={kernel} blocks={cfg.block_m}x{cfg.block_n}x{cfg.block_p} "
+               f"warps={cfg.num_warps} product={product}"), variant, cfg.num_warps
 
 
 def compile_variant(kernel, const: dict, pointers: dict, warps: int, stages: int = 2, capability: int = 90):
@@ -187,9 +211,12 @@ def main() -> None:
     parser.add_argument("--blocks", default="64,64", help="BM,BN pairs separated by ';'")
     parser.add_argument("--warps", default="4,8")
     parser.add_argument("--precision", default="tf32x3", help="the float32 dots (triton_configs.F32_DOT_PRECISIONS)")
+    parser.add_argument("--perm", action="store_true", help="the permutation test's kernel instead")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO_ROOT))
-    if args.dtype:
+    if args.perm:
+        variants = perm_checks()
+    elif args.dtype:
         blocks = [tuple(int(v) for v in b.split(",")) for b in args.blocks.split(";")]
         warps = [int(w) for w in args.warps.split(",")]
         variants = [(f"sweep {args.dtype} d={args.d} kernel=0 grad=10 final=1 blocks={bm}x{bn} warps={w} "

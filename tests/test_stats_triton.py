@@ -79,13 +79,13 @@ def test_argument_checks():
 
 def test_compiles_for_nvidia_gpus_without_one():
     """Ahead-of-time compile to sm_90 with triton's bundled ptxas: float32 (the bfloat16 split product on
-    tensor cores) and float64, both kernels, d = 8 and 64 (python -m wae_fast.backends.triton_perm)."""
+    tensor cores) and float64, both kernels, d = 8 and 64 (python scripts/triton_aot.py --perm)."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(CUDA_VISIBLE_DEVICES="", TRITON_DEFAULT_FP_FUSION="1",
                PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-m", "wae_fast.backends.triton_perm"], env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "triton_aot.py"), "--perm"], env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert len(lines) == 4 and all(line.endswith(" ok") for line in lines), result.stdout

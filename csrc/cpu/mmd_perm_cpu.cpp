@@ -1,10 +1,9 @@
 // Fused CPU kernels for the MMD permutation test. See mmd_perm_cpu.h for the maths and the contract.
 //
-// This file is compiled once per instruction-set path: csrc/cpu/isa_<name>.cpp includes it after
-// mmd_cpu.cpp, in the same translation unit, so it uses that file's vector types and helpers (Vec,
-// splat, loadv/storev, AlignedBuf, LocalVector, Scales, kernel_eval: the same k(r) as the MMD
-// kernels). Everything here lives in wae_fast::cpu::WAE_FAST_ISA and, apart from the path's table
-// kPermPath, has internal linkage.
+// This file is compiled once per instruction-set path, through csrc/cpu/isa_<name>.cpp (as
+// mmd_cpu.cpp), and evaluates k(r) with the same kernel_eval as the MMD kernels (cpu/kernel_math.h).
+// Everything here lives in wae_fast::cpu::WAE_FAST_ISA and, apart from the path's table kPermPath,
+// has internal linkage (see cpu/simd.h).
 //
 // Design: the product K₀·U by table look-up ("four Russians"), the labels never expanded.
 //   * The pooled rows are centred on their common mean (spec.centre, as the MMD kernels do) and
@@ -32,10 +31,27 @@
 //     its own result slots, summed in task order: the result does not depend on the thread count.
 //   * NaN/Inf anywhere in z is detected during the copy; every output is then NaN.
 #ifndef WAE_FAST_ISA
-#error "mmd_perm_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, after mmd_cpu.cpp"
+#error "mmd_perm_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, which defines WAE_FAST_ISA"
 #endif
 
 #include "cpu/mmd_perm_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/isa_info.h"
+#include "cpu/kernel_math.h"
+#include "cpu/mmd_cpu.h"
+#include "cpu/parallel.h"
+#include "cpu/simd.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the permutation kernels read label bytes as little-endian 64-bit words");
@@ -537,7 +553,7 @@ double perm_sums_f64(const PermProblem& p, const double* z, double* within, doub
 }  // namespace
 
 extern const PermPath kPermPath = {
-    WAE_FAST_STR(WAE_FAST_ISA),
+    WAE_FAST_ISA_NAME,
     &perm_sums_f32,
     &perm_sums_f64,
 };

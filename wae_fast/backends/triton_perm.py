@@ -32,18 +32,15 @@ float64 inputs use float64 dots throughout; float16/bfloat16 inputs are upcast t
 Triton's interpreter the bfloat16 parts are upcast before the dot (the interpreter's bfloat16 dot is
 broken; the parts are the same numbers).
 
-``compile_for_gpu`` compiles the kernel ahead of time for an NVIDIA GPU without one (as
-scripts/triton_aot.py does for the MMD kernel).
+``scripts/triton_aot.py --perm`` compiles the kernel ahead of time for an NVIDIA GPU without one.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 
 from .. import backends, spec
 from . import _triton_common as common
-from ._triton_common import IMPORT_ERROR, kernel_eval, tile_distances, tl, triton
+from ._triton_common import kernel_eval, tile_distances, tl, triton
 from .triton_configs import (PERM_GPU_CONFIGS as GPU_CONFIGS, PERM_INTERPRETER_BLOCKS as INTERPRETER_BLOCKS,
                              PERM_MAX_D as MAX_D, PERM_PRODUCTS as PRODUCTS, PermGpuConfig)
 
@@ -204,56 +201,3 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     # Any NaN/±Inf in z, or no rescaling that fits: NaN everywhere (spec), without a host synchronisation.
     poison = scratch[rows + 1]
     return within.sum(0) + poison, member.sum(0) + poison, total.sum() + poison
-
-
-# ----------------------------------------------------------------------------------------------------
-# Ahead-of-time compilation (no GPU needed)
-# ----------------------------------------------------------------------------------------------------
-
-def compile_for_gpu(dtype: str = "fp32", d: int = 8, kernel: str = "imq", config: PermGpuConfig | None = None,
-                    capability: int = 90):
-    """Compile the kernel for an NVIDIA GPU of compute capability ``capability`` with triton's own
-    compiler and bundled ptxas (no GPU, no CUDA toolkit; run with TRITON_INTERPRET unset). dtype: "fp32"
-    or "fp64". Returns triton's compiled kernel (``.asm["cubin"]``, ``.asm["ptx"]``, ``.metadata``)."""
-    if IMPORT_ERROR is not None:
-        raise RuntimeError(f"triton is not installed ({IMPORT_ERROR})")
-    if common.interpreting():
-        raise RuntimeError("compile_for_gpu needs triton's compiler: unset TRITON_INTERPRET before importing triton")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
-    cfg = config or GPU_CONFIGS[torch_dtype]
-    const = _meta(torch_dtype, d, kernel, cfg.product, False)
-    const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p)
-    pointer = "*fp64" if dtype == "fp64" else "*fp32"
-    signature = {}
-    for name in _perm_sums_kernel.arg_names:
-        if name in const:
-            signature[name] = "constexpr"
-        elif name == "p_z":
-            signature[name] = pointer
-        elif name == "p_labels_t":
-            signature[name] = "*u8"
-        elif name.startswith("p_"):
-            signature[name] = "*fp64"
-        else:
-            signature[name] = "i32"
-    return triton.compile(ASTSource(_perm_sums_kernel, signature, const),
-                          target=GPUTarget("cuda", capability, 32),
-                          options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-
-
-def _main() -> None:  # python -m wae_fast.backends.triton_perm: the ahead-of-time check set
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise SystemExit("unset TRITON_INTERPRET: the ahead-of-time compile needs triton's compiler")
-    for dtype, d, kernel in (("fp32", 8, "imq"), ("fp32", 64, "rbf"), ("fp64", 8, "imq"), ("fp64", 64, "rbf")):
-        compiled = compile_for_gpu(dtype, d, kernel)
-        assert compiled.asm["cubin"], (dtype, d, kernel)
-        cfg = GPU_CONFIGS[{"fp32": torch.float32, "fp64": torch.float64}[dtype]]
-        print(f"{dtype} d={d} kernel={kernel} blocks={cfg.block_m}x{cfg.block_n}x{cfg.block_p} "
-              f"warps={cfg.num_warps} product={cfg.product if dtype == 'fp32' else 'ieee'} ok", flush=True)
-
-
-if __name__ == "__main__":
-    _main()
