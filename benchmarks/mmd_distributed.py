@@ -1,7 +1,7 @@
 """Does the exact global-batch MMD scale over processes? Time and memory of wae_fast.distributed at a fixed
 global batch, for P processes × T threads each, against the single-process call.
 
-    python benchmarks/mmd_distributed.py                          # CPU: single, 1x1, 1x2, 2x1; n = m ∈ {4096, 16384}, d ∈ {8, 64}
+    python benchmarks/mmd_distributed.py        # CPU: single, 1x1, 1x2, 2x1; n = m ∈ {4096, 16384}, d ∈ {8, 64}
     python benchmarks/mmd_distributed.py --sizes 16384 --configs 1x2,2x1 --rounds 3   # interleaved, best round
     python benchmarks/mmd_distributed.py --device cuda --configs single,1,2,4,8 --sizes 65536,262144
                                                                   # one GPU per process (NCCL)
@@ -39,39 +39,26 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROW_MARK = "MMD_DISTRIBUTED_ROW "
+import _harness
+
 MMAP_THRESHOLD = 131072  # bytes: glibc returns freed buffers above this to the OS (see the docstring)
 HERE = Path(__file__).resolve().parent
 
 
 # ---------------------------------------------------------------------------------------------- worker
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def worker(spec: dict) -> None:
     import torch
     import torch.distributed as dist
 
     import wae_fast
-    from wae_fast import _dispatch
+    from wae_fast import _dispatch, _problem
     from wae_fast import distributed as wd
     from wae_fast.distributed import _balanced_range
 
@@ -130,13 +117,13 @@ def worker(spec: dict) -> None:
         return times
 
     sync()
-    base_rss = _rss_mb()
+    base_rss = _harness.rss_mb()
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base_cuda = torch.cuda.memory_allocated(device)
     value = float(call().detach())
     times = timed(call)
-    peak_rss = _peak_rss_mb()
+    peak_rss = _harness.peak_rss_mb()
     extra_mb = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2**20 if cuda else peak_rss - base_rss
 
     # This rank's share of the sweep alone, on the gathered rows (what the call computes between its
@@ -144,13 +131,13 @@ def worker(spec: dict) -> None:
     compute = float("nan")
     if distributed:
         xg, yg = x.to(device), y.to(device)
-        module = _dispatch._fused_module(_dispatch.select_backend("auto", device))
+        chosen = _dispatch.select_backend("auto", device)
+        problem = _problem.Problem(xg, yg, "imq", 0, (2.0 * d,), True, backward, False, chosen)
         # The rows wae_fast.distributed gives this rank: its own x rows when x needs a gradient, else an
         # equal share of the work; y (no gradient) an equal share of its triangle.
         swept_x = x_rows if backward else _balanced_range(n, m, rank, world)
         swept_y = _balanced_range(m, 0, rank, world)
-        compute_times = timed(lambda: module.block_sums_and_grads(
-            xg, yg, "imq", (2.0 * d,), True, swept_x, swept_y, backward, False))
+        compute_times = timed(lambda: _dispatch.engine(chosen).mmd(problem, swept_x, swept_y, want_sums=True))
         compute = statistics.median(compute_times)
 
     stats = torch.tensor([extra_mb, peak_rss, compute] + times, dtype=torch.float64, device=device)
@@ -168,7 +155,7 @@ def worker(spec: dict) -> None:
                    repeats=len(per_call), compute_ms=1e3 * max(t[2].item() for t in every) if distributed else None,
                    extra_mem_mb=max(t[0].item() for t in every), peak_mem_mb=max(t[1].item() for t in every),
                    value=value, backend=_dispatch.select_backend("auto", device))
-        print(ROW_MARK + json.dumps(row), flush=True)
+        _harness.emit({"event": "row", "row": row})
     if distributed:
         dist.destroy_process_group()
 
@@ -243,49 +230,20 @@ def free_port() -> int:
 
 def launch(spec: dict, timeout: float) -> dict:
     """Run one configuration's workers; the row (or a status row saying what went wrong)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    threads = spec["threads"]
-    env["OMP_NUM_THREADS"] = str(threads)
+    env = _harness.checkout_env(OMP_NUM_THREADS=str(spec["threads"]))
     if Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
-    procs = []
-    for rank in range(spec["processes"]):
-        payload = json.dumps(dict(spec, rank=rank))
-        procs.append(subprocess.Popen([sys.executable, __file__, "--worker", payload], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      start_new_session=True))
-    deadline = time.monotonic() + timeout
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
+    argvs = [[sys.executable, __file__, "--worker", json.dumps(dict(spec, rank=rank))]
+             for rank in range(spec["processes"])]
+    ranks = _harness.run_workers(argvs, env, timeout)
+    if any(rank.returncode is None for rank in ranks):
         return dict(status="TIMEOUT", detail=f"past {timeout:g} s")
-    for line in outputs[0].splitlines():
-        if line.startswith(ROW_MARK):
-            return dict(status="ok", detail="", **json.loads(line[len(ROW_MARK):]))
-    failed = next((o for p, o in zip(procs, outputs) if p.returncode != 0), outputs[0])
-    return dict(status="error", detail=failed.strip().splitlines()[-1][:300] if failed.strip() else "no output")
-
-
-def _loadavg() -> float | None:
-    try:
-        with open("/proc/loadavg") as f:
-            return float(f.read().split()[0])
-    except OSError:
-        return None
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    for event in ranks[0].events:
+        if event["event"] == "row":
+            return dict(status="ok", detail="", **event["row"])
+    failed = next((rank for rank in ranks if rank.returncode != 0), ranks[0])
+    return dict(status="error", detail=(failed.detail or "no row")[:300])
 
 
 def fmt(v, digits=1):
@@ -349,9 +307,9 @@ def main(argv=None) -> int:
             processes=processes, threads=threads, n=n, m=m, d=d, dtype=args.dtype, mode=args.mode,
             kernel="imq", scales=1, estimator="unbiased", round=round_,
             gather_mb=None if label == "single" else processes * per_rank_rows * d * itemsize / 2**20,
-            loadavg_1m=_loadavg(), torch=torch.__version__, wae_fast=wae_fast.__version__,
+            loadavg_1m=_harness.loadavg_1m(), torch=torch.__version__, wae_fast=wae_fast.__version__,
             malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD)),
-            git_commit=_git_commit(), **result)
+            **_harness.git_info(), **result)
         rows.append(row)
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")

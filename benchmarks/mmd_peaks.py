@@ -156,6 +156,7 @@ def cpu_peak_gflops(threads: int, dtype_name: str = "float32", tries: int = 3):
     because a busy machine can only make the probe slower."""
     try:
         import torch
+
         from wae_fast.backends import cpu
     except ImportError as exc:
         return None, f"wae_fast.backends.cpu does not import ({exc})"

@@ -78,12 +78,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness
+import mmd_sweep
+from mmd_sweep import progress
 
-import mmd_sweep  # noqa: E402
-from mmd_sweep import progress  # noqa: E402
-
-DEFAULT_OUT = mmd_sweep.REPO_ROOT / "benchmarks" / "out" / "mmd_speed.jsonl"
+DEFAULT_OUT = _harness.REPO_ROOT / "benchmarks" / "out" / "mmd_speed.jsonl"
 QUICK = {"sizes": "1024,2048", "dims": "8", "kernels": "imq", "scales": "1", "modes": "fwd+bwd",
          "providers": "reference,cpu,triton"}
 

@@ -1,27 +1,25 @@
 """The parent side of benchmarks/mmd_speed.py: the cases, the workers that run them, the rows and the table.
 
-Nothing here imports torch: the parent only starts workers (benchmarks/mmd_worker.py), reads their
-result lines, and turns each result into a row with the flop model (benchmarks/mmd_flops.py).
+Nothing here imports torch: the parent only starts workers (benchmarks/mmd_worker.py, through
+benchmarks/_harness.py), reads their result lines, and turns each result into a row with the flop model
+(benchmarks/mmd_flops.py).
 """
 from __future__ import annotations
 
 import collections
-import datetime
+import contextlib
 import json
 import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
 
+import _harness
 import mmd_flops
-from mmd_worker import RESULT_MARK
+from _harness import git_info, loadavg_1m, mem_available_gb, utc_now
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "mmd_worker.py"
 
 PROVIDERS = ("reference", "cpu", "triton", "keops")
@@ -176,20 +174,6 @@ def worker_env(threads: int, allow_interpreter: bool) -> dict:
     return env
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL a worker started with start_new_session and what it started (a KeOps compiler)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # already gone
-        pass
-
-
-def _pump(stream, sink) -> None:
-    for line in stream:
-        sink(line)
-    sink(None)
-
-
 class Outcome(NamedTuple):
     index: int            # into the task list
     status: str           # "ok" (the worker returned `result`), "TIMEOUT", "error" or "skipped"
@@ -221,7 +205,7 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
             else:
                 runnable.append(index)
 
-        def release(before):
+        def release(before, held=held):
             while held and held[0].index < before:
                 yield held.popleft()
 
@@ -230,29 +214,11 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
             return
         pending = runnable
         request = {**common, "tasks": [tasks[i] for i in pending]}
-        proc = subprocess.Popen([sys.executable, str(WORKER), json.dumps(request)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-        events: queue.Queue = queue.Queue()
-        stderr_tail: collections.deque = collections.deque(maxlen=8)
+        worker = _harness.Worker([sys.executable, str(WORKER), json.dumps(request)], env)
 
-        def read_stdout(line, events=events):
-            if line is None:
-                events.put(None)
-            elif line.startswith(RESULT_MARK):
-                events.put(json.loads(line[len(RESULT_MARK):]))
-
-        def read_stderr(line, tail=stderr_tail):
-            if line is not None and line.strip():
-                tail.append(line.rstrip())
-
-        readers = [threading.Thread(target=_pump, args=(proc.stdout, read_stdout), daemon=True),
-                   threading.Thread(target=_pump, args=(proc.stderr, read_stderr), daemon=True)]
-        for r in readers:
-            r.start()
-
-        def task_deadline():
+        def task_deadline():  # budget_end as it is when called: it is set when the budget's first task starts
             end = time.monotonic() + timeout
-            return min(end, budget_end) if budget_end is not None else end
+            return min(end, budget_end) if budget_end is not None else end  # noqa: B023
 
         current, phase, done_here, outcome = 0, None, 0, None  # position in this worker's list, its state
         try:
@@ -261,26 +227,16 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
                 deadline = min(deadline, budget_end)
             while outcome is None:
                 try:
-                    event = events.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    kill_group(proc)
+                    event = worker.next_event(deadline - time.monotonic())
+                except TimeoutError:
+                    worker.kill()
                     over_budget = budget_end is not None and time.monotonic() >= budget_end
                     why = (f"killed: the budget of {budget_s:g} s was spent" if over_budget
                            else f"killed after {timeout:g} s")
                     outcome = ("TIMEOUT", why + (f" during the {phase}" if phase else ""))
                     break
                 if event is None:
-                    proc.wait()
-                    if proc.returncode < 0:
-                        sig = signal.Signals(-proc.returncode).name
-                        hint = " (likely the kernel's OOM killer)" if sig == "SIGKILL" else ""
-                        why = f"worker killed by {sig}{hint}"
-                    else:
-                        why = f"worker exited with code {proc.returncode}"
-                    if phase:
-                        why += f" during the {phase}"
-                    tail = " | ".join(list(stderr_tail)[-3:])
-                    outcome = ("error", f"{why}: {tail}"[:600])
+                    outcome = ("error", worker.exit_reason(during=phase)[:600])
                     break
                 if event["event"] == "start":
                     current, phase = event["index"], None
@@ -297,14 +253,10 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
                     outcome = ("done", "")
         finally:  # also when the caller stops early (a closed generator, Ctrl-C): no orphan worker
             if outcome is not None and outcome[0] == "done":
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
-            kill_group(proc)
-        proc.wait()
-        for r in readers:
-            r.join(timeout=5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.proc.wait(timeout=30)
+            worker.kill()
+        worker.wait()
         failed = max(current, done_here)
         if outcome[0] == "done" or failed >= len(pending):  # (or it failed on its way out)
             yield from release(len(tasks))
@@ -317,41 +269,6 @@ def run_tasks(common: dict, tasks: list[dict], timeout: float, env: dict, budget
 # ---------------------------------------------------------------------------------------------------
 # rows
 # ---------------------------------------------------------------------------------------------------
-
-def mem_available_gb() -> float | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2 ** 20
-    except OSError:
-        pass
-    return None
-
-
-def loadavg_1m() -> float | None:
-    try:
-        with open("/proc/loadavg") as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def git_info() -> dict:
-    def git(*cmd):
-        try:
-            return subprocess.run(["git", "-C", str(REPO_ROOT), *cmd], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    commit = git("rev-parse", "--short=12", "HEAD") or None
-    dirty = bool(git("status", "--porcelain", "--", "wae_fast", "csrc", "setup.py")) if commit else None
-    return {"git_commit": commit, "git_dirty": dirty}
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
 
 def model_fields(case: dict, peaks: dict) -> dict:
     """pairs, the minimal work and the floor of a case (the flop model), for every row."""

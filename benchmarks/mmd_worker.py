@@ -8,11 +8,11 @@ Tasks, run in order:
     {"task": "oracle", ...}  the float64 MMD² of one set of inputs (the accuracy reference of the rows)
     {"task": "case", ...}    one timed (case, provider)
 
-Protocol: before each task the worker prints `@@mmd_speed@@ {"event": "start", "index": i}`, during a case
-`{"event": "phase", "index": i, "phase": "first call" | "timing"}`, after it
-`@@mmd_speed@@ {"event": "result", "index": i, "result": {...}}`, at the end `{"event": "done"}`; any
-other output (KeOps' compiler log) is ignored by the parent, which kills a worker whose task runs past
-its timeout and starts a new one for the tasks left.
+Protocol (result lines of benchmarks/_harness.py): before each task the worker emits
+`{"event": "start", "index": i}`, during a case `{"event": "phase", "index": i, "phase": "first call" |
+"timing"}`, after it `{"event": "result", "index": i, "result": {...}}`, at the end `{"event": "done"}`;
+any other output (KeOps' compiler log) is ignored by the parent, which kills a worker whose task runs
+past its timeout and starts a new one for the tasks left.
 
 All the cases of one provider can share a worker (CUDA initialisation, Triton compilation and
 autotuning, KeOps compilation paid once), or each case can have its own (a CPU case's address space
@@ -28,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from _harness import AddressSpaceCap, describe, emit, is_oom, reset_peak_rss, status_kb
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULT_MARK = "@@mmd_speed@@ "
-GIB = 2 ** 30
 
 
 def import_wae_fast():
@@ -105,48 +105,8 @@ def mmd_function(provider: str, kernel: str, scales: tuple[float, ...], d: int):
 
 
 # ---------------------------------------------------------------------------------------------------
-# memory and errors
+# timing
 # ---------------------------------------------------------------------------------------------------
-
-def proc_status_kb(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM (the peak resident set) to the current RSS (Linux ≥ 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
-    text = str(exc).lower()
-    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory",
-                                   "bad_alloc", "failed to allocate"))
-
-
-def describe(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
 
 def quantile(sorted_values: list[float], q: float) -> float:
     pos = q * (len(sorted_values) - 1)
@@ -154,37 +114,6 @@ def quantile(sorted_values: list[float], q: float) -> float:
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
-
-class AddressSpaceCap:
-    """RLIMIT_AS at (the current address space) + limit_gb for the duration of a case, then restored."""
-
-    def __init__(self, limit_gb: float | None):
-        self.limit_gb = limit_gb
-        self.saved = None
-
-    def __enter__(self):
-        import resource
-
-        if self.limit_gb is not None and self.limit_gb > 0:
-            self.saved = resource.getrlimit(resource.RLIMIT_AS)
-            soft_now, hard = self.saved
-            soft = (proc_status_kb("VmSize") or 0) * 1024 + int(self.limit_gb * GIB)
-            if hard != resource.RLIM_INFINITY:
-                soft = min(soft, hard)
-            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        return self
-
-    def __exit__(self, *exc):
-        import resource
-
-        if self.saved is not None:
-            resource.setrlimit(resource.RLIMIT_AS, self.saved)
-        return False
-
-
-# ---------------------------------------------------------------------------------------------------
-# timing
-# ---------------------------------------------------------------------------------------------------
 
 class Timer:
     """Times step() calls: CUDA events on a GPU (no host synchronisation between repeats), the
@@ -334,7 +263,7 @@ class Worker:
             else:
                 gc.collect()
                 reset_peak_rss()
-                baseline_mb = (proc_status_kb("VmRSS") or 0) / 1024
+                baseline_mb = (status_kb("VmRSS") or 0) / 1024
                 out["mem_kind"] = "rss"
             with AddressSpaceCap(None if on_cuda else case.get("mem_limit_gb")):
                 t0 = time.perf_counter()
@@ -362,7 +291,7 @@ class Worker:
         if on_cuda:
             peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20
         else:
-            peak_kb = proc_status_kb("VmHWM")
+            peak_kb = status_kb("VmHWM")
             peak_mb = peak_kb / 1024 if peak_kb is not None else 0.0
         out.update(peak_mem_mb=round(peak_mb, 1), baseline_mem_mb=round(baseline_mb, 1),
                    extra_mem_mb=round(max(peak_mb - baseline_mb, 0.0), 1))
@@ -516,11 +445,6 @@ class Worker:
         return info
 
 
-def emit(event: dict) -> None:
-    sys.stdout.write(RESULT_MARK + json.dumps(event) + "\n")
-    sys.stdout.flush()
-
-
 def worker_main(request: dict) -> None:
     worker = Worker(request)
     for index, task in enumerate(request["tasks"]):
@@ -540,5 +464,4 @@ def worker_main(request: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     worker_main(json.loads(sys.argv[1]))

@@ -1,9 +1,9 @@
-"""The build of wae_fast._C, resolved in one place for setup.py and CMakeLists.txt.
+"""The build of wae_fast._C, resolved in one place for setup.py.
 
 It reads csrc/build_config.json (sources, instruction-set paths, flags), the version from
 wae_fast/_version.py, MAX_SCALES from wae_fast/spec.py (by regular expression: the build does not import
 torch) and the build switch from the environment, and returns everything a build needs. setup.py
-imports it; CMakeLists.txt runs ``python csrc/build_config.py`` and reads the JSON it prints.
+imports it; ``python csrc/build_config.py`` prints the resolved build as JSON.
 
 Switch (environment variable, or ``--native`` on the command line):
     WAE_FAST_NATIVE=1   build one path, "native", with -march=native: fastest on the building machine,

@@ -1,5 +1,6 @@
-// pybind11 bindings for wae_fast._C: argument checks, then the CPU kernels of the selected
-// instruction-set path (cpu/dispatch.h).
+// pybind11 bindings for wae_fast._C: the module, the MMD bindings and the build information; argument
+// checks (checks.h), then the CPU kernels of the selected instruction-set path (cpu/dispatch.h). The
+// permutation test's bindings are in mmd_perm.cpp.
 //
 // The module does not include or link any torch header. It takes its arrays through the Python
 // buffer protocol (numpy arrays; the launcher wae_fast/backends/cpu.py passes tensor.numpy() views)
@@ -18,8 +19,11 @@
 #include <utility>
 #include <vector>
 
+#include "checks.h"
 #include "cpu/dispatch.h"
 #include "cpu/mmd_cpu.h"
+#include "mmd_agg.h"
+#include "mmd_perm.h"
 
 #ifndef WAE_FAST_VERSION
 #error "WAE_FAST_VERSION (wae_fast/_version.py) must be defined by the build"
@@ -37,88 +41,20 @@ const IsaPath* g_selected = nullptr;
 // WAE_FAST_ISA as it was at import, or null.
 std::optional<std::string> g_isa_env;
 
-std::string type_name(py::handle obj) {
-  py::handle type = reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr()));
-  return py::str(type.attr("__module__")).cast<std::string>() + "." +
-         py::str(type.attr("__qualname__")).cast<std::string>();
-}
+}  // namespace
 
-std::string shape_text(int64_t rows, int64_t cols) {
-  return "(" + std::to_string(rows) + ", " + std::to_string(cols) + ")";
-}
-
-// A checked 2-D float32/float64 buffer argument. Holds the buffer until destroyed.
-struct Matrix {
-  std::string name;
-  py::buffer_info info;
-  bool f64 = false;
-  int64_t rows = 0, cols = 0;
-  const char* begin() const { return static_cast<const char*>(info.ptr); }
-  const char* end() const { return begin() + rows * cols * info.itemsize; }
-  std::string shape() const { return shape_text(rows, cols); }
-};
-
-// 'f' or 'd' from a buffer format string ("f", "<f", "=d", ...), else 0.
-char element_type(std::string format, py::ssize_t itemsize) {
-  const uint16_t one = 1;
-  const bool little = *reinterpret_cast<const unsigned char*>(&one) == 1;  // host byte order
-  if (!format.empty() && (format[0] == '@' || format[0] == '=' || format[0] == (little ? '<' : '>')))
-    format.erase(0, 1);
-  if (format == "f" && itemsize == 4) return 'f';
-  if (format == "d" && itemsize == 8) return 'd';
-  return 0;
-}
-
-Matrix view_matrix(py::handle obj, const std::string& name, bool writable) {
-  if (!PyObject_CheckBuffer(obj.ptr()))
-    throw py::type_error(name + " must be a float32 or float64 array supporting the buffer protocol "
-                         "(a numpy array, e.g. tensor.numpy()), got " + type_name(obj));
-  Matrix mat;
-  mat.name = name;
+const IsaPath& wae_fast::bindings::path_for_call(const std::optional<std::string>& isa) {
+  if (!isa) return *g_selected;
   try {
-    mat.info = py::reinterpret_borrow<py::buffer>(obj).request(writable);
-  } catch (py::error_already_set& exc) {
-    throw py::value_error(name + (writable ? " must be a writable buffer: " : " is not a readable buffer: ") +
-                          std::string(exc.what()));
+    return wae_fast::cpu::choose_path(*isa, "isa");
+  } catch (const std::invalid_argument& exc) {
+    throw py::value_error(exc.what());
   }
-  const py::buffer_info& b = mat.info;
-  if (b.ndim != 2) {
-    std::string shape;
-    for (py::ssize_t s : b.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(s);
-    throw py::value_error(name + " must be 2-D [rows, features], got " + std::to_string(b.ndim) +
-                          "-D shape (" + shape + ")");
-  }
-  const char type = element_type(b.format, b.itemsize);
-  if (type == 0)
-    throw py::type_error(name + " must hold float32 or float64, got buffer format '" + b.format + "' (" +
-                         std::to_string(b.itemsize) + "-byte items)");
-  mat.f64 = type == 'd';
-  mat.rows = b.shape[0];
-  mat.cols = b.shape[1];
-  if (mat.rows < 1 || mat.cols < 1)
-    throw py::value_error(name + " must have at least one row and one feature, got shape " + mat.shape());
-  const bool row_major = (b.strides[1] == b.itemsize || mat.cols == 1) &&
-                         (b.strides[0] == mat.cols * b.itemsize || mat.rows == 1);
-  if (!row_major)
-    throw py::value_error(name + " must be C-contiguous (row-major), got strides (" +
-                          std::to_string(b.strides[0]) + ", " + std::to_string(b.strides[1]) +
-                          ") bytes for shape " + mat.shape());
-  if (reinterpret_cast<std::uintptr_t>(b.ptr) % static_cast<std::uintptr_t>(b.itemsize) != 0)
-    throw py::value_error(name + " must be aligned to its " + std::to_string(b.itemsize) + "-byte elements");
-  return mat;
 }
 
-void check_same_type(const Matrix& a, const Matrix& b) {
-  if (a.f64 != b.f64)
-    throw py::type_error(a.name + " and " + b.name + " must have the same dtype, got " +
-                         (a.f64 ? "float64" : "float32") + " and " + (b.f64 ? "float64" : "float32"));
-}
+namespace {
 
-void check_no_overlap(const Matrix& out, const Matrix& other) {
-  if (out.begin() < other.end() && other.begin() < out.end())
-    throw py::value_error(out.name + " shares memory with " + other.name +
-                          "; an output buffer must not overlap an input or the other output");
-}
+using namespace wae_fast::bindings;
 
 std::vector<double> three_finite(const std::vector<double>& values, const char* name, const char* names) {
   if (values.size() != 3)
@@ -127,15 +63,6 @@ std::vector<double> three_finite(const std::vector<double>& values, const char* 
   for (double v : values)
     if (!std::isfinite(v)) throw py::value_error(std::string(name) + " must be finite numbers " + names);
   return values;
-}
-
-const IsaPath& path_for_call(const std::optional<std::string>& isa) {
-  if (!isa) return *g_selected;
-  try {
-    return wae_fast::cpu::choose_path(*isa, "isa");
-  } catch (const std::invalid_argument& exc) {
-    throw py::value_error(exc.what());
-  }
 }
 
 // Rows [begin, end) of x and of y swept by a row-range call (mmd_block_sums).
@@ -188,23 +115,16 @@ double run_mmd(py::handle x_obj, py::handle y_obj, int kernel, const std::vector
   }
   if (grad[0] && grad[1]) check_no_overlap(*grad[0], *grad[1]);
 
-  if (kernel != static_cast<int>(Kernel::kImq) && kernel != static_cast<int>(Kernel::kRbf))
-    throw py::value_error("kernel must be a kernel id (0: imq, 1: rbf; spec.KERNEL_IDS), got " +
-                          std::to_string(kernel));
+  check_kernel(kernel);
   if (n > (int64_t(1) << 30) || m > (int64_t(1) << 30))
     throw py::value_error("x and y may have at most 2^30 rows, got " + x.shape() + " and " + y.shape());
   if (unbiased && (n < 2 || m < 2))
     throw py::value_error("the unbiased estimator needs at least 2 rows in x and in y, got " + x.shape() +
                           " and " + y.shape());
-  if (bandwidths.empty() || static_cast<int>(bandwidths.size()) > wae_fast::cpu::kMaxScales)
-    throw py::value_error("bandwidths must hold 1 to " + std::to_string(wae_fast::cpu::kMaxScales) +
-                          " numbers (spec.MAX_SCALES), got " + std::to_string(bandwidths.size()));
-  for (double b : bandwidths)
-    if (!(b > 0.0) || !std::isfinite(b))
-      throw py::value_error("bandwidths must be positive and finite, got " + std::to_string(b));
+  check_bandwidths(bandwidths);
   const std::vector<double> w = three_finite(weights_in, "weights", "(a_xx, a_yy, a_xy)");
   const std::vector<double> c = three_finite(coefficients_in, "coefficients", "(within_x, within_y, cross)");
-  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+  check_threads(threads);
   const IsaPath& path = path_for_call(isa);
 
   wae_fast::cpu::MmdProblem p;
@@ -294,11 +214,6 @@ py::list path_names(bool supported_only) {
 }
 
 }  // namespace
-
-// The permutation test's bindings (defined at the end of this file).
-void register_permutation_test(py::module_& mod);
-// The aggregated tests' bindings (csrc/mmd_agg.cpp, included at the end of this file).
-void register_aggregated_tests(py::module_& mod);
 
 PYBIND11_MODULE(_C, mod) {
   const char* env = std::getenv("WAE_FAST_ISA");
@@ -427,146 +342,6 @@ Args:
       "built), supported (those this CPU runs), selected (the one in use), isa_env (WAE_FAST_ISA at "
       "import), compiler, flags (the selected path's compile flags added by wae_fast's build), isa_flags "
       "(per path), simd, simd_bytes, max_scales.");
-  register_permutation_test(mod);
-  register_aggregated_tests(mod);
+  def_permutation_test(mod);
+  def_aggregated_tests(mod);
 }
-
-// ---------------------------------------------------------------------------------------------
-// The permutation test (csrc/cpu/mmd_perm_cpu.h): the sums of every labelling in one sweep.
-#include "cpu/mmd_perm_cpu.h"
-
-namespace {
-
-// The permutation kernels of the compiled path called `name`.
-const wae_fast::cpu::PermPath& perm_path_named(const std::string& name) {
-  const wae_fast::cpu::PermPath* paths[] = {
-#if defined(WAE_FAST_WITH_NATIVE)
-      &wae_fast::cpu::native::kPermPath,
-#endif
-#if defined(WAE_FAST_WITH_AVX512)
-      &wae_fast::cpu::avx512::kPermPath,
-#endif
-#if defined(WAE_FAST_WITH_AVX2)
-      &wae_fast::cpu::avx2::kPermPath,
-#endif
-#if defined(WAE_FAST_WITH_BASELINE)
-      &wae_fast::cpu::baseline::kPermPath,
-#endif
-  };
-  for (const wae_fast::cpu::PermPath* path : paths)
-    if (name == path->name) return *path;
-  throw std::logic_error("wae_fast._C: no permutation kernels were compiled for the path '" + name + "'");
-}
-
-// A checked 2-D C-contiguous uint8 buffer: the labels.
-struct LabelMatrix {
-  py::buffer_info info;
-  int64_t rows = 0, cols = 0;
-  const uint8_t* data() const { return static_cast<const uint8_t*>(info.ptr); }
-};
-
-LabelMatrix view_labels(py::handle obj) {
-  if (!PyObject_CheckBuffer(obj.ptr()))
-    throw py::type_error("labels must be a uint8 array supporting the buffer protocol (a numpy array), got " +
-                         type_name(obj));
-  LabelMatrix mat;
-  mat.info = py::reinterpret_borrow<py::buffer>(obj).request(false);
-  const py::buffer_info& b = mat.info;
-  std::string format = b.format;
-  if (!format.empty() && (format[0] == '@' || format[0] == '=' || format[0] == '<' || format[0] == '>' ||
-                          format[0] == '|'))
-    format.erase(0, 1);
-  if (b.ndim != 2 || b.itemsize != 1 || format != "B")
-    throw py::type_error("labels must be a 2-D uint8 array [labellings, ceil(rows / 8)], got a " +
-                         std::to_string(b.ndim) + "-D buffer of format '" + b.format + "'");
-  mat.rows = b.shape[0];
-  mat.cols = b.shape[1];
-  if ((b.strides[1] != 1 && mat.cols > 1) || (b.strides[0] != mat.cols && mat.rows > 1))
-    throw py::value_error("labels must be C-contiguous (row-major)");
-  return mat;
-}
-
-double mmd_perm_sums(py::handle z_obj, py::handle labels_obj, int kernel, const std::vector<double>& bandwidths,
-                     py::handle sums_obj, int threads, const std::optional<std::string>& isa) {
-  Matrix z = view_matrix(z_obj, "z", false);
-  LabelMatrix labels = view_labels(labels_obj);
-  Matrix sums = view_matrix(sums_obj, "sums", true);
-  const int64_t rows = z.rows, labellings = labels.rows;
-  if (rows < 2) throw py::value_error("z must have at least 2 rows, got shape " + z.shape());
-  if (rows > (int64_t(1) << 30)) throw py::value_error("z may have at most 2^30 rows, got shape " + z.shape());
-  const int64_t label_bytes = (rows + 7) / 8;
-  if (labellings < 1 || labels.cols != label_bytes)
-    throw py::value_error("labels must be [labellings >= 1, ceil(rows / 8) = " + std::to_string(label_bytes) +
-                          "] for z of shape " + z.shape() + ", got " + shape_text(labels.rows, labels.cols));
-  if (!sums.f64 || sums.rows != 2 || sums.cols != labellings)
-    throw py::value_error("sums must be a float64 array of shape " + shape_text(2, labellings) + ", got " +
-                          std::string(sums.f64 ? "float64 " : "float32 ") + sums.shape());
-  check_no_overlap(sums, z);
-  const char* lb = reinterpret_cast<const char*>(labels.data());
-  if (sums.begin() < lb + labellings * label_bytes && lb < sums.end())
-    throw py::value_error("sums shares memory with labels; the output must not overlap an input");
-  if (rows % 8 != 0) {
-    const unsigned spare = 0xFFu << (rows % 8) & 0xFFu;  // the bits of the last byte past row N − 1
-    for (int64_t p = 0; p < labellings; ++p)
-      if (labels.data()[p * label_bytes + label_bytes - 1] & spare)
-        throw py::value_error("labels: labelling " + std::to_string(p) + " sets a bit past row " +
-                              std::to_string(rows - 1) + " (bits past the last row must be 0)");
-  }
-  if (kernel != static_cast<int>(Kernel::kImq) && kernel != static_cast<int>(Kernel::kRbf))
-    throw py::value_error("kernel must be a kernel id (0: imq, 1: rbf; spec.KERNEL_IDS), got " +
-                          std::to_string(kernel));
-  if (bandwidths.empty() || static_cast<int>(bandwidths.size()) > wae_fast::cpu::kMaxScales)
-    throw py::value_error("bandwidths must hold 1 to " + std::to_string(wae_fast::cpu::kMaxScales) +
-                          " numbers (spec.MAX_SCALES), got " + std::to_string(bandwidths.size()));
-  for (double b : bandwidths)
-    if (!(b > 0.0) || !std::isfinite(b))
-      throw py::value_error("bandwidths must be positive and finite, got " + std::to_string(b));
-  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
-  const wae_fast::cpu::PermPath& path = perm_path_named(path_for_call(isa).name);
-
-  wae_fast::cpu::PermProblem p;
-  p.rows = rows;
-  p.d = z.cols;
-  p.kernel = static_cast<Kernel>(kernel);
-  p.bandwidths = bandwidths.data();
-  p.num_bandwidths = static_cast<int>(bandwidths.size());
-  p.labels = labels.data();
-  p.labellings = labellings;
-  p.label_bytes = label_bytes;
-  p.threads = threads;
-  double* within = static_cast<double*>(sums.info.ptr);
-  double* member_rows = within + labellings;
-  py::gil_scoped_release release;
-  if (!z.f64) return path.perm_sums_f32(p, static_cast<const float*>(z.info.ptr), within, member_rows);
-  return path.perm_sums_f64(p, static_cast<const double*>(z.info.ptr), within, member_rows);
-}
-
-}  // namespace
-
-void register_permutation_test(py::module_& mod) {
-  mod.def("mmd_perm_sums", &mmd_perm_sums,
-          R"doc(The sums of the MMD permutation test for every labelling of the pooled rows, in one sweep.
-
-With K0 the kernel matrix of the pooled rows z (centred on their mean) with a zero diagonal and u_p the
-0/1 labels of labelling p (u_pi = 1: row i is an "x" row), writes
-
-    sums[0, p] = u_p^T K0 u_p   (the x-x pair sum, i != j)
-    sums[1, p] = u_p^T K0 1     (the x rows' sums over every other row)
-
-and returns 1^T K0 1. Every pair is evaluated once and applied to all labellings; nothing rows x rows
-is allocated. Any NaN or infinity in z makes every output NaN. The result does not depend on the
-thread count. The GIL is released while computing.
-
-Args:
-    z: C-contiguous float32 or float64 array [rows, d], rows >= 2 (not copied).
-    labels: C-contiguous uint8 array [labellings, ceil(rows / 8)]: bit i % 8 (least significant
-        first) of byte i / 8 is u_pi; bits past the last row must be 0.
-    kernel: kernel id, spec.KERNEL_IDS (0 IMQ, 1 RBF); bandwidths: the effective bandwidths b_s.
-    sums: writable C-contiguous float64 array [2, labellings], every element written.
-    threads: maximum number of threads (small problems use fewer).
-    isa: run this compiled instruction-set path instead of the selected one.)doc",
-          py::arg("z"), py::arg("labels"), py::kw_only(), py::arg("kernel"), py::arg("bandwidths"),
-          py::arg("sums"), py::arg("threads") = 1, py::arg("isa") = py::none());
-}
-
-#include "mmd_agg.cpp"

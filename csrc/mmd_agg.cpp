@@ -1,9 +1,26 @@
-// pybind11 binding of the aggregated tests' kernels (csrc/cpu/mmd_agg_cpu.h): every kernel's sums of
-// every labelling in one sweep. Included at the end of csrc/mmd.cpp, whose buffer checks (view_matrix,
-// check_no_overlap, view_labels, path_for_call) it uses; not a translation unit of its own.
+// pybind11 bindings of the aggregated tests (csrc/cpu/mmd_agg_cpu.h): every kernel's sums of every
+// labelling in one sweep. Argument checks shared with the other bindings are in checks.h; the module is
+// mmd.cpp's.
+#include "mmd_agg.h"
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "checks.h"
 #include "cpu/mmd_agg_cpu.h"
+#include "cpu/mmd_cpu.h"
+
+namespace py = pybind11;
 
 namespace {
+
+using namespace wae_fast::bindings;
 
 // The aggregated tests' kernels of the compiled path called `name`.
 const wae_fast::cpu::AggPath& agg_path_named(const std::string& name) {
@@ -35,22 +52,12 @@ void mmd_agg_sums(py::handle z_obj, py::handle labels_obj, const std::vector<int
   Matrix totals = view_matrix(totals_obj, "totals", true);
   const int64_t rows = z.rows, labellings = labels.rows;
   const int64_t count = static_cast<int64_t>(bandwidths.size());
-  if (rows < 2) throw py::value_error("z must have at least 2 rows, got shape " + z.shape());
-  if (rows > (int64_t(1) << 30)) throw py::value_error("z may have at most 2^30 rows, got shape " + z.shape());
-  const int64_t label_bytes = (rows + 7) / 8;
-  if (labellings < 1 || labels.cols != label_bytes)
-    throw py::value_error("labels must be [labellings >= 1, ceil(rows / 8) = " + std::to_string(label_bytes) +
-                          "] for z of shape " + z.shape() + ", got " + shape_text(labels.rows, labels.cols));
-  if (count < 1 || count > wae_fast::cpu::kMaxScales || kernels.size() != bandwidths.size())
-    throw py::value_error("kernels and bandwidths must hold 1 to " + std::to_string(wae_fast::cpu::kMaxScales) +
-                          " entries each (spec.MAX_SCALES), as many of one as of the other, got " +
+  const int64_t label_bytes = check_pooled_labels(z, labels);
+  if (kernels.size() != bandwidths.size())
+    throw py::value_error("kernels and bandwidths must hold as many entries as one another, got " +
                           std::to_string(kernels.size()) + " and " + std::to_string(bandwidths.size()));
-  for (int k : kernels)
-    if (k != static_cast<int>(Kernel::kImq) && k != static_cast<int>(Kernel::kRbf))
-      throw py::value_error("kernels must be kernel ids (0: imq, 1: rbf; spec.KERNEL_IDS), got " + std::to_string(k));
-  for (double b : bandwidths)
-    if (!(b > 0.0) || !std::isfinite(b))
-      throw py::value_error("bandwidths must be positive and finite, got " + std::to_string(b));
+  for (int k : kernels) check_kernel(k);
+  check_bandwidths(bandwidths);
   if (!sums.f64 || sums.rows != 2 * count || sums.cols != labellings)
     throw py::value_error("sums must be a float64 array of shape " + shape_text(2 * count, labellings) + ", got " +
                           std::string(sums.f64 ? "float64 " : "float32 ") + sums.shape());
@@ -60,18 +67,9 @@ void mmd_agg_sums(py::handle z_obj, py::handle labels_obj, const std::vector<int
   check_no_overlap(sums, z);
   check_no_overlap(totals, z);
   check_no_overlap(totals, sums);
-  const char* lb = reinterpret_cast<const char*>(labels.data());
-  for (const Matrix* out : {&sums, &totals})
-    if (out->begin() < lb + labellings * label_bytes && lb < out->end())
-      throw py::value_error(out->name + " shares memory with labels; the output must not overlap an input");
-  if (rows % 8 != 0) {
-    const unsigned spare = 0xFFu << (rows % 8) & 0xFFu;  // the bits of the last byte past row N − 1
-    for (int64_t p = 0; p < labellings; ++p)
-      if (labels.data()[p * label_bytes + label_bytes - 1] & spare)
-        throw py::value_error("labels: labelling " + std::to_string(p) + " sets a bit past row " +
-                              std::to_string(rows - 1) + " (bits past the last row must be 0)");
-  }
-  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+  check_not_labels(sums, labels);
+  check_not_labels(totals, labels);
+  check_threads(threads);
   const wae_fast::cpu::AggPath& path = agg_path_named(path_for_call(isa).name);
 
   wae_fast::cpu::AggProblem p;
@@ -97,7 +95,7 @@ void mmd_agg_sums(py::handle z_obj, py::handle labels_obj, const std::vector<int
 
 }  // namespace
 
-void register_aggregated_tests(py::module_& mod) {
+void wae_fast::bindings::def_aggregated_tests(py::module_& mod) {
   mod.def("mmd_agg_sums", &mmd_agg_sums,
           R"doc(The sums of the aggregated MMD tests for every kernel and every labelling, in one sweep.
 

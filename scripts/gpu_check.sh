@@ -8,7 +8,7 @@
 #   4. the Triton and cross-backend tests, compiled on CUDA (xdist spreads the compiles over the cores);
 #   5. benchmarks/mmd_speed.py: reference, triton and keops at n = m ∈ {4096, 16384, 65536}, d ∈ {8, 64},
 #      fwd and fwd+bwd, float32; bfloat16 at 65,536; triton alone at n = m = 10⁶, d = 8, fwd+bwd; the
-#      permutation test (python -m wae_fast.stats.benchmark) at 4,096 and 20,000 per side;
+#      permutation test (benchmarks/perm_test.py) at 4,096 and 20,000 per side;
 #   6. the aggregated tests (wae_fast.stats.mmd_agg_test): their Triton tests compiled (tests-agg), then
 #      benchmarks/agg_speed.py (bench-agg): fused MMD-FUSE and MMDAgg against ten single tests and the
 #      dense form, 10 bandwidths, n = m = 4,096 (1,000 permutations) and 20,000 (500).
@@ -161,7 +161,7 @@ if [ "$DRY_RUN" = 0 ]; then
 fi
 
 if [ "$DRY_RUN" = 0 ]; then  # the permutation test (wae_fast.stats) on the GPU, fused against one MMD² and dense
-  step bench-perm 60 $PY -m wae_fast.stats.benchmark --device cuda --sizes 4096,20000 --permutations 1000 \
+  step bench-perm 60 $PY benchmarks/perm_test.py --device cuda --sizes 4096,20000 --permutations 1000 \
     --providers fused,mmd,dense-matmul --repeats 3 --out "$OUT/perm_test_gpu.jsonl"
 fi
 # the aggregated tests (wae_fast.stats.mmd_agg_test): compiled Triton tests, then the benchmark rows

@@ -74,3 +74,33 @@ def direct_differences_mmd(x, y, kernel, bandwidths, unbiased):
     value = value - 2.0 * k_xy.sum() / (n * m)
     grad_x, grad_y = torch.autograd.grad(value, (x64, y64))
     return value.detach(), grad_x, grad_y
+
+
+def fused_problem(backend, x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
+    """The resolved Problem a fused backend's entry takes, built directly (no argument checks)."""
+    from wae_fast import spec
+    from wae_fast._problem import Problem
+
+    return Problem(x, y, kernel, spec.KERNEL_IDS[kernel], tuple(float(b) for b in bandwidths), bool(unbiased),
+                   bool(need_grad_x), bool(need_grad_y), backend)
+
+
+def mmd_and_grads(backend, x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y, **options):
+    """(value, ∂/∂x | None, ∂/∂y | None) from a fused backend's one entry, every row swept."""
+    from wae_fast import _dispatch
+
+    result = _dispatch.engine(backend).mmd(
+        fused_problem(backend, x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y), **options)
+    return result.value, result.grad_x, result.grad_y
+
+
+def block_sums_and_grads(backend, x, y, kernel, bandwidths, unbiased, x_rows, y_rows, need_grad_x, need_grad_y,
+                         **options):
+    """(the five block sums [5] float64, ∂/∂x rows | None, ∂/∂y rows | None) of the row ranges, from a fused
+    backend's one entry."""
+    from wae_fast import _dispatch
+
+    result = _dispatch.engine(backend).mmd(
+        fused_problem(backend, x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y), x_rows, y_rows,
+        want_sums=True, **options)
+    return result.sums, result.grad_x, result.grad_y

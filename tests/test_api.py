@@ -389,13 +389,13 @@ def _record_backend_calls(monkeypatch):
     """Wrap the fused dispatch so that each call's (need_grad_x, need_grad_y) is recorded."""
     from wae_fast import _op
     calls = []
-    original = _op.fused_mmd_and_grads
+    original = _op.value_and_grads
 
-    def recording(backend, x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y):
-        calls.append((need_grad_x, need_grad_y))
-        return original(backend, x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y)
+    def recording(problem):
+        calls.append((problem.need_grad_x, problem.need_grad_y))
+        return original(problem)
 
-    monkeypatch.setattr(_op, "fused_mmd_and_grads", recording)
+    monkeypatch.setattr(_op, "value_and_grads", recording)
     return calls
 
 
@@ -476,10 +476,10 @@ def test_torch_func_forward_mode_and_higher_order_name_the_alternative(backend):
 
 
 def test_auto_backend_picks_triton_for_cuda_tensors(monkeypatch):
-    from wae_fast.backends import triton_mmd
-    monkeypatch.setattr(triton_mmd, "is_available", lambda device=None: (True, ""))
+    from wae_fast.backends import _triton_common
+    monkeypatch.setattr(_triton_common, "is_available", lambda device=None: (True, ""))
     assert wae_fast.select_backend("auto", torch.device("cuda")) == "triton"
-    monkeypatch.setattr(triton_mmd, "is_available", lambda device=None: (False, "no GPU here"))
+    monkeypatch.setattr(_triton_common, "is_available", lambda device=None: (False, "no GPU here"))
     with pytest.raises(RuntimeError, match="picks 'triton' for CUDA tensors, but it cannot run: no GPU here"):
         wae_fast.select_backend("auto", torch.device("cuda"))
 
@@ -487,11 +487,12 @@ def test_auto_backend_picks_triton_for_cuda_tensors(monkeypatch):
 def test_auto_backend_on_cpu_uses_fused_backend_or_warns(monkeypatch):
     if wae_fast.backend_status("cpu", torch.device("cpu"))[0]:
         assert wae_fast.select_backend("auto", torch.device("cpu")) == "cpu"
-    from wae_fast import _dispatch
+    from wae_fast import _dispatch, _problem
     from wae_fast.backends import cpu
-    monkeypatch.setattr(cpu, "is_available", lambda device=None: (False, "not built"))
-    monkeypatch.setattr(_dispatch, "_warned_cpu_fallback", False)
+    monkeypatch.setattr(cpu, "is_available", lambda device=None, operation="mmd": (False, "not built"))
+    monkeypatch.setattr(_dispatch, "_warned_fallback", set())
+    monkeypatch.setattr(_problem, "_OPTIONS", {})  # resolutions made before the extension "vanished"
     with pytest.warns(RuntimeWarning, match="not built.*falls back to the dense reference"):
         assert wae_fast.select_backend("auto", torch.device("cpu")) == "reference"
-    with pytest.raises(RuntimeError, match="backend='cpu' cannot run: not built"):
+    with pytest.raises(RuntimeError, match="backend='cpu' cannot run wae_fast.mmd: not built"):
         wae_fast.imq_mmd(torch.randn(4, 2), torch.randn(4, 2), backend="cpu")

@@ -1,8 +1,9 @@
-"""benchmarks/: the flop model against hand counts and a counting implementation, the CLI's case and
-group workers on the CPU (OOM, TIMEOUT, a dead worker, the Triton interpreter dry run), the peak probes'
-fallbacks, and the plots."""
+"""benchmarks/: the flop model against hand counts and a counting implementation, the worker harness
+(result lines, TIMEOUT, a dead worker), the CLI's case and group workers on the CPU (OOM, the Triton
+interpreter dry run), the permutation-test benchmark, the peak probes' fallbacks, and the plots."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -22,12 +23,25 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 SCRIPT = BENCH / "mmd_speed.py"
 PLOT = BENCH / "plot_mmd_speed.py"
-sys.path.insert(0, str(BENCH))
 
-mmd_flops = importlib.import_module("mmd_flops")
-mmd_sweep = importlib.import_module("mmd_sweep")
-mmd_worker = importlib.import_module("mmd_worker")
-mmd_peaks = importlib.import_module("mmd_peaks")
+
+@contextlib.contextmanager
+def _benchmarks_importable():
+    """benchmarks/ on sys.path while its scripts' modules (which import each other by name) are imported,
+    and only then: nothing else in the test run can import from there by accident."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+with _benchmarks_importable():
+    _harness = importlib.import_module("_harness")
+    mmd_flops = importlib.import_module("mmd_flops")
+    mmd_sweep = importlib.import_module("mmd_sweep")
+    mmd_worker = importlib.import_module("mmd_worker")
+    mmd_peaks = importlib.import_module("mmd_peaks")
 
 STATUSES = set(mmd_sweep.STATUSES)
 ROW_KEYS = {"run_id", "date", "device", "device_name", "dtype", "threads", "torch", "wae_fast", "git_commit",
@@ -431,22 +445,51 @@ def _case_task(**overrides):
     return task
 
 
-def test_timeout_and_budget_kill_the_worker_and_go_on():
+def _script_worker(code: str) -> list[str]:
+    """A worker running `code` with the harness importable (no torch: starts in milliseconds)."""
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(BENCH)!r}); import _harness\n" + code]
+
+
+def test_harness_worker_lines_timeout_and_exit_reasons():
+    worker = _harness.Worker(_script_worker(
+        "print('a compiler log'); _harness.emit({'event': 'result', 'value': 1}); sys.stderr.write('last words\\n')\n"
+        "raise SystemExit(3)"))
+    assert worker.next_event(60) == {"event": "result", "value": 1}  # other output is not an event
+    assert worker.next_event(60) is None  # stdout closed: the worker exited
+    assert worker.exit_reason(during="timing") == "worker exited with code 3 during the timing: last words"
+
+    sleeper = _harness.Worker(_script_worker("import time; time.sleep(60)"))
+    with pytest.raises(TimeoutError):
+        sleeper.next_event(0.2)
+    sleeper.kill()
+    assert sleeper.exit_reason().startswith("worker killed by SIGKILL")
+
+    done, late = _harness.run_workers([_script_worker("_harness.emit({'event': 'row', 'rank': 0})"),
+                                       _script_worker("import time; time.sleep(60)")], None, timeout=2)
+    assert done.events == [{"event": "row", "rank": 0}] and late.returncode is None and "killed after" in late.detail
+    (ok,) = _harness.run_workers([_script_worker("_harness.emit({'event': 'row'})")], None, timeout=60)
+    assert (ok.returncode, ok.detail) == (0, "")
+
+
+def test_run_tasks_restarts_after_a_kill_or_a_death_and_honours_budget_and_skip():
+    """The sweep's use of the harness: a task past its timeout is a TIMEOUT and a dead worker an error,
+    each followed by a fresh worker for the tasks left; a spent budget and skip() skip tasks unstarted."""
     env = mmd_sweep.worker_env(1, False)
     common = {"device": "cpu", "threads": 1}
-    results = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=0.01, env=env))
-    assert [(o.index, o.status) for o in results] == [(0, "TIMEOUT"), (1, "TIMEOUT")]
-    assert all(o.result is None and "killed after" in o.detail for o in results)
+    timed_out = list(mmd_sweep.run_tasks(common, [_case_task()], timeout=0.01, env=env))
+    assert [(o.index, o.status) for o in timed_out] == [(0, "TIMEOUT")] and "killed after" in timed_out[0].detail
     skipped = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=60, env=env, budget_s=0.0))
     assert [o.status for o in skipped] == ["skipped", "skipped"] and "budget" in skipped[0].detail
-    # a budget from the second task on: the first runs, the second is cut
-    cut = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=60, env=env, budget_s=0.0,
-                                   budget_from=1))
-    assert [o.status for o in cut] == ["ok", "TIMEOUT"] and "budget" in cut[1].detail
-    # skip() is asked before a worker starts: the second task never runs
-    told = list(mmd_sweep.run_tasks(common, [_case_task(), _case_task()], timeout=120, env=env,
-                                    skip=lambda i: "no" if i == 1 else None))
-    assert [(o.status, o.detail) for o in told] == [("ok", ""), ("skipped", "no")]
+    # a dead worker, then a fresh one for the tasks left; skip() is asked before each start, and a budget
+    # from the fourth task on cuts that one
+    tasks = [{"task": "no-such-task"}, _case_task(), _case_task(), _case_task()]
+    results = list(mmd_sweep.run_tasks(common, tasks, timeout=120, env=env, budget_s=0.0, budget_from=3,
+                                       skip=lambda i: "no" if i == 2 else None))
+    (i0, s0, r0, why0, _), (i1, s1, r1, _, _), (i2, s2, _, why2, _), (i3, s3, _, why3, _) = results
+    assert (i0, s0, r0) == (0, "error", None) and "exited with code" in why0 and "no-such-task" in why0
+    assert (i1, s1) == (1, "ok") and r1["status"] == "ok" and r1["repeats"] == 1
+    assert (i2, s2, why2) == (2, "skipped", "no")
+    assert (i3, s3) == (3, "TIMEOUT") and "budget" in why3
 
 
 def test_a_first_call_past_the_timeout_skips_its_key(tmp_path):
@@ -461,15 +504,6 @@ def test_a_first_call_past_the_timeout_skips_its_key(tmp_path):
     slow, small = _rows(out)
     assert slow["status"] == "TIMEOUT" and "during the first call" in slow["detail"], slow
     assert small["status"] == "skipped" and "first call" in small["detail"], small
-
-
-def test_a_dead_worker_is_an_error_row_and_the_rest_get_a_new_worker():
-    env = mmd_sweep.worker_env(1, False)
-    tasks = [{"task": "no-such-task"}, _case_task()]
-    results = list(mmd_sweep.run_tasks({"device": "cpu", "threads": 1}, tasks, timeout=120, env=env))
-    (i0, s0, r0, why0, _), (i1, s1, r1, _, _) = results
-    assert (i0, s0, r0) == (0, "error", None) and "exited with code" in why0 and "no-such-task" in why0
-    assert (i1, s1) == (1, "ok") and r1["status"] == "ok" and r1["repeats"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -618,3 +652,21 @@ def test_bad_flags_name_the_argument():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--threads", "0", "--dry-run"], capture_output=True,
                           text=True, timeout=60, cwd=ROOT)
     assert proc.returncode != 0 and "--threads" in proc.stderr
+
+
+def test_the_permutation_test_benchmark_writes_a_row_per_provider(tmp_path):
+    """benchmarks/perm_test.py at a tiny size: each provider in its own worker; dense-index past its budget
+    runs a few permutations and says the seconds are extrapolated."""
+    out = tmp_path / "perm.jsonl"
+    proc = subprocess.run([sys.executable, str(BENCH / "perm_test.py"), "--sizes", "40", "--d", "3",
+                           "--permutations", "50", "--providers", "fused,dense-index", "--repeats", "1",
+                           "--index-budget-s", "1e-9", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fused, index = _rows(out)
+    assert (fused["provider"], index["provider"]) == ("fused", "dense-index")
+    for row in (fused, index):
+        assert row["status"] == "ok", row
+        assert row["seconds"] > 0 and row["n"] == 40 and "git_commit" in row and "load" in row
+    assert fused["permutations_run"] == 50 and not fused["extrapolated"]
+    assert index["extrapolated"] and index["permutations_run"] < 50

@@ -32,7 +32,7 @@ from wae_fast.backends import cpu
 from wae_fast.kernels import OFFICIAL_SCALES
 from wae_fast.reference import mmd_reference
 
-from helpers import direct_differences_mmd, required_backends
+from helpers import direct_differences_mmd, mmd_and_grads, required_backends
 
 _OK, _REASON = cpu.is_available()
 
@@ -97,7 +97,7 @@ def test_float64_matches_reference(shape, kernel, unbiased, scales):
     x, y = _data(n, m, d)
     bw = _bandwidths(kernel, d, scales)
     ref_v, ref_gx, ref_gy = _reference(x, y, kernel, bw, unbiased)
-    value, gx, gy = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, True, True,
+    value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, True, True,
                                       out_grad_x=_poisoned(n, d, torch.float64),
                                       out_grad_y=_poisoned(m, d, torch.float64))
     assert value.dtype == gx.dtype == gy.dtype == torch.float64 and value.dim() == 0
@@ -105,7 +105,7 @@ def test_float64_matches_reference(shape, kernel, unbiased, scales):
     _close(gx, ref_gx, 1e-10)
     _close(gy, ref_gy, 1e-10)
     # The value alone (no gradient: the triangular sweep of both within blocks) is the same statistic.
-    value_only, none_x, none_y = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, False, False)
+    value_only, none_x, none_y = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, False, False)
     assert none_x is None and none_y is None
     assert abs(value_only.item() - ref_v.item()) <= 1e-12 * len(scales)
 
@@ -117,7 +117,7 @@ def test_float32_matches_float64_reference(shape, kernel):
     x, y = _data(n, m, d, torch.float32)
     bw = _bandwidths(kernel, d, OFFICIAL_SCALES)
     ref_v, ref_gx, ref_gy = _reference(x, y, kernel, bw, True)
-    value, gx, gy = cpu.mmd_and_grads(x, y, kernel, bw, True, True, True,
+    value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, True, True, True,
                                       out_grad_x=_poisoned(n, d, torch.float32),
                                       out_grad_y=_poisoned(m, d, torch.float32))
     assert value.dtype == gx.dtype == gy.dtype == torch.float32
@@ -131,7 +131,7 @@ def test_float32_far_from_origin_keeps_gradient_accuracy():
     x, y = _data(200, 150, 8, torch.float32, shift=300.0)
     bw = _bandwidths("imq", 8, (1.0,))
     _, ref_gx, ref_gy = _reference(x, y, "imq", bw, True)
-    _, gx, gy = cpu.mmd_and_grads(x, y, "imq", bw, True, True, True)
+    _, gx, gy = mmd_and_grads("cpu", x, y, "imq", bw, True, True, True)
     _close(gx, ref_gx, 1e-4)
     _close(gy, ref_gy, 1e-4)
 
@@ -140,10 +140,10 @@ def test_float32_far_from_origin_keeps_gradient_accuracy():
 def test_threads_and_runs_give_identical_bits(grads):
     x, y = _data(700, 650, 8, torch.float32, seed=3)
     bw = _bandwidths("imq", 8, OFFICIAL_SCALES)
-    results = [cpu.mmd_and_grads(x, y, "imq", bw, True, *grads, threads=t) for t in (1, 2, 3, 2)]
+    results = [mmd_and_grads("cpu", x, y, "imq", bw, True, *grads, threads=t) for t in (1, 2, 3, 2)]
     # Every other path this CPU runs, at 1 and 3 threads.
     for isa in SUPPORTED_ISAS:
-        other = [cpu.mmd_and_grads(x, y, "imq", bw, True, *grads, threads=t, isa=isa) for t in (1, 3)]
+        other = [mmd_and_grads("cpu", x, y, "imq", bw, True, *grads, threads=t, isa=isa) for t in (1, 3)]
         for a, b in zip(other[0], other[1]):
             assert (a is None and b is None) or torch.equal(a, b), isa
     first = results[0]
@@ -167,7 +167,7 @@ def test_nonfinite_input_makes_value_and_every_gradient_entry_nan(kernel, unbias
             for grads in ((False, False), (True, False), (False, True), (True, True)):
                 # Poisoned with a finite number: an entry the kernel leaves alone fails the check.
                 outs = [torch.full(t.shape, 7.0, dtype=dtype) if g else None for g, t in zip(grads, (x, y))]
-                value, gx, gy = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, *grads, isa=isa,
+                value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, *grads, isa=isa,
                                                   out_grad_x=outs[0], out_grad_y=outs[1])
                 assert math.isnan(value.item()), (isa, dtype, grads)
                 for want, got in zip(grads, (gx, gy)):
@@ -180,7 +180,7 @@ def test_huge_finite_input_is_not_flagged():
     """Finite inputs whose squares overflow float32 give a finite value wherever the reference does."""
     x, y = _data(5, 4, 2, torch.float32)
     x[0, 0] = 1e30  # x − x flags non-finite values only: 1e30 − 1e30 = 0
-    value, _, _ = cpu.mmd_and_grads(x.double(), y.double(), "imq", (4.0,), True, False, False)
+    value, _, _ = mmd_and_grads("cpu", x.double(), y.double(), "imq", (4.0,), True, False, False)
     assert math.isfinite(value.item())
 
 
@@ -215,8 +215,8 @@ def test_public_api_noncontiguous_half_and_upstream_gradient():
         ref_v, ref_gx, _ = _reference(xh, yh, "imq", (12.0,), True)
         assert abs(vh.item() - ref_v.item()) <= 5e-3 * abs(ref_v.item()) + 1e-6
         _close(xh.grad, ref_gx, 1e-2)
-        v32, g32, _ = cpu.mmd_and_grads(xh, yh, "imq", (12.0,), True, True, False)
-        assert v32.dtype == g32.dtype == torch.float32
+        v16, g16, _ = mmd_and_grads("cpu", xh, yh, "imq", (12.0,), True, True, False)
+        assert v16.dtype == g16.dtype == dtype  # computed in float32, returned in the input dtype
 
 
 def test_unavailable_reason_names_the_build_command(monkeypatch):
@@ -226,7 +226,7 @@ def test_unavailable_reason_names_the_build_command(monkeypatch):
     ok, reason = cpu.is_available()
     assert not ok and "pip install -e ." in reason
     with pytest.raises(RuntimeError, match="pip install -e ."):
-        cpu.mmd_and_grads(torch.zeros(2, 1), torch.zeros(2, 1), "imq", (1.0,), True, False, False)
+        mmd_and_grads("cpu", torch.zeros(2, 1), torch.zeros(2, 1), "imq", (1.0,), True, False, False)
     monkeypatch.setattr(cpu, "_status", None)
 
 
@@ -238,7 +238,9 @@ def test_memory_is_linear_in_n():
         torch.manual_seed(0)
         x, y = torch.randn(20000, 8), torch.randn(20000, 8)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        value, gx, gy = cpu.mmd_and_grads(x, y, "imq", (16.0,), True, True, True)
+        from wae_fast import _dispatch, _problem
+        result = _dispatch.engine("cpu").mmd(_problem.Problem(x, y, "imq", 0, (16.0,), True, True, True, "cpu"))
+        value, gx, gy = result.value, result.grad_x, result.grad_y
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         assert torch.isfinite(value) and torch.isfinite(gx).all() and torch.isfinite(gy).all()
         print((after - before) / 1024.0)
@@ -297,19 +299,19 @@ def test_every_path_matches_float64_direct_differences(isa, dtype, unbiased, ker
         x, y = _data(n, m, d, dtype, seed=n)
         bw = _bandwidths(kernel, d, OFFICIAL_SCALES)
         want_v, want_gx, want_gy = direct_differences_mmd(x, y, kernel, bw, unbiased)
-        value, gx, gy = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, True, True, isa=isa,
+        value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, True, True, isa=isa,
                                           out_grad_x=_poisoned(n, d, dtype), out_grad_y=_poisoned(m, d, dtype))
         assert abs(value.item() - want_v.item()) <= tol[0] * len(bw), (shape, value.item(), want_v.item())
         _close(gx, want_gx, tol[1])
         _close(gy, want_gy, tol[1])
-        value_only, _, _ = cpu.mmd_and_grads(x, y, kernel, bw, unbiased, False, False, isa=isa)
+        value_only, _, _ = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, False, False, isa=isa)
         assert abs(value_only.item() - want_v.item()) <= tol[0] * len(bw)
 
 
 def test_paths_agree_with_each_other_within_float_rounding():
     x, y = _data(260, 190, 20, torch.float32, seed=11)
     bw = _bandwidths("rbf", 20, OFFICIAL_SCALES)
-    results = {isa: cpu.mmd_and_grads(x, y, "rbf", bw, True, True, True, isa=isa) for isa in SUPPORTED_ISAS}
+    results = {isa: mmd_and_grads("cpu", x, y, "rbf", bw, True, True, True, isa=isa) for isa in SUPPORTED_ISAS}
     first = results[SUPPORTED_ISAS[0]]
     for isa, other in results.items():
         assert abs(other[0].item() - first[0].item()) <= 1e-6 * len(bw), isa
@@ -342,7 +344,7 @@ def test_environment_variable_naming_no_compiled_path_fails_the_import():
 def test_unknown_path_in_a_call_is_refused():
     x, y = _data(4, 4, 2, torch.float32)
     with pytest.raises(ValueError, match="isa = 'avx1024' is not a compiled path"):
-        cpu.mmd_and_grads(x, y, "imq", (1.0,), True, False, False, isa="avx1024")
+        mmd_and_grads("cpu", x, y, "imq", (1.0,), True, False, False, isa="avx1024")
 
 
 def test_isa_paths_describe_themselves():
@@ -494,16 +496,18 @@ def test_binding_accepts_its_documented_input_and_writes_every_output_entry():
     _close(torch.from_numpy(gy), want_gy, 1e-6)
 
 
-def test_launcher_checks_kernel_and_row_counts():
+def test_kernel_and_row_counts_are_checked_once_and_buffers_in_cpp():
+    """The public call checks the kernel and the row counts (one check layer, before any backend); the
+    extension still checks the buffers it is handed."""
     x = torch.zeros(1, 2)
     with pytest.raises(ValueError, match="kernel must be one of"):
-        cpu.mmd_and_grads(torch.zeros(3, 2), torch.zeros(3, 2), "laplace", (1.0,), True, False, False)
+        wae_fast.mmd(torch.zeros(3, 2), torch.zeros(3, 2), "laplace", backend="cpu")
     with pytest.raises(ValueError, match="at least 2 rows"):
-        cpu.mmd_and_grads(x, torch.zeros(3, 2), "imq", (1.0,), True, False, False)
-    value, _, _ = cpu.mmd_and_grads(x, x.clone(), "imq", (1.0,), False, False, False)
+        wae_fast.mmd(x, torch.zeros(3, 2), backend="cpu")
+    value, _, _ = mmd_and_grads("cpu", x, x.clone(), "imq", (1.0,), False, False, False)
     assert value.item() == pytest.approx(1.0 - 2.0 + 1.0)
-    with pytest.raises(ValueError, match=r"grad_x must have the shape of x \(3, 2\), got \(2, 2\)"):
-        cpu.mmd_and_grads(torch.zeros(3, 2), torch.zeros(3, 2), "imq", (1.0,), True, True, False,
+    with pytest.raises(ValueError, match=r"grad_x must have the shape of the swept rows of x \(3, 2\), got \(2, 2\)"):
+        mmd_and_grads("cpu", torch.zeros(3, 2), torch.zeros(3, 2), "imq", (1.0,), True, True, False,
                           out_grad_x=torch.zeros(2, 2))
 
 

@@ -10,26 +10,18 @@ import pytest
 import torch
 
 from wae_fast import spec
-from wae_fast.backends import cpu as cpu_backend
 
-from helpers import fused_backend_devices
+from helpers import block_sums_and_grads, fused_backend_devices, mmd_and_grads
 
 BACKEND_DEVICES = fused_backend_devices()
 
 
-def _module(backend):
-    if backend == "cpu":
-        return cpu_backend
-    from wae_fast.backends import triton_mmd
-    return triton_mmd
-
-
 @pytest.fixture
 def small_triton_blocks(monkeypatch):
-    from wae_fast.backends import triton_mmd
-    if triton_mmd._interpreting():
-        monkeypatch.setattr(triton_mmd, "INTERPRETER_BLOCKS", {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 0,
-                                                               "BLOCK_G": 0})
+    from wae_fast.backends import _triton_common, triton_configs
+    if _triton_common.interpreting():
+        monkeypatch.setattr(triton_configs, "INTERPRETER_BLOCKS", {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 0,
+                                                                   "BLOCK_G": 0})
 
 
 def _kernel(r, kernel, bandwidths):
@@ -83,17 +75,16 @@ def _range_cases():
 @pytest.mark.parametrize("backend,device,kernel,unbiased,need", _range_cases())
 def test_ranges_sum_to_the_single_process_call(backend, device, kernel, unbiased, need, poisoned_buffers,
                                                small_triton_blocks):
-    module = _module(backend)
     g = torch.Generator().manual_seed(7)
     x = (torch.randn(70, 6, generator=g, dtype=torch.float64) * 1.5 + 3.0).to(device)
     y = (torch.randn(45, 6, generator=g, dtype=torch.float64) + 2.5).to(device)
     bandwidths = (4.0, 12.0, 0.7)
-    value, grad_x, grad_y = module.mmd_and_grads(x, y, kernel, bandwidths, unbiased, *need)
+    value, grad_x, grad_y = mmd_and_grads(backend, x, y, kernel, bandwidths, unbiased, *need)
     totals = torch.zeros(5, dtype=torch.float64)
     rows_x, rows_y = [], []
     for k in range(len(CUTS["x"]) - 1):
         x_rows, y_rows = tuple(CUTS["x"][k:k + 2]), tuple(CUTS["y"][k:k + 2])
-        sums, gx, gy = module.block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, *need)
+        sums, gx, gy = block_sums_and_grads(backend, x, y, kernel, bandwidths, unbiased, x_rows, y_rows, *need)
         assert sums.dtype == torch.float64 and sums.shape == (5,)
         want = block_sums_oracle(x.cpu(), y.cpu(), kernel, bandwidths, unbiased, x_rows, y_rows, *need)
         for got_sum, want_sum, name in zip(sums.tolist(), want, ("xx", "yy", "xy", "diag_x", "diag_y")):
@@ -120,11 +111,10 @@ def test_ranges_sum_to_the_single_process_call(backend, device, kernel, unbiased
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=[b for b, _ in BACKEND_DEVICES])
 def test_non_finite_inputs_make_every_sum_and_gradient_row_nan(backend, device):
-    module = _module(backend)
     x = torch.randn(20, 3, device=device)
     y = torch.randn(15, 3, device=device)
     y[14, 1] = float("inf")
-    sums, gx, gy = module.block_sums_and_grads(x, y, "imq", (6.0,), True, (3, 11), (0, 5), True, True)
+    sums, gx, gy = block_sums_and_grads(backend, x, y, "imq", (6.0,), True, (3, 11), (0, 5), True, True)
     assert sums.isnan().all() and gx.isnan().all() and gy.isnan().all()
     assert gx.shape == (8, 3) and gy.shape == (5, 3)
 
@@ -132,7 +122,6 @@ def test_non_finite_inputs_make_every_sum_and_gradient_row_nan(backend, device):
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=[b for b, _ in BACKEND_DEVICES])
 @pytest.mark.parametrize("rows", [(-1, 3), (4, 2), (0, 21)])
 def test_a_range_outside_the_rows_is_refused(backend, device, rows):
-    module = _module(backend)
     x, y = torch.randn(20, 3, device=device), torch.randn(15, 3, device=device)
     with pytest.raises(ValueError, match="x_rows"):
-        module.block_sums_and_grads(x, y, "imq", (6.0,), True, rows, (0, 15), True, False)
+        block_sums_and_grads(backend, x, y, "imq", (6.0,), True, rows, (0, 15), True, False)

@@ -1,12 +1,14 @@
 """Packaging, quickly: the source distribution holds every file the build reads, the one build resolver
 (csrc/build_config.py) reads the version, spec.MAX_SCALES and the native switch, and the guard against
 code shared between instruction-set paths can fail. The slow check (sdist and wheel installed into
-fresh virtual environments, the CMake build imported) is scripts/check_packaging.sh.
+fresh virtual environments and imported) is scripts/check_packaging.sh.
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
+import platform
 import re
 import shutil
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import wae_fast
+from helpers import required_backends
 from wae_fast import spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,9 +37,9 @@ build_config = _resolver()
 
 
 def _build_inputs() -> set[str]:
-    """Every file setup.py and CMakeLists.txt read, as paths relative to the repository root."""
+    """Every file setup.py reads, as paths relative to the repository root."""
     config = json.loads((REPO_ROOT / "csrc/build_config.json").read_text())
-    files = {"setup.py", "pyproject.toml", "CMakeLists.txt", "csrc/build_config.json", "csrc/build_config.py",
+    files = {"setup.py", "pyproject.toml", "csrc/build_config.json", "csrc/build_config.py",
              "wae_fast/_version.py", "wae_fast/spec.py"}
     files |= set(config["sources"]) | set(config["depends"])
     files |= {p["source"] for p in config["isa_paths"]} | {config["native_path"]["source"]}
@@ -103,14 +106,41 @@ def test_native_switch(value, native):
         assert "-march=native" in build["isa_paths"][0]["flags"]
 
 
-def test_cmake_reads_the_same_resolved_build():
-    """CMakeLists.txt reads what `python csrc/build_config.py` prints: the resolver's own answer."""
+def test_resolver_prints_the_resolved_build():
+    """`python csrc/build_config.py` prints the resolver's own answer, without torch or the package."""
     out = subprocess.run([sys.executable, "csrc/build_config.py"], cwd=REPO_ROOT, check=True, capture_output=True,
                          text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert json.loads(out.stdout) == json.loads(json.dumps(build_config.resolve(environ={})))
-    cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
-    assert "csrc/build_config.py" in cmake
-    assert "string(REGEX" not in cmake and "build_config.json\")" not in cmake  # no second parser there
+
+
+_PATH_SOURCES = ["cpu/simd.h", "cpu/kernel_math.h", "cpu/isa_info.h", "cpu/perm_layout.h", "cpu/mmd_cpu.cpp",
+                 "cpu/mmd_perm_cpu.cpp", "cpu/mmd_agg_cpu.cpp", "cpu/peak_fma.cpp", "cpu/isa_info.cpp"]
+
+
+def test_every_path_source_is_listed():
+    """The isa_<name>.cpp files compile exactly the path sources checked below, each listed as a dependency."""
+    config = json.loads((REPO_ROOT / "csrc/build_config.json").read_text())
+    for path in config["isa_paths"] + [config["native_path"]]:
+        text = (REPO_ROOT / path["source"]).read_text()
+        included = re.findall(r'^#include "([^"]+)"', text, re.MULTILINE)
+        assert included == [s for s in _PATH_SOURCES if s.endswith(".cpp")], path["source"]
+    assert {f"csrc/{s}" for s in _PATH_SOURCES} <= set(config["depends"])
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="needs a C++ compiler")
+@pytest.mark.parametrize("flags", [[], ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"]],
+                         ids=["baseline", "avx512"])
+def test_each_path_source_includes_what_it_uses(tmp_path, flags):
+    """Each source and header of an instruction-set path compiles on its own: none relies on another
+    having been included before it in the path's translation unit."""
+    if flags and platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86-64 flags")
+    for name in _PATH_SOURCES:
+        unit = tmp_path / "unit.cpp"
+        unit.write_text(f'#include "{name}"\n')
+        subprocess.run(["c++", "-std=c++17", "-fsyntax-only", "-Werror", f"-I{REPO_ROOT / 'csrc'}",
+                        "-DWAE_FAST_ISA=probe", f"-DWAE_FAST_MAX_SCALES={spec.MAX_SCALES}", *flags, str(unit)],
+                       check=True, timeout=120)
 
 
 @pytest.mark.skipif(shutil.which("c++") is None or not sys.platform.startswith("linux") or shutil.which("nm") is None,
@@ -133,3 +163,53 @@ def test_shared_code_guard_flags_an_out_of_line_inline_function(tmp_path):
     clean.write_text("namespace wae_fast { namespace cpu { namespace avx2 { extern const int kPath = 1; } } }\n")
     subprocess.run(["c++", "-O2", "-c", str(clean), "-o", str(tmp_path / "clean.o")], check=True, timeout=120)
     assert build_config.foreign_symbols(tmp_path / "clean.o", "avx2") == []
+
+
+def _signature(function: ast.FunctionDef) -> list[tuple[str, str, object]]:
+    """(name, kind, default) of each parameter; a default as its literal value, "-" when there is none."""
+    args = function.args
+    params = ([(a.arg, "positional") for a in args.posonlyargs + args.args]
+              + [(a.arg, "keyword") for a in args.kwonlyargs])
+    defaults = [None] * (len(args.posonlyargs + args.args) - len(args.defaults)) + args.defaults + args.kw_defaults
+    return [(name, kind, "-" if d is None else ast.literal_eval(d)) for (name, kind), d in zip(params, defaults)]
+
+
+def test_the_stub_of_the_compiled_module_matches_its_bindings():
+    """wae_fast/_C.pyi declares every attribute and function of wae_fast._C, with the parameter names,
+    kinds and defaults the bindings give (pybind11's signature line of each docstring)."""
+    from wae_fast.backends import cpu
+
+    ok, why = cpu.is_available()
+    if not ok:
+        if "cpu" in required_backends():
+            pytest.fail(why)
+        pytest.skip(why)
+    from wae_fast import _C
+
+    stub = ast.parse((REPO_ROOT / "wae_fast/_C.pyi").read_text())
+    functions = {node.name: node for node in stub.body if isinstance(node, ast.FunctionDef)}
+    attributes = {node.target.id for node in stub.body if isinstance(node, ast.AnnAssign)}
+    public = {name for name in dir(_C) if not name.startswith("__")} | {"__version__"}
+    assert set(functions) | attributes == public
+    for name, node in functions.items():
+        bound = getattr(_C, name)
+        assert callable(bound), name
+        line = bound.__doc__.splitlines()[0]
+        (compiled,) = ast.parse(f"def {line}: ...").body
+        assert _signature(node) == _signature(compiled), name
+    for name in attributes:
+        assert not callable(getattr(_C, name)), name
+    assert (REPO_ROOT / "wae_fast/py.typed").is_file()
+
+
+def test_the_version_has_one_source():
+    """pyproject.toml's [project] takes the version from wae_fast/_version.py, as the build resolver does;
+    setup.py passes no metadata of its own."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "wae_fast._version.__version__"}
+    assert build_config.read_version() == wae_fast.__version__
+    setup_call = (REPO_ROOT / "setup.py").read_text().split("\nsetup(", 1)[1]
+    assert not re.search(r"\b(name|version|install_requires|extras_require)=", setup_call)

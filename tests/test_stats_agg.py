@@ -21,11 +21,11 @@ import pytest
 import torch
 
 import wae_fast
+from helpers import required_backends
 from wae_fast.backends import cpu_agg, triton_agg
 from wae_fast.stats import aggregate, default_bandwidths, mmd_agg_test, mmd_test, permutations
 from wae_fast.stats.__main__ import main as cli_main
-
-from helpers import required_backends
+from wae_fast.stats.permutation import TIE_ULPS
 
 
 def _backends():
@@ -91,22 +91,30 @@ def literal_statistics(x, y, collection, perms) -> list[list[float]]:
 def literal_fuse(x, y, collection, perms):
     """MMD-FUSE (Biggs, Schrab & Gretton 2023): FUSE = (1/λ) log((1/S) Σ_s exp(λ MMD²_s/√N̂_s)),
     N̂_s = Σ_{i≠j} k_s(z_i, z_j)² / (n'(n'−1))² over the pooled sample, λ = √(n'(n'−1)), n' = min(n, m);
-    p = (1 + #{null ≥ observed}) / (1 + P). Returns (observed, null list, p)."""
+    p = (1 + #{null ≥ observed − τ}) / (1 + P), τ = max_s TIE_ULPS·ε·(|a_xx Σ_xx| + |a_yy Σ_yy| +
+    |a_xy Σ_xy|)/√N̂_s of the observed split (the library's tie rule, as mmd_test's). Returns
+    (observed, null list, p)."""
     n, m = x.shape[0], y.shape[0]
     z = torch.cat([x, y]).double()
     k = min(n, m)
     lam = math.sqrt(k * (k - 1))
     stats = literal_statistics(x, y, collection, perms)
-    roots = []
+    roots, tolerance = [], 0.0
     for kernel, bw in collection:
         gram = _gram(z, z, kernel, bw)
-        roots.append(math.sqrt(float((gram ** 2).sum() - (gram.diagonal() ** 2).sum())) / (k * (k - 1)))
+        root = math.sqrt(float((gram ** 2).sum() - (gram.diagonal() ** 2).sum())) / (k * (k - 1))
+        roots.append(root)
+        xx = float(gram[:n, :n].sum() - gram[:n, :n].diagonal().sum())
+        yy = float(gram[n:, n:].sum() - gram[n:, n:].diagonal().sum())
+        xy = float(gram[:n, n:].sum())
+        scale = abs(xx) / (n * (n - 1)) + abs(yy) / (m * (m - 1)) + 2.0 * abs(xy) / (n * m)
+        tolerance = max(tolerance, TIE_ULPS * torch.finfo(torch.float64).eps * scale / root)
     fused = []
     for col in range(len(stats[0])):
         values = [lam * stats[s][col] / roots[s] for s in range(len(collection))]
         top = max(values)
         fused.append((top + math.log(sum(math.exp(v - top) for v in values) / len(values))) / lam)
-    p = (1 + sum(1 for v in fused[1:] if v >= fused[0])) / (1 + len(perms))
+    p = (1 + sum(1 for v in fused[1:] if v >= fused[0] - tolerance)) / (1 + len(perms))
     return fused[0], fused[1:], p
 
 
@@ -125,9 +133,9 @@ def official_fuse_statistics(x, y, collection, labellings):
     for kernel, bw in collection:
         k0 = _gram(z, z, kernel, bw)
         k0.fill_diagonal_(0.0)
-        quad = lambda v: ((v @ k0) * v).sum(1)  # noqa: E731
-        rows.append((quad(v10) * (n - m + 1) * (n - 1) / (m * (m - 1)) + quad(v01) * (m - n + 1) / m
-                     + quad(v11) * (n - 1) / m) / k0.pow(2).sum().sqrt() * math.sqrt(n * (n - 1)))
+        q10, q01, q11 = (((v @ k0) * v).sum(1) for v in (v10, v01, v11))
+        rows.append((q10 * (n - m + 1) * (n - 1) / (m * (m - 1)) + q01 * (m - n + 1) / m + q11 * (n - 1) / m)
+                    / k0.pow(2).sum().sqrt() * math.sqrt(n * (n - 1)))
     return torch.logsumexp(torch.stack(rows), 0) - math.log(len(collection))  # [L]
 
 
@@ -159,7 +167,7 @@ def literal_mmdagg(x, y, collection, perms, count, alpha, steps=50):
 
 
 def _collection(res):
-    return list(zip(res.kernels, res.bandwidths))
+    return list(zip(res.kernels, res.bandwidths, strict=True))
 
 
 # (n, m, d, kernel, bandwidths): n = 2; n ≠ m both ways; kernels mixed out of the IMQ-first order the Triton
@@ -252,7 +260,7 @@ def test_statistics_are_wae_fast_mmd_per_bandwidth(backend, device, dtype):
     res = mmd_agg_test(x, y, ("imq", "rbf"), ((1.5, 11.0), (0.8, 3.0, 30.0)), permutations=5, backend=backend)
     assert res.statistics.dtype == torch.float64 and res.statistics.shape == (5,)
     assert res.kernels == ("imq", "imq", "rbf", "rbf", "rbf")
-    for s, (kernel, bw) in enumerate(zip(res.kernels, res.bandwidths)):
+    for s, (kernel, bw) in enumerate(zip(res.kernels, res.bandwidths, strict=True)):
         key = "c" if kernel == "imq" else "sigma2"
         want = float(wae_fast.mmd(x, y, kernel, **{key: bw}))
         tol = 1e-13 if dtype == torch.float64 else 3e-6
@@ -297,7 +305,7 @@ def test_default_bandwidths_span_nearest_neighbour_to_the_95th_percentile():
     got = default_bandwidths(x, y)
     want = _literal_default(torch.cat([x, y]))
     assert got == pytest.approx(want, rel=1e-12)
-    ratios = [b / a for a, b in zip(got, got[1:])]
+    ratios = [b / a for a, b in zip(got, got[1:], strict=False)]
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-12) and ratios[0] > 1
     res = mmd_agg_test(x, y, permutations=3, backend="reference")
     assert res.bandwidths == pytest.approx(want, rel=1e-12) and res.kernels == ("rbf",) * 10

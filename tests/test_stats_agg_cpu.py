@@ -19,11 +19,10 @@ import pytest
 import torch
 
 import wae_fast
+from helpers import required_backends
 from wae_fast.backends import cpu_agg
 from wae_fast.stats import permutation_labels, unpack_labels
 from wae_fast.stats.aggregate import CollectionSums, collection_statistics
-
-from helpers import required_backends
 
 _OK, _REASON = cpu_agg.is_available()
 
@@ -44,11 +43,11 @@ def _oracle(z, labels, kernels, bandwidths):
     r = ((zd[:, None, :] - zd[None, :, :]) ** 2).sum(-1)
     u = unpack_labels(labels, z.shape[0]).double()
     out = [], [], [], []
-    for kernel, b in zip(kernels, bandwidths):
+    for kernel, b in zip(kernels, bandwidths, strict=True):
         k = b / (b + r) if kernel == "imq" else torch.exp(-r / b)
         k.fill_diagonal_(0.0)
         for part, value in zip(out, (torch.einsum("pi,ij,pj->p", u, k, u), torch.einsum("pi,ij->p", u, k),
-                                     k.sum(), (k * k).sum())):
+                                     k.sum(), (k * k).sum()), strict=True):
             part.append(value)
     return tuple(torch.stack(part) for part in out)
 
@@ -56,7 +55,8 @@ def _oracle(z, labels, kernels, bandwidths):
 # rows: smaller than a vector (n = 2 of 5), not a multiple of 8, more than one task (256 rows) and tile;
 # d = 64; kernels mixed and repeated.
 CASES = [(5, 1, ("rbf",), (0.7,), 3), (77, 3, ("imq", "rbf", "rbf"), (6.0, 1.0, 30.0), 38),
-         (300, 9, ("rbf", "imq") * 3, (2.0, 2.0, 9.0, 9.0, 50.0, 50.0), 37), (263, 64, ("imq", "rbf"), (64.0, 640.0), 21)]
+         (300, 9, ("rbf", "imq") * 3, (2.0, 2.0, 9.0, 9.0, 50.0, 50.0), 37),
+         (263, 64, ("imq", "rbf"), (64.0, 640.0), 21)]
 
 
 @pytest.mark.parametrize("rows, d, kernels, bandwidths, labellings", CASES)
@@ -70,7 +70,7 @@ def test_every_instruction_set_path_matches_the_oracle(rows, d, kernels, bandwid
     stats_want = collection_statistics(CollectionSums(*want), n, rows - n)
     for isa in wae_fast.build_info()["supported"]:
         got = cpu_agg.collection_sums(z, labels, kernels, bandwidths, isa=isa)
-        for name, g, w in zip(("within", "member_rows", "total", "squares"), got, want):
+        for name, g, w in zip(("within", "member_rows", "total", "squares"), got, want, strict=True):
             assert g.dtype == torch.float64 and g.shape == w.shape, (isa, name)
             tol = rel * w.abs().amax(dim=-1, keepdim=True) + 1e-300
             assert bool(((g - w).abs() <= tol).all()), (isa, name, float((g - w).abs().max()))
@@ -96,10 +96,10 @@ def test_results_do_not_depend_on_the_thread_count():
     one = cpu_agg.collection_sums(z, labels, kernels, bandwidths, threads=1)
     for threads in (2, 3):
         many = cpu_agg.collection_sums(z, labels, kernels, bandwidths, threads=threads)
-        for a, b in zip(one, many):
+        for a, b in zip(one, many, strict=True):
             assert torch.equal(a, b)
     again = cpu_agg.collection_sums(z, labels, kernels, bandwidths, threads=2)
-    assert all(torch.equal(a, b) for a, b in zip(one, again))
+    assert all(torch.equal(a, b) for a, b in zip(one, again, strict=True))
 
 
 def test_more_tasks_than_result_slots():
@@ -111,7 +111,7 @@ def test_more_tasks_than_result_slots():
     labels = permutation_labels(8300, 8300, 1, seed=0)
     one = cpu_agg.collection_sums(z, labels, ("rbf",), (0.5,), threads=1)
     two = cpu_agg.collection_sums(z, labels, ("rbf",), (0.5,), threads=2)
-    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
     stat = collection_statistics(CollectionSums(*one), 8300, 8300)[0, 0]
     assert float(stat) == pytest.approx(float(wae_fast.mmd(x.double(), y.double(), "rbf", sigma2=0.5)), abs=3e-7)
 
@@ -155,9 +155,9 @@ def test_binding_checks_its_buffers():
         call(sums=np.empty((4, 5), np.float32))
     with pytest.raises(ValueError, match=r"totals must be a float64 array of shape \(2, 2\)"):
         call(totals=np.empty((2, 3)))
-    with pytest.raises(ValueError, match="as many of one as of the other"):
+    with pytest.raises(ValueError, match="as many entries as one another"):
         call(kernels=[0])
-    with pytest.raises(ValueError, match="kernels must be kernel ids"):
+    with pytest.raises(ValueError, match="kernel must be a kernel id"):
         call(kernels=[0, 5])
     with pytest.raises(ValueError, match="bandwidths must be positive"):
         call(bandwidths=[1.0, -1.0])

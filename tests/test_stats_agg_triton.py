@@ -19,11 +19,10 @@ import sys
 import pytest
 import torch
 
+from helpers import required_backends
 from wae_fast.backends import triton_agg
 from wae_fast.stats import permutation_labels, unpack_labels
 from wae_fast.stats.aggregate import CollectionSums, collection_statistics
-
-from helpers import required_backends
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 _OK, _REASON = triton_agg.is_available(torch.device(DEVICE))
@@ -40,11 +39,11 @@ def _oracle(z, labels, kernels, bandwidths):
     r = ((zd[:, None, :] - zd[None, :, :]) ** 2).sum(-1)
     u = unpack_labels(labels.cpu(), z.shape[0]).double()
     out = [], [], [], []
-    for kernel, b in zip(kernels, bandwidths):
+    for kernel, b in zip(kernels, bandwidths, strict=True):
         k = b / (b + r) if kernel == "imq" else torch.exp(-r / b)
         k.fill_diagonal_(0.0)
         for part, value in zip(out, (torch.einsum("pi,ij,pj->p", u, k, u), torch.einsum("pi,ij->p", u, k),
-                                     k.sum(), (k * k).sum())):
+                                     k.sum(), (k * k).sum()), strict=True):
             part.append(value)
     return tuple(torch.stack(part) for part in out)
 
@@ -60,7 +59,7 @@ def _collection(count, seed):
 CASES = [(7, 1, 1, 3), (203, 5, 5, 150), (90, 3, 17, 20)]
 
 
-@pytest.mark.parametrize("dtype, product", [(torch.float32, "bf16x3"), (torch.float32, "tf32x3"),
+@pytest.mark.parametrize("dtype, product", [(torch.float32, "bf16p3"), (torch.float32, "tf32x3"),
                                             (torch.float32, "ieee"), (torch.float64, "ieee")])
 @pytest.mark.parametrize("rows, d, count, labellings", CASES)
 def test_sums_match_the_oracle(dtype, product, rows, d, count, labellings, poisoned_buffers):
@@ -74,7 +73,7 @@ def test_sums_match_the_oracle(dtype, product, rows, d, count, labellings, poiso
     got = triton_agg.collection_sums(z.to(DEVICE), labels.to(DEVICE), kernels, bandwidths, config=config)
     want = _oracle(z, labels, kernels, bandwidths)
     rel = 1e-12 if dtype == torch.float64 else 3e-6
-    for name, g_, w in zip(("within", "member_rows", "total", "squares"), got, want):
+    for name, g_, w in zip(("within", "member_rows", "total", "squares"), got, want, strict=True):
         assert g_.dtype == torch.float64 and g_.shape == w.shape, name
         tol = rel * w.abs().amax(dim=-1, keepdim=True) + 1e-300
         assert bool(((g_.cpu() - w).abs() <= tol).all()), (name, float((g_.cpu() - w).abs().max()))
@@ -83,7 +82,7 @@ def test_sums_match_the_oracle(dtype, product, rows, d, count, labellings, poiso
     stats_want = collection_statistics(CollectionSums(*want), n, rows - n)
     stat_tol = 1e-13 if dtype == torch.float64 else 3e-7
     assert torch.allclose(stats, stats_want, rtol=0, atol=stat_tol), float((stats - stats_want).abs().max())
-    assert len(poisoned_buffers) == 4
+    assert len(poisoned_buffers) == 6  # the prepared copy and scratch, then the four partial sums
 
 
 def test_kernel_order_does_not_matter():
@@ -93,7 +92,7 @@ def test_kernel_order_does_not_matter():
     kernels, bandwidths = ("rbf", "imq", "rbf", "imq"), (0.5, 0.5, 3.0, 3.0)
     got = triton_agg.collection_sums(z, labels, kernels, bandwidths)
     flipped = triton_agg.collection_sums(z, labels, kernels[::-1], bandwidths[::-1])
-    for a, b in zip(got, flipped):
+    for a, b in zip(got, flipped, strict=True):
         assert torch.equal(a, b.flip(0))
     assert not torch.allclose(got[2][0], got[2][1])  # rbf and imq of one bandwidth differ
 
@@ -126,15 +125,15 @@ def test_argument_checks():
 def test_compiles_for_nvidia_gpus_without_one():
     """Ahead-of-time compile to sm_90 with triton's bundled ptxas: float32 (the bfloat16 split product on
     tensor cores) at d = 8 and 64 with one and two kernel chunks, and float64
-    (python -m wae_fast.backends.triton_agg)."""
+    (python scripts/triton_aot.py --agg)."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(CUDA_VISIBLE_DEVICES="", TRITON_DEFAULT_FP_FUSION="1",
                PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-m", "wae_fast.backends.triton_agg"], env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "triton_aot.py"), "--agg"], env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and all(line.endswith(" ok") for line in lines), result.stdout
     assert {line.split()[0] for line in lines} == {"fp32", "fp64"}
-    assert any("product=bf16x3" in line for line in lines)
+    assert any("product=bf16p3" in line for line in lines)

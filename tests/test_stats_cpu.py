@@ -1,4 +1,4 @@
-"""The C++ kernels of the permutation test (wae_fast._C.mmd_perm_sums via wae_fast/backends/cpu_perm.py).
+"""The C++ kernels of the permutation test (wae_fast._C.mmd_perm_sums via wae_fast/backends/cpu.py).
 
 Every compiled instruction-set path this CPU runs against a float64 dense oracle (K₀ from direct
 differences, then the labellings' sums by a literal product) and against each other; bitwise equality
@@ -20,13 +20,13 @@ import pytest
 import torch
 
 import wae_fast
-from wae_fast.backends import cpu_perm
+from wae_fast.backends import cpu as cpu_perm
 from wae_fast.kernels import OFFICIAL_SCALES
 from wae_fast.stats import labelling_statistics, permutation_labels, unpack_labels
 
 from helpers import required_backends
 
-_OK, _REASON = cpu_perm.is_available()
+_OK, _REASON = cpu_perm.is_available(operation="permutation")
 
 pytestmark = pytest.mark.skipif(
     not _OK and "cpu" not in required_backends(),

@@ -14,7 +14,8 @@ from wae_fast.train.data import load_celeba, load_dataset, load_mnist5k, load_mn
 def write_idx(path, array, compress=False):
     array = np.asarray(array, dtype=np.uint8)
     blob = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    (gzip.open if compress else open)(path, "wb").write(blob)
+    with (gzip.open if compress else open)(path, "wb") as f:  # closed: written in full before it is read
+        f.write(blob)
 
 
 def make_mnist_dir(root, compress, n_train=12, n_test=6):

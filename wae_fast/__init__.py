@@ -5,6 +5,7 @@ from .kernels import OFFICIAL_SCALES
 from .reference import mmd_reference
 from ._dispatch import backend_status, select_backend
 from .backends.cpu import build_info
+from . import nn
 
 __all__ = ["__version__", "imq_mmd", "rbf_mmd", "mmd", "mmd_reference", "OFFICIAL_SCALES",
-           "backend_status", "select_backend", "build_info"]
+           "backend_status", "select_backend", "build_info", "nn"]

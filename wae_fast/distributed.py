@@ -62,17 +62,14 @@ Eager mode only (no torch.compile, vmap or higher-order gradients).
 """
 from __future__ import annotations
 
-import math
 import zlib
 
 import torch
 
-from . import _dispatch
-from .functional import (_DTYPES, _check_bandwidths, _check_choices, _check_kernel_parameter,
-                         _check_scales)
-from .kernels import median_sigma2
+from . import _dispatch, _problem, spec
+from ._op import apply_eager
+from ._problem import DTYPES as _DTYPES
 from .reference import mmd_reference
-from .spec import estimator_weights
 
 __all__ = ["mmd", "imq_mmd", "rbf_mmd", "scale_gradient_for_ddp"]
 
@@ -126,15 +123,7 @@ def _all_gather_rows(group, local: torch.Tensor, world: int) -> torch.Tensor:
 def _check_local(x, y) -> None:
     """Raise when this rank's inputs cannot take part (the error is then reported to every rank)."""
     for name, t in (("x_local", x), ("y_local", y)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 2:
-            raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(t.shape)}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), got "
-                            f"{t.dtype}")
-        if t.shape[1] == 0:
-            raise ValueError(f"{name} must have at least one feature, got shape {tuple(t.shape)}")
+        _problem.check_tensor(name, t, allow_empty_rows=True)
         if t.device.type not in _DEVICE_TYPES:
             raise ValueError(f"{name} must be on a CPU or CUDA device, got {t.device}")
     if x.device != y.device:
@@ -293,9 +282,9 @@ def _global_value_and_grads(x_local, y_local, want_x, want_y, kernel, c, sigma2,
     # through it, so that all ranks raise together.
     problem, parameter, chosen = None, None, None
     try:
-        _check_choices(kernel, estimator, backend)
-        scales = _check_scales(scales)
-        parameter = _check_kernel_parameter(kernel, c, sigma2)
+        _problem.check_choices(kernel, estimator, backend)
+        scales = _problem.check_scales(scales)
+        parameter = _problem.check_kernel_parameter(kernel, c, sigma2)
         _check_local(x_local, y_local)
         chosen = _dispatch.select_backend(backend, x_local.device)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -309,17 +298,13 @@ def _global_value_and_grads(x_local, y_local, want_x, want_y, kernel, c, sigma2,
     need_x, need_y = bool(meta[:, _GRAD_X].any()), bool(meta[:, _GRAD_Y].any())
 
     x, y = _gather_codes(group, x_local, y_local, meta, world, comm)  # [N, d], [M, d]
-    d = x.shape[1]
-    if parameter is None:
-        base = 2.0 * d
-    elif parameter == "median":
-        base = median_sigma2(x, y)  # the same data and code on every rank: the same bandwidth
-        if math.isnan(base):  # non-finite data: the statistic is NaN whatever the bandwidth
-            base = 2.0 * d
-    else:
-        base = parameter
-    bandwidths = _check_bandwidths(kernel, parameter, base, scales, x.dtype)  # the same on every rank
-    unbiased = estimator == "unbiased"
+    # The same data and code on every rank: the same bandwidths (sigma2="median" of the gathered batch).
+    opts = _problem.Options(kernel, spec.KERNEL_IDS[kernel], parameter, scales, estimator == "unbiased", chosen, None)
+    if parameter != "median":
+        base = 2.0 * x.shape[1] if parameter is None else parameter
+        opts = opts._replace(bandwidths=_problem.check_bandwidths(kernel, parameter, base, scales, x.dtype))
+    bandwidths = _problem.bandwidths_for(opts, x, y)
+    unbiased = opts.unbiased
     x_rows, y_rows = _row_ranges(meta, rank, world, need_x, need_y)
 
     if chosen == "reference":
@@ -327,38 +312,19 @@ def _global_value_and_grads(x_local, y_local, want_x, want_y, kernel, c, sigma2,
                                                  need_x, need_y)
         return value.to(x_local.dtype), grad_x, grad_y
 
-    sums, grad_x, grad_y = _dispatch._fused_module(chosen).block_sums_and_grads(
-        x.contiguous(), y.contiguous(), kernel, bandwidths, unbiased, x_rows, y_rows, need_x, need_y)
-    every_sum = _all_gather_rows(group, sums.to(device=comm, dtype=torch.float64), world)  # [W, 5]
+    problem = _problem.Problem(x.contiguous(), y.contiguous(), kernel, opts.kernel_id, bandwidths, unbiased, need_x,
+                               need_y, chosen)
+    result = _dispatch.engine(chosen).mmd(problem, x_rows, y_rows, want_sums=True)
+    sums = torch.as_tensor(result.sums, dtype=torch.float64).to(comm)
+    every_sum = _all_gather_rows(group, sums, world)  # [W, 5]
     total = every_sum[0].clone()  # [5], on the device: no host synchronisation
     for r in range(1, world):  # rank order: the same float on every rank and in every run
         total += every_sum[r]
-    sum_xx, sum_yy, sum_xy, diag_x, diag_y = total.unbind()
-    weights = estimator_weights(x.shape[0], y.shape[0], unbiased)
-    value = weights.a_xx * (sum_xx + diag_x) + weights.a_yy * (sum_yy + diag_y) + weights.a_xy * sum_xy
+    value = spec.assemble(total, spec.estimator_weights(x.shape[0], y.shape[0], unbiased))
     value = value.to(device=x_local.device, dtype=x_local.dtype)
-    grad_x = None if grad_x is None else grad_x.to(x_local.dtype)
-    grad_y = None if grad_y is None else grad_y.to(y_local.dtype)
+    grad_x = None if result.grad_x is None else result.grad_x.to(x_local.dtype)
+    grad_y = None if result.grad_y is None else result.grad_y.to(y_local.dtype)
     return value, grad_x, grad_y
-
-
-class _GlobalMMD(torch.autograd.Function):
-    """MMD² of the gathered batch; backward hands each rank its own rows of the gradient (computed in
-    the forward sweep), scaled by the upstream gradient. Nothing is communicated in backward."""
-
-    @staticmethod
-    def forward(ctx, x_local, y_local, arguments):
-        value, grad_x, grad_y = _global_value_and_grads(x_local, y_local, *arguments)
-        ctx.save_for_backward(grad_x, grad_y)
-        return value
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_value):
-        grad_x, grad_y = ctx.saved_tensors
-        out_x = grad_value * grad_x if ctx.needs_input_grad[0] else None
-        out_y = grad_value * grad_y if ctx.needs_input_grad[1] else None
-        return out_x, out_y, None
 
 
 def mmd(x_local: torch.Tensor, y_local: torch.Tensor, kernel: str = "imq", *, c=None, sigma2=None,
@@ -371,8 +337,15 @@ def mmd(x_local: torch.Tensor, y_local: torch.Tensor, kernel: str = "imq", *, c=
         return _global_value_and_grads(x_local, y_local, False, False, *options)[0]  # raises on every rank
     # Asked here: inside the autograd function's forward, grad mode is off.
     grad_mode = torch.is_grad_enabled()
-    arguments = (grad_mode and x_local.requires_grad, grad_mode and y_local.requires_grad) + options
-    return _GlobalMMD.apply(x_local, y_local, arguments)
+    arguments = (x_local, y_local, grad_mode and x_local.requires_grad, grad_mode and y_local.requires_grad) + options
+    return apply_eager(x_local, y_local, _global_share, arguments)
+
+
+def _global_share(arguments):
+    """(value, this rank's ∂/∂x rows | None, ∂/∂y rows | None): the backward hands each rank its own rows of
+    the gradient (computed in the forward sweep), scaled by the upstream gradient; nothing is communicated
+    in backward."""
+    return _global_value_and_grads(*arguments)
 
 
 def imq_mmd(x_local: torch.Tensor, y_local: torch.Tensor, c=None, *, scales=(1.0,),

@@ -1,6 +1,9 @@
 // The AVX2 + FMA path (x86-64, 256-bit vectors).
-// Compiled with this path's flags from csrc/build_config.json (see mmd_cpu.h).
+// Compiled with this path's flags from csrc/build_config.json (see mmd_cpu.h): the path's sources in one
+// translation unit, each including what it uses.
 #define WAE_FAST_ISA avx2
 #include "cpu/mmd_cpu.cpp"
 #include "cpu/mmd_perm_cpu.cpp"
 #include "cpu/mmd_agg_cpu.cpp"
+#include "cpu/peak_fma.cpp"
+#include "cpu/isa_info.cpp"

@@ -1,10 +1,10 @@
 // Fused CPU kernels for the aggregated MMD tests. See mmd_agg_cpu.h for the maths and the contract.
 //
-// This file is compiled once per instruction-set path: csrc/cpu/isa_<name>.cpp includes it after
-// mmd_cpu.cpp and mmd_perm_cpu.cpp, in the same translation unit, so it uses their helpers (Vec, splat,
-// loadv/storev, Scales, kernel_eval, AlignedBuf, LocalVector; Pooled, prepare_pooled, PermShape,
-// PermTask, row_bits, the X16_* sizes). Everything here lives in wae_fast::cpu::WAE_FAST_ISA and,
-// apart from the path's table kAggPath, has internal linkage.
+// This file is compiled once per instruction-set path, through csrc/cpu/isa_<name>.cpp (as
+// mmd_perm_cpu.cpp), and uses the permutation kernels' pooled layouts and look-up shapes
+// (cpu/perm_layout.h) and their k(r) (cpu/kernel_math.h). Everything here lives in
+// wae_fast::cpu::WAE_FAST_ISA and, apart from the path's table kAggPath, has internal linkage (see
+// cpu/simd.h).
 //
 // Design: the permutation kernels with a loop over the kernels inside each tile.
 //   * A task owns AGG_TASK_ROWS rows; each row block sweeps the columns j > i in tiles:
@@ -25,10 +25,26 @@
 //     depend on the thread count, and the slots take O(AGG_SLOTS·S·P) memory whatever N. NaN/Inf
 //     anywhere in z: every output NaN.
 #ifndef WAE_FAST_ISA
-#error "mmd_agg_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, after mmd_perm_cpu.cpp"
+#error "mmd_agg_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, which defines WAE_FAST_ISA"
 #endif
 
 #include "cpu/mmd_agg_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/isa_info.h"
+#include "cpu/kernel_math.h"
+#include "cpu/mmd_cpu.h"
+#include "cpu/parallel.h"
+#include "cpu/perm_layout.h"
+#include "cpu/simd.h"
 
 namespace wae_fast {
 namespace cpu {

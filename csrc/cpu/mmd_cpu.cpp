@@ -1,10 +1,9 @@
 // Fused CPU kernels for MMD² and its gradients. See mmd_cpu.h for the maths and the contract.
 //
 // This file is compiled once per instruction-set path: csrc/cpu/isa_<name>.cpp defines WAE_FAST_ISA
-// (the namespace, e.g. avx2) and WAE_FAST_ISA_FLAGS, includes this file and is compiled with that
-// path's flags. Everything here lives in wae_fast::cpu::WAE_FAST_ISA and, apart from the path's
-// table kPath, has internal linkage (an anonymous namespace; containers use a local allocator type),
-// so that no out-of-line code compiled with one path's flags can be shared with another path.
+// (the namespace, e.g. avx2), includes this file with the path's other sources and is compiled with
+// that path's flags. Everything here lives in wae_fast::cpu::WAE_FAST_ISA and, apart from the entry
+// points mmd_fused_f32 / mmd_fused_f64 (cpu/isa_info.h), has internal linkage (see cpu/simd.h).
 //
 // Design (a GEMM micro-kernel turned into a pairwise reduction):
 //   * Both point sets are copied once per call, centred on their common mean (distances and
@@ -37,45 +36,25 @@
 #ifndef WAE_FAST_ISA
 #error "mmd_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, which defines WAE_FAST_ISA"
 #endif
-#ifndef WAE_FAST_ISA_FLAGS
-#define WAE_FAST_ISA_FLAGS ""
-#endif
 
 #include "cpu/mmd_cpu.h"
-#include "cpu/parallel.h"
 
 #include <algorithm>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
-#include <new>
-#include <type_traits>
-#include <utility>
-#include <vector>
 
-#if !defined(__GNUC__)
-#error "wae_fast's CPU kernels use GCC/Clang vector extensions; build with g++ or clang++"
-#endif
+#include "cpu/isa_info.h"
+#include "cpu/kernel_math.h"
+#include "cpu/parallel.h"
+#include "cpu/simd.h"
 
 namespace wae_fast {
 namespace cpu {
 namespace WAE_FAST_ISA {
 namespace {
-
-#if defined(__AVX512F__)
-#define WAE_FAST_VEC_BITS 512
-#elif defined(__AVX__)
-#define WAE_FAST_VEC_BITS 256
-#else
-#define WAE_FAST_VEC_BITS 128
-#endif
-constexpr int kVecBytes = WAE_FAST_VEC_BITS / 8;
-// Stage 3 vectorises over the feature dimension; 256-bit vectors waste fewer lanes at small d.
-constexpr int kVec3Bytes = kVecBytes < 32 ? kVecBytes : 32;
 
 #ifndef WAE_FAST_TASK_ROWS
 #define WAE_FAST_TASK_ROWS 64
@@ -92,226 +71,6 @@ constexpr int MAX_NV = 2;         // stage-3 vectors per row per pass over the t
 constexpr Mode kCross = Mode::kCross;
 constexpr Mode kFull = Mode::kFull;
 constexpr Mode kTriangle = Mode::kTriangle;
-
-// An allocator type local to this translation unit: containers of it are instantiated with internal
-// linkage, so this path's copy of their code cannot stand in for another path's (see the top).
-template <typename T>
-struct LocalAllocator {
-  typedef T value_type;
-  LocalAllocator() = default;
-  template <typename U>
-  LocalAllocator(const LocalAllocator<U>&) noexcept {}
-  T* allocate(size_t count) { return static_cast<T*>(::operator new(count * sizeof(T))); }
-  void deallocate(T* ptr, size_t) noexcept { ::operator delete(ptr); }
-  template <typename U>
-  bool operator==(const LocalAllocator<U>&) const noexcept { return true; }
-  template <typename U>
-  bool operator!=(const LocalAllocator<U>&) const noexcept { return false; }
-};
-template <typename T>
-using LocalVector = std::vector<T, LocalAllocator<T>>;
-
-template <typename T>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float V __attribute__((vector_size(kVecBytes)));
-  typedef int32_t I __attribute__((vector_size(kVecBytes)));
-  typedef int32_t Lane;
-  typedef float V3 __attribute__((vector_size(kVec3Bytes)));
-  static constexpr int W = kVecBytes / 4;
-  static constexpr int W3 = kVec3Bytes / 4;
-};
-template <>
-struct Vec<double> {
-  typedef double V __attribute__((vector_size(kVecBytes)));
-  typedef int64_t I __attribute__((vector_size(kVecBytes)));
-  typedef int64_t Lane;
-  typedef double V3 __attribute__((vector_size(kVec3Bytes)));
-  static constexpr int W = kVecBytes / 8;
-  static constexpr int W3 = kVec3Bytes / 8;
-};
-
-template <typename VT, typename T, size_t... Is>
-static inline VT splat_impl(T s, std::index_sequence<Is...>) {
-  return VT{((void)Is, s)...};
-}
-// A broadcast. (VT{} + s would add +0.0 first; a lane-by-lane loop compiles to lane inserts.)
-template <typename VT, typename T>
-static inline VT splat(T s) {
-  return splat_impl<VT, T>(s, std::make_index_sequence<sizeof(VT) / sizeof(T)>{});
-}
-template <typename VT, typename T>
-static inline VT loadv(const T* p) {
-  VT v;
-  std::memcpy(&v, p, sizeof(VT));
-  return v;
-}
-template <typename VT, typename T>
-static inline void storev(T* p, VT v) {
-  std::memcpy(p, &v, sizeof(VT));
-}
-template <typename To, typename From>
-static inline To bitcast(From v) {
-  static_assert(sizeof(To) == sizeof(From), "bitcast between different sizes");
-  To t;
-  std::memcpy(&t, &v, sizeof(To));
-  return t;
-}
-template <typename VT>
-static inline double hsum(VT v) {
-  constexpr int L = sizeof(VT) / sizeof(v[0]);
-  double s = 0.0;
-  for (int l = 0; l < L; ++l) s += static_cast<double>(v[l]);
-  return s;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Vectorisable exp for x ≤ 0 (also correct for x > 0 up to overflow): Cephes range reduction and
-// polynomial, ≈1 ulp. x below the smallest normal's log returns 0; NaN in, NaN out.
-static inline Vec<float>::V vexp(Vec<float>::V x) {
-  using V = Vec<float>::V;
-  using I = Vec<float>::I;
-  const V lo = splat<V>(-87.33654475f), hi = splat<V>(88.37626266f);
-  V xc = x < lo ? lo : x;  // NaN compares false and stays NaN
-  xc = xc > hi ? hi : xc;
-  V fx = xc * 1.44269504088896341f;
-  fx = (fx + 12582912.0f) - 12582912.0f;  // round to nearest (|fx| < 2^22)
-  fx = fx == fx ? fx : splat<V>(0.0f);    // keep the integer conversion defined for NaN
-  V r = xc - fx * 0.693359375f;
-  r = r - fx * -2.12194440e-4f;
-  V z = r * r;
-  V p = splat<V>(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * z + r + 1.0f;
-  I e = __builtin_convertvector(fx, I);
-  I bits = (e + 127) << 23;
-  p = p * bitcast<V>(bits);
-  return x < lo ? splat<V>(0.0f) : p;
-}
-
-static inline Vec<double>::V vexp(Vec<double>::V x) {
-  using V = Vec<double>::V;
-  using I = Vec<double>::I;
-  const V lo = splat<V>(-708.3964185322641), hi = splat<V>(709.43613930310391);
-  V xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
-  V px = xc * 1.4426950408889634073599;
-  px = (px + 6755399441055744.0) - 6755399441055744.0;
-  px = px == px ? px : splat<V>(0.0);
-  V r = xc - px * 6.93145751953125e-1;
-  r = r - px * 1.42860682030941723212e-6;
-  V rr = r * r;
-  V pp = ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1) * r;
-  V qq = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr +
-         2.00000000000000000009e0;
-  V e = pp / (qq - pp);
-  e = 1.0 + 2.0 * e;
-  I n = __builtin_convertvector(px, I);
-  I bits = (n + 1023) << 52;
-  e = e * bitcast<V>(bits);
-  return x < lo ? splat<V>(0.0) : e;
-}
-
-// ---------------------------------------------------------------------------------------------
-// k(r) and wpos(r) = −dk/dr ≥ 0 for all scales at once.
-template <typename T>
-struct Scales {
-  int count = 0;
-  T b[kMaxScales];    // IMQ: b_s
-  T nib[kMaxScales];  // RBF: −1/b_s
-  T ib[kMaxScales];   // RBF: 1/b_s
-};
-
-// 1/t to within ~1 ulp. With AVX-512: rcp14 (relative error < 2^-14) refined by Newton steps
-// (one for float, two for double), a few pipelined FMAs instead of a long-latency, low-throughput
-// division. t is r + b ≥ b > 0, or NaN/+Inf (Inf gives NaN here, and the value is NaN anyway
-// because a non-finite input is flagged).
-static inline Vec<float>::V vrecip(Vec<float>::V t) {
-#if defined(__AVX512F__)
-  using V = Vec<float>::V;
-  V q = bitcast<V>(_mm512_maskz_rcp14_ps(0xFFFF, bitcast<__m512>(t)));
-  V e = 1.0f - t * q;
-  return q + q * e;
-#else
-  return 1.0f / t;
-#endif
-}
-static inline Vec<double>::V vrecip(Vec<double>::V t) {
-#if defined(__AVX512F__)
-  using V = Vec<double>::V;
-  V q = bitcast<V>(_mm512_maskz_rcp14_pd(0xFF, bitcast<__m512d>(t)));
-  V e = 1.0 - t * q;
-  q = q + q * e;
-  e = 1.0 - t * q;
-  return q + q * e;
-#else
-  return 1.0 / t;
-#endif
-}
-
-// k(r) and wpos(r) = −dk/dr ≥ 0 of NR distance vectors, all scales; scales outer, rows inner, so the
-// NR evaluations are independent and pipeline.
-template <typename T, int KER, int NR>
-static inline void kernel_eval(const Scales<T>& s, const typename Vec<T>::V* r, typename Vec<T>::V* kv,
-                               typename Vec<T>::V* wv) {
-  using V = typename Vec<T>::V;
-  for (int i = 0; i < NR; ++i) kv[i] = wv[i] = splat<V>(T(0));
-  for (int q = 0; q < s.count; ++q) {
-    if (KER == static_cast<int>(Kernel::kImq)) {
-      const T b = s.b[q];
-      for (int i = 0; i < NR; ++i) {
-        V inv = vrecip(r[i] + b);
-        V bq = b * inv;
-        kv[i] += bq;
-        wv[i] += bq * inv;
-      }
-    } else {
-      const T nib = s.nib[q], ib = s.ib[q];
-      for (int i = 0; i < NR; ++i) {
-        V e = vexp(r[i] * nib);
-        kv[i] += e;
-        wv[i] += e * ib;
-      }
-    }
-  }
-}
-
-template <typename T>
-static inline T kernel_scalar(const Scales<T>& s, int ker, T r) {
-  T k = 0;
-  for (int q = 0; q < s.count; ++q) k += ker == 0 ? s.b[q] / (s.b[q] + r) : std::exp(r * s.nib[q]);
-  return k;
-}
-
-// ---------------------------------------------------------------------------------------------
-template <typename T>
-struct AlignedBuf {
-  T* ptr = nullptr;
-  size_t count = 0;
-  AlignedBuf() = default;
-  explicit AlignedBuf(size_t c) : count(c) {
-    ptr = static_cast<T*>(::operator new[](std::max<size_t>(c, 1) * sizeof(T), std::align_val_t(64)));
-    std::memset(static_cast<void*>(ptr), 0, std::max<size_t>(c, 1) * sizeof(T));
-  }
-  AlignedBuf(const AlignedBuf&) = delete;
-  AlignedBuf& operator=(const AlignedBuf&) = delete;
-  AlignedBuf(AlignedBuf&& o) noexcept : ptr(o.ptr), count(o.count) { o.ptr = nullptr; }
-  AlignedBuf& operator=(AlignedBuf&& o) noexcept {
-    std::swap(ptr, o.ptr);
-    std::swap(count, o.count);
-    return *this;
-  }
-  ~AlignedBuf() {
-    if (ptr) ::operator delete[](ptr, std::align_val_t(64));
-  }
-};
-
-static inline int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
 // One point set, centred, in the two layouts the kernels read.
 template <typename T>
@@ -748,6 +507,8 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
   return in.a_xx * s_within[0] + in.a_yy * s_within[1] + in.a_xy * s_cross;
 }
 
+}  // namespace
+
 double mmd_fused_f32(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y) {
   return mmd_fused<float>(p, x, y, grad_x, grad_y);
 }
@@ -756,161 +517,6 @@ double mmd_fused_f64(const MmdProblem& p, const double* x, const double* y, doub
                      double* grad_y) {
   return mmd_fused<double>(p, x, y, grad_x, grad_y);
 }
-
-// ---------------------------------------------------------------------------------------------
-// Peak multiply-add rate of this path: independent chains acc = acc · a + b on full-width vectors held
-// in registers (one FMA each where the path has FMA, a multiply and an add otherwise), enough chains
-// to cover the latency of two pipelined units, one chain set per thread. 2 flops per lane per step.
-template <typename T>
-struct ProbeWork {
-  double deadline = 0.0;   // monotonic_seconds() at which every worker stops
-  T multiplier = T(0.5), addend = T(0.5);  // acc → 1: no overflow, no subnormals
-  int64_t steps[1024] = {};  // per worker: chain steps done (each a vector multiply-add per chain)
-  double start[1024] = {}, end[1024] = {};
-  T sink[1024] = {};
-};
-
-// Accumulators: 32 vector registers with AVX-512, 16 otherwise; two hold a and b.
-constexpr int kProbeChains = kVecBytes == 64 ? 24 : 12;
-constexpr int kProbeSteps = 4096;  // steps between clock reads
-
-template <typename T>
-static void probe_worker(void* context, int worker) {
-  typedef T V __attribute__((vector_size(kVecBytes)));
-  ProbeWork<T>& W = *static_cast<ProbeWork<T>*>(context);
-  const V a = splat<V>(W.multiplier), b = splat<V>(W.addend);
-  V acc[kProbeChains];
-  for (int c = 0; c < kProbeChains; ++c) acc[c] = splat<V>(static_cast<T>(c));
-  int64_t steps = 0;
-  const double start = monotonic_seconds();
-  double now = start;
-  do {
-    for (int it = 0; it < kProbeSteps; ++it) {
-#pragma GCC unroll 32
-      for (int c = 0; c < kProbeChains; ++c) acc[c] = acc[c] * a + b;
-    }
-    steps += kProbeSteps;
-    now = monotonic_seconds();
-  } while (now < W.deadline);
-  V total = acc[0];
-  for (int c = 1; c < kProbeChains; ++c) total += acc[c];
-  W.sink[worker] = static_cast<T>(hsum(total));
-  W.steps[worker] = steps;
-  W.start[worker] = start;
-  W.end[worker] = now;
-}
-
-template <typename T>
-static double probe_gflops(int threads, double seconds) {
-  threads = std::max(1, std::min(threads, 1024));
-  // Heap: the per-worker arrays are large for a stack frame.
-  LocalVector<ProbeWork<T>> holder(1);
-  ProbeWork<T>& work = holder[0];
-  work.deadline = monotonic_seconds() + seconds;
-  const int ran = run_workers(threads, &probe_worker<T>, &work);
-  double first = work.start[0], last = work.end[0], flops = 0.0;
-  constexpr int lanes = kVecBytes / static_cast<int>(sizeof(T));
-  for (int w = 0; w < ran; ++w) {
-    first = std::min(first, work.start[w]);
-    last = std::max(last, work.end[w]);
-    flops += 2.0 * lanes * kProbeChains * static_cast<double>(work.steps[w]);
-  }
-  // Every chain converges to 1; the check keeps the chains' results alive.
-  for (int w = 0; w < ran; ++w)
-    if (!(work.sink[w] > T(0))) return std::numeric_limits<double>::quiet_NaN();
-  // Workers that overlapped only in part are counted over the whole span: a lower bound.
-  return flops / (last - first) * 1e-9;
-}
-
-double peak_fma_gflops(int threads, double seconds, bool f64) {
-  return f64 ? probe_gflops<double>(threads, seconds) : probe_gflops<float>(threads, seconds);
-}
-
-#define WAE_FAST_STR2(x) #x
-#define WAE_FAST_STR(x) WAE_FAST_STR2(x)
-
-// The instruction set the compiler targeted, as seen by its predefined macros.
-#if defined(__AVX512F__)
-#define WAE_FAST_SIMD_ISA "AVX-512F"
-#elif defined(__AVX2__)
-#define WAE_FAST_SIMD_ISA "AVX2"
-#elif defined(__AVX__)
-#define WAE_FAST_SIMD_ISA "AVX"
-#elif defined(__SSE2__)
-#define WAE_FAST_SIMD_ISA "SSE2"
-#elif defined(__ARM_NEON)
-#define WAE_FAST_SIMD_ISA "NEON"
-#else
-#define WAE_FAST_SIMD_ISA "generic"
-#endif
-#if defined(__FMA__)
-#define WAE_FAST_SIMD_FMA ", FMA"
-#else
-#define WAE_FAST_SIMD_FMA ""
-#endif
-
-// The CPU features this path's code may use: those the compiler enabled, among the ones
-// dispatch.cpp tests with __builtin_cpu_supports.
-const char* const kCpuFeatures[] = {
-#if defined(__SSE3__)
-    "sse3",
-#endif
-#if defined(__SSSE3__)
-    "ssse3",
-#endif
-#if defined(__SSE4_1__)
-    "sse4.1",
-#endif
-#if defined(__SSE4_2__)
-    "sse4.2",
-#endif
-#if defined(__POPCNT__)
-    "popcnt",
-#endif
-#if defined(__AVX__)
-    "avx",
-#endif
-#if defined(__AVX2__)
-    "avx2",
-#endif
-#if defined(__FMA__)
-    "fma",
-#endif
-#if defined(__BMI__)
-    "bmi",
-#endif
-#if defined(__BMI2__)
-    "bmi2",
-#endif
-#if defined(__AVX512F__)
-    "avx512f",
-#endif
-#if defined(__AVX512VL__)
-    "avx512vl",
-#endif
-#if defined(__AVX512BW__)
-    "avx512bw",
-#endif
-#if defined(__AVX512DQ__)
-    "avx512dq",
-#endif
-#if defined(__AVX512CD__)
-    "avx512cd",
-#endif
-    nullptr};
-
-}  // namespace
-
-extern const IsaPath kPath = {
-    WAE_FAST_STR(WAE_FAST_ISA),
-    WAE_FAST_ISA_FLAGS,
-    WAE_FAST_STR(WAE_FAST_VEC_BITS) "-bit vectors (" WAE_FAST_SIMD_ISA WAE_FAST_SIMD_FMA ")",
-    kVecBytes,
-    kCpuFeatures,
-    &mmd_fused_f32,
-    &mmd_fused_f64,
-    &peak_fma_gflops,
-};
 
 }  // namespace WAE_FAST_ISA
 }  // namespace cpu

@@ -15,9 +15,9 @@
 // Results are bitwise reproducible run to run and independent of the thread count. Any NaN or ±Inf
 // in x or y makes the value and every gradient entry NaN.
 //
-// The kernel source (mmd_cpu.cpp, with the peak probe peak_fma.cpp) is compiled once per
-// instruction-set path, by the thin translation units isa_<name>.cpp, each into its own namespace
-// wae_fast::cpu::<name> and with its own flags; dispatch.cpp picks one path at import.
+// The kernel source (mmd_cpu.cpp, with the peak probe peak_fma.cpp and the path's table isa_info.cpp)
+// is compiled once per instruction-set path, by the thin translation units isa_<name>.cpp, each into
+// its own namespace wae_fast::cpu::<name> and with its own flags; dispatch.cpp picks one path at import.
 #pragma once
 
 #include <cstdint>

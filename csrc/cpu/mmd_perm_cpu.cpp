@@ -1,10 +1,9 @@
 // Fused CPU kernels for the MMD permutation test. See mmd_perm_cpu.h for the maths and the contract.
 //
-// This file is compiled once per instruction-set path: csrc/cpu/isa_<name>.cpp includes it after
-// mmd_cpu.cpp, in the same translation unit, so it uses that file's vector types and helpers (Vec,
-// splat, loadv/storev, AlignedBuf, LocalVector, Scales, kernel_eval: the same k(r) as the MMD
-// kernels). Everything here lives in wae_fast::cpu::WAE_FAST_ISA and, apart from the path's table
-// kPermPath, has internal linkage.
+// This file is compiled once per instruction-set path, through csrc/cpu/isa_<name>.cpp (as
+// mmd_cpu.cpp), and evaluates k(r) with the same kernel_eval as the MMD kernels (cpu/kernel_math.h).
+// Everything here lives in wae_fast::cpu::WAE_FAST_ISA and, apart from the path's table kPermPath,
+// has internal linkage (see cpu/simd.h).
 //
 // Design: the product K₀·U by table look-up ("four Russians"), the labels never expanded.
 //   * The pooled rows are centred on their common mean (spec.centre, as the MMD kernels do) and
@@ -32,94 +31,33 @@
 //     its own result slots, summed in task order: the result does not depend on the thread count.
 //   * NaN/Inf anywhere in z is detected during the copy; every output is then NaN.
 #ifndef WAE_FAST_ISA
-#error "mmd_perm_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, after mmd_cpu.cpp"
+#error "mmd_perm_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, which defines WAE_FAST_ISA"
 #endif
 
 #include "cpu/mmd_perm_cpu.h"
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-              "the permutation kernels read label bytes as little-endian 64-bit words");
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/isa_info.h"
+#include "cpu/kernel_math.h"
+#include "cpu/mmd_cpu.h"
+#include "cpu/parallel.h"
+#include "cpu/perm_layout.h"
+#include "cpu/simd.h"
 
 namespace wae_fast {
 namespace cpu {
 namespace WAE_FAST_ISA {
 namespace {
-
-#ifndef WAE_FAST_PERM_TABLE_BYTES
-#define WAE_FAST_PERM_TABLE_BYTES 16384
-#endif
-constexpr int PERM_TASK_ROWS = 128;        // rows per task: a multiple of every vector width and of 8
-constexpr int kPermTableBytes = WAE_FAST_PERM_TABLE_BYTES;  // the subset-sum tables of one tile
-
-template <typename T>
-struct PermShape {
-  typedef typename Vec<T>::V V;
-  typedef typename Vec<T>::I I;
-  typedef typename Vec<T>::Lane Lane;
-  static constexpr int W = Vec<T>::W;  // rows per row block
-  static constexpr int TILE = kPermTableBytes / (4 * static_cast<int>(sizeof(V)));  // columns per tile
-  static constexpr int GROUPS = TILE / 4;   // 4-column groups (label nibbles) per tile
-  static constexpr int WORDS = TILE / 64;   // 64-bit label words per tile
-  static_assert(TILE % 64 == 0 && PERM_TASK_ROWS % W == 0 && PERM_TASK_ROWS % 8 == 0, "tile sizes");
-};
-
-// The pooled rows, centred, in the two layouts the kernels read.
-template <typename T>
-struct Pooled {
-  int64_t rows = 0, d = 0;
-  AlignedBuf<T> rp;   // [rows][d] row-major
-  AlignedBuf<T> soa;  // [⌈rows / W⌉][d][W] packed panels, zero padded
-};
-
-// Centres z on the mean of its rows (in double, as spec.centre; a non-finite mean is replaced by 0)
-// and fills both layouts. Returns 0, or NaN when some entry of z is NaN or ±Inf.
-template <typename T>
-static double prepare_pooled(Pooled<T>& s, const T* z, int64_t rows, int64_t d) {
-  constexpr int64_t W = PermShape<T>::W;
-  s.rows = rows;
-  s.d = d;
-  s.rp = AlignedBuf<T>(static_cast<size_t>(rows * d));
-  s.soa = AlignedBuf<T>(static_cast<size_t>(round_up(rows, W) * d));
-  LocalVector<double> mean(static_cast<size_t>(d), 0.0);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(z[i * d + k]);
-  LocalVector<T> centre(static_cast<size_t>(d));
-  for (int64_t k = 0; k < d; ++k) {
-    const double c = mean[k] / static_cast<double>(rows);
-    centre[k] = std::isfinite(c) ? static_cast<T>(c) : T(0);
-  }
-  double nonfinite = 0.0;
-  for (int64_t i = 0; i < rows; ++i) {
-    T flag = 0;
-    for (int64_t k = 0; k < d; ++k) {
-      const T v = z[i * d + k];
-      flag += v - v;
-      const T c = v - centre[k];
-      s.rp.ptr[i * d + k] = c;
-      s.soa.ptr[(i / W) * d * W + k * W + (i % W)] = c;
-    }
-    nonfinite += static_cast<double>(flag);
-  }
-  return nonfinite;
-}
-
-struct PermTask {
-  int64_t i0, i1;  // row range
-  double cost;
-};
-
-// The AVX-512 float kernel (below): row blocks of X16_ROWS rows, tiles of X16_TILE columns, the
-// tables of one tile X16_ROWS × X16_GROUPS × 16 floats (16 KiB), 16 labellings per vector.
-#ifndef WAE_FAST_X16_ROWS
-#define WAE_FAST_X16_ROWS 8
-#endif
-#ifndef WAE_FAST_X16_TILE
-#define WAE_FAST_X16_TILE 128
-#endif
-constexpr int X16_ROWS = WAE_FAST_X16_ROWS;
-constexpr int X16_TILE = WAE_FAST_X16_TILE;
-constexpr int X16_GROUPS = X16_TILE / 4;
-constexpr int X16_LANES = 16;
 
 template <typename T>
 struct PermScratch {
@@ -153,16 +91,6 @@ struct PermWork {
   int64_t lanes_p = 0;
   std::atomic<size_t> next{0};
 };
-
-// The bits of rows ib … ib + W − 1 (ib a multiple of W) in labelling row `lab`.
-template <int W>
-static inline uint32_t row_bits(const uint8_t* lab, int64_t label_bytes, int64_t ib) {
-  const int64_t byte = ib / 8;
-  if (W < 8) return (static_cast<uint32_t>(lab[byte]) >> (ib % 8)) & ((1u << W) - 1u);
-  uint32_t bits = 0;
-  for (int b = 0; b < W / 8 && byte + b < label_bytes; ++b) bits |= static_cast<uint32_t>(lab[byte + b]) << (8 * b);
-  return bits;
-}
 
 // Stage 1 and 2 for the row block at ib against the tile of columns [j0, j0 + TILE): the kernel
 // values (0 where j ≤ i or j ≥ N) and their subset-sum tables; returns the tile's row sums.
@@ -407,16 +335,6 @@ static void perm_task_x16(const PermWork<float>& work, const PermTask& t, PermSc
 }
 #endif
 
-// Whether this path runs the AVX-512 float kernel for element type T.
-template <typename T>
-constexpr bool uses_x16() {
-#if defined(__AVX512F__)
-  return std::is_same<T, float>::value;
-#else
-  return false;
-#endif
-}
-
 template <typename T, int KER>
 static void run_perm_task(const PermWork<T>& work, const PermTask& t, PermScratch<T>& S, double* within,
                           double* member_rows, double& total) {
@@ -537,7 +455,7 @@ double perm_sums_f64(const PermProblem& p, const double* z, double* within, doub
 }  // namespace
 
 extern const PermPath kPermPath = {
-    WAE_FAST_STR(WAE_FAST_ISA),
+    WAE_FAST_ISA_NAME,
     &perm_sums_f32,
     &perm_sums_f64,
 };

@@ -7,7 +7,7 @@
 //   within[p]      = u_pᵀ K₀ u_p  = Σ_{i≠j} u_pi u_pj k(z_i, z_j)   (the x–x pair sum of labelling p)
 //   member_rows[p] = u_pᵀ K₀ 1    = Σ_{i≠j} u_pi k(z_i, z_j)         (the x rows' sums over every row)
 //
-// and the total 1ᵀ K₀ 1. The caller (wae_fast/backends/cpu_perm.py through csrc/mmd.cpp) turns them
+// and the total 1ᵀ K₀ 1. The caller (wae_fast/backends/cpu_perm.py through csrc/mmd_perm.cpp) turns them
 // into the unbiased statistic of each labelling with spec.estimator_weights:
 //   x–x = within,  x–y = member_rows − within,  y–y = total − 2·member_rows + within.
 //
@@ -18,9 +18,9 @@
 // thread. Results are bitwise reproducible run to run and
 // independent of the thread count. Any NaN or ±Inf in z makes every output NaN.
 //
-// The kernel source mmd_perm_cpu.cpp is compiled once per instruction-set path, included by each
-// isa_<name>.cpp after mmd_cpu.cpp (whose vector helpers and kernel evaluation it uses), into the
-// namespace wae_fast::cpu::<name>; csrc/mmd.cpp picks the table of the path that runs.
+// The kernel source mmd_perm_cpu.cpp is compiled once per instruction-set path, by the thin
+// translation units isa_<name>.cpp, into the namespace wae_fast::cpu::<name> (as mmd_cpu.cpp, whose
+// k(r) it shares through cpu/kernel_math.h); csrc/mmd_perm.cpp picks the table of the path that runs.
 #pragma once
 
 #include <cstdint>

@@ -1,34 +1,34 @@
-"""Fused backends. Each module exposes
+"""Fused backends: cpu (C++, wae_fast._C) and triton. Each has one MMD² entry (wae_fast._dispatch.engine)
 
-    is_available(device=None) -> (bool, reason)
-    mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y)
-        -> (value [0-dim], grad_x [n, d] | None, grad_y [m, d] | None)
+    block_sums_and_grads(problem, x_rows=None, y_rows=None, *, want_sums=False) -> FusedResult
 
-    block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, need_grad_x, need_grad_y)
-        -> (sums [5] float64, grad of the x_rows [x_end − x_begin, d] | None, of the y_rows | None)
+for a resolved wae_fast._problem.Problem (x [n, d], y [m, d], kernel, bandwidths, estimator, which
+gradients). Only rows x_rows = (x_begin, x_end) of x and y_rows of y (default: every row) are swept, by the
+sweeps of spec.Sweep: a swept x row against every other x row (FULL when ∂/∂x is wanted, else the rows after
+it, TRIANGLE, its sum doubled) and against every y row (the cross block's value); a swept y row against
+every other y row (likewise) and, only for ∂/∂y, against every x row (the cross value is counted from the x
+side only). The single-process call is the full range; wae_fast.distributed gives each process a share.
 
-x, y: contiguous, same device and dtype (float16, bfloat16, float32 or float64). value and the
-gradients (of MMD² itself, not scaled by any upstream gradient) are float64 for float64 inputs and
-float32 otherwise. Kernel and bandwidths as in wae_fast.kernels.
-
-``block_sums_and_grads`` is the "row range against all columns" entry behind wae_fast.distributed: x and y
-are the rows of every process, and only rows x_rows = (x_begin, x_end) of x and y_rows of y are swept, by
-the sweeps of the single-process call (spec.Sweep): a swept x row against every other x row (FULL when
-need_grad_x, else the rows after it, TRIANGLE, its sum doubled) and against every y row (the cross
-block's value); a swept y row against every other y row (likewise) and, only when need_grad_y, against
-every x row (for ∂/∂y; the cross value is counted from the x side only). It returns the five raw sums of
-the swept rows, (Σ_xx, Σ_yy, Σ_xy, diag_x, diag_y) — a within sum being over the rows' pairs of its
-sweep (j ≠ i, or twice j > i), diag Σ k(z_i, z_i) = S per row for the biased estimator and 0 for the
-unbiased — and the swept rows of the gradients of MMD²(x, y), weighted with all
-n and m rows (spec.estimator_weights(n, m)). Over ranges that cover every row exactly once,
+FusedResult: value, MMD² = spec.assemble(sums, spec.estimator_weights(n, m)) in x's dtype [0-dim] (the
+statistic when every row is swept); sums, the five raw sums of the swept rows in spec.BlockSums order
+(float64 [5], when want_sums); the swept rows of ∂MMD²/∂x and ∂MMD²/∂y of MMD²(x, y) itself, weighted with
+all n and m rows, or None. Every element is NaN when x or y holds a NaN or an infinity. Over ranges that
+cover every row exactly once,
 
     MMD² = a_xx (Σ Σ_xx + Σ diag_x) + a_yy (Σ Σ_yy + Σ diag_y) + a_xy Σ Σ_xy.
-
-Every element of the sums and gradients is NaN when x or y holds a NaN or an infinity.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+
+
+class FusedResult(NamedTuple):
+    value: torch.Tensor
+    sums: torch.Tensor | None
+    grad_x: torch.Tensor | None
+    grad_y: torch.Tensor | None
 
 
 def new_buffer(shape, dtype, device) -> torch.Tensor:

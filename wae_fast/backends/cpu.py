@@ -66,11 +66,18 @@ def _require():
     return module
 
 
-def is_available(device=None) -> tuple[bool, str]:
-    """(True, "") when wae_fast._C is importable and matches this version, else (False, why)."""
+def is_available(device=None, operation: str = "mmd") -> tuple[bool, str]:
+    """(True, "") when wae_fast._C is importable, matches this version and has the kernels of
+    ``operation`` ("mmd", "permutation" or "aggregate"), else (False, why)."""
     if device is not None and torch.device(device).type != "cpu":
         return False, f"backend='cpu' runs on CPU tensors, got device {device}"
-    return _load()[1]
+    module, status = _load()
+    if status[0] and operation == "permutation" and not hasattr(module, "mmd_perm_sums"):
+        return False, _perm_missing()
+    if status[0] and operation == "aggregate" and not hasattr(module, "mmd_agg_sums"):
+        return False, ("the C++ extension wae_fast._C predates the aggregated tests (no mmd_agg_sums); "
+                       f"rebuild: {_BUILD_HINT}")
+    return status
 
 
 def build_info() -> dict:
@@ -104,103 +111,87 @@ def peak_gflops(threads: int | None = None, seconds: float = 0.25, dtype: torch.
                                         dtype="float64" if dtype == torch.float64 else "float32"))
 
 
-def _as_kernel_input(t: torch.Tensor, name: str) -> torch.Tensor:
-    if t.device.type != "cpu":
-        raise ValueError(f"backend='cpu' needs CPU tensors, got {name} on {t.device}")
+def _as_kernel_input(t: torch.Tensor) -> torch.Tensor:
+    """t as the extension reads it: detached, contiguous, float32 or float64 (16-bit inputs upcast)."""
     t = t.detach()
     if t.dtype not in (torch.float32, torch.float64):
         t = t.to(torch.float32)
-    return t.resolve_conj().resolve_neg().contiguous()
+    return t if t.is_contiguous() else t.contiguous()
 
 
-def _buffer(t: torch.Tensor | None, name: str):
-    """A numpy view of an output tensor (no copy), for the extension to check and write."""
-    if t is None:
-        return None
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cpu":
-        raise ValueError(f"{name} must be a CPU tensor, got one on {t.device}")
-    if t.requires_grad:
-        raise ValueError(f"{name} must not require grad")
-    return t.numpy()
+def _buffer(t: torch.Tensor | None):
+    """A numpy view of an output tensor (no copy), for the extension to check and write; None for none or
+    for a buffer without rows (an empty range: nothing to write, and the extension takes no empty arrays)."""
+    return None if t is None or t.shape[0] == 0 else t.numpy()
 
 
-def _checked_inputs(x, y, kernel, unbiased):
-    """The checks both entries make: a known kernel, CPU [n, d] / [m, d] inputs, enough rows for the
-    estimator. Returns (x, y as kernel inputs, n, m)."""
-    if kernel not in spec.KERNEL_IDS:
-        raise ValueError(f"kernel must be one of {tuple(spec.KERNEL_IDS)}, got {kernel!r}")
-    x, y = _as_kernel_input(x, "x"), _as_kernel_input(y, "y")
-    if x.dim() != 2 or y.dim() != 2:
-        raise ValueError(f"x and y must be [n, d] and [m, d], got {tuple(x.shape)} and {tuple(y.shape)}")
-    n, m = x.shape[0], y.shape[0]
-    if unbiased and (n < 2 or m < 2):
-        raise ValueError(f"the unbiased estimator needs at least 2 rows in x and in y, got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
-    if n < 1 or m < 1:
-        raise ValueError(f"x and y must be non-empty, got {tuple(x.shape)} and {tuple(y.shape)}")
-    return x, y, n, m
+def _rows(rows, total: int, name: str) -> tuple[int, int]:
+    if rows is None:
+        return 0, total
+    begin, end = int(rows[0]), int(rows[1])
+    if not 0 <= begin <= end <= total:
+        raise ValueError(f"{name} must be (begin, end) with 0 <= begin <= end <= {total}, got {tuple(rows)}")
+    return begin, end
 
 
-def mmd_and_grads(x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y, *, threads=None,
-                  out_grad_x=None, out_grad_y=None, isa=None):
-    """(MMD² [0-dim], ∂MMD²/∂x [n, d] | None, ∂MMD²/∂y [m, d] | None), float64 for float64 inputs and
-    float32 otherwise. ``threads`` defaults to torch.get_num_threads(). ``out_grad_x``/``out_grad_y``
-    optionally give preallocated contiguous output buffers of the result dtype (used by the tests to
-    check that every element is written). ``isa`` runs a given compiled instruction-set path instead
-    of the selected one (for tests; see build_info()["supported"])."""
+def block_sums_and_grads(problem, x_rows=None, y_rows=None, *, want_sums: bool = False, threads=None,
+                         out_grad_x=None, out_grad_y=None, isa=None):
+    """The C++ backend's one entry (the contract is in wae_fast.backends): rows x_rows = (begin, end) of x
+    and y_rows of y (default: all) swept against every column, in one tiled, multi-threaded sweep.
+
+    ``threads`` defaults to torch.get_num_threads(); ``out_grad_x``/``out_grad_y`` optionally give
+    preallocated output buffers of the swept rows (tests check that every element is written); ``isa``
+    runs a given compiled instruction-set path (for tests; see build_info()["supported"])."""
     module = _require()
-    x, y, n, m = _checked_inputs(x, y, kernel, unbiased)
-    weights = spec.estimator_weights(n, m, bool(unbiased))
+    if problem.x.device.type != "cpu" or problem.y.device.type != "cpu":
+        raise ValueError(f"backend='cpu' needs CPU tensors, got x on {problem.x.device} and y on {problem.y.device}")
+    x, y = _as_kernel_input(problem.x), _as_kernel_input(problem.y)
+    (n, d), m = x.shape, y.shape[0]
+    x_rows, y_rows = _rows(x_rows, n, "x_rows"), _rows(y_rows, m, "y_rows")
+    weights = spec.estimator_weights(n, m, problem.unbiased)
     coefficients = spec.gradient_coefficients(weights)
-    grads = []
-    for need, out, source in ((need_grad_x, out_grad_x, x), (need_grad_y, out_grad_y, y)):
-        if not need:
-            grads.append(None)
-        else:
-            grads.append(backends.new_buffer(source.shape, x.dtype, "cpu") if out is None else out)
-    if threads is None:
-        threads = torch.get_num_threads()
-    value = module.mmd_fused(
-        x.numpy(), y.numpy(), kernel=spec.KERNEL_IDS[kernel], bandwidths=[float(b) for b in bandwidths],
-        unbiased=bool(unbiased), weights=list(weights), coefficients=list(coefficients),
-        grad_x=_buffer(grads[0], "out_grad_x"), grad_y=_buffer(grads[1], "out_grad_y"),
-        threads=max(1, int(threads)), isa=isa)
-    return torch.tensor(value, dtype=x.dtype), grads[0], grads[1]
-
-
-def _rows_or_none(t):
-    """t, or None for a buffer without rows (an empty range: nothing to write, and the extension takes
-    no empty arrays)."""
-    return None if t is None or t.shape[0] == 0 else t
-
-
-def block_sums_and_grads(x, y, kernel, bandwidths, unbiased, x_rows, y_rows, need_grad_x, need_grad_y, *,
-                         threads=None, isa=None):
-    """One process's share of the distributed statistic (wae_fast.distributed; the contract is in
-    wae_fast.backends): rows [x_rows[0], x_rows[1]) of x and [y_rows[0], y_rows[1]) of y, x and y being
-    every process's rows, swept against all columns.
-
-    Returns (sums [5] float64: Σ_xx, Σ_yy, Σ_xy, diag_x, diag_y of the swept rows; ∂MMD²/∂x of the swept x
-    rows [x_rows[1] − x_rows[0], d] | None; the same for y | None), the gradients float64 for float64 inputs
-    and float32 otherwise. The gradient rows are rows of the gradient of MMD²(x, y) itself (the weights of
-    all n and m rows)."""
-    module = _require()
-    x, y, n, m = _checked_inputs(x, y, kernel, unbiased)
-    x_rows, y_rows = (int(x_rows[0]), int(x_rows[1])), (int(y_rows[0]), int(y_rows[1]))
-    for name, (begin, end), total in (("x_rows", x_rows, n), ("y_rows", y_rows, m)):
-        if not 0 <= begin <= end <= total:
-            raise ValueError(f"{name} must be (begin, end) with 0 <= begin <= end <= {total}, got {(begin, end)}")
-    weights = spec.estimator_weights(n, m, bool(unbiased))
-    coefficients = spec.gradient_coefficients(weights)
-    grad_x = backends.new_buffer((x_rows[1] - x_rows[0], x.shape[1]), x.dtype, "cpu") if need_grad_x else None
-    grad_y = backends.new_buffer((y_rows[1] - y_rows[0], y.shape[1]), x.dtype, "cpu") if need_grad_y else None
-    if threads is None:
-        threads = torch.get_num_threads()
+    grad_x = grad_y = None
+    if problem.need_grad_x:
+        grad_x = backends.new_buffer((x_rows[1] - x_rows[0], d), x.dtype, "cpu") if out_grad_x is None else out_grad_x
+    if problem.need_grad_y:
+        grad_y = backends.new_buffer((y_rows[1] - y_rows[0], d), x.dtype, "cpu") if out_grad_y is None else out_grad_y
     sums = module.mmd_block_sums(
-        x.numpy(), y.numpy(), kernel=spec.KERNEL_IDS[kernel], bandwidths=[float(b) for b in bandwidths],
-        unbiased=bool(unbiased), weights=list(weights), coefficients=list(coefficients), x_rows=x_rows,
-        y_rows=y_rows, grad_x=_buffer(_rows_or_none(grad_x), "grad_x"), grad_y=_buffer(_rows_or_none(grad_y), "grad_y"),
-        threads=max(1, int(threads)), isa=isa)
-    return torch.tensor(sums, dtype=torch.float64), grad_x, grad_y
+        x.numpy(), y.numpy(), kernel=problem.kernel_id, bandwidths=list(problem.bandwidths),
+        unbiased=problem.unbiased, weights=list(weights), coefficients=list(coefficients), x_rows=x_rows,
+        y_rows=y_rows, grad_x=_buffer(grad_x), grad_y=_buffer(grad_y),
+        threads=torch.get_num_threads() if threads is None else max(1, int(threads)), isa=isa)
+    value = torch.tensor(spec.assemble(sums, weights), dtype=problem.x.dtype)
+    if x.dtype != problem.x.dtype:  # 16-bit inputs: computed in float32, returned in their dtype
+        grad_x = None if grad_x is None else grad_x.to(problem.x.dtype)
+        grad_y = None if grad_y is None else grad_y.to(problem.x.dtype)
+    return backends.FusedResult(value, torch.tensor(sums, dtype=torch.float64) if want_sums else None, grad_x, grad_y)
+
+
+def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwidths, *, threads=None, isa=None):
+    """The permutation test's sums (wae_fast.stats; sources csrc/cpu/mmd_perm_cpu.{h,cpp}): with K₀ the
+    kernel matrix of the pooled rows z [N, d] (centred on their mean), zero diagonal, and u_p the 0/1 labels
+    of labelling p (uint8 bits [L, ⌈N/8⌉], wae_fast.stats.permutation_labels),
+
+        within[p] = u_pᵀ K₀ u_p,    member_rows[p] = u_pᵀ K₀ 1,    total = 1ᵀ K₀ 1        (float64 CPU)
+
+    Every pair i < j is evaluated once and applied to all L labellings by table look-up, so memory is
+    O(N·d) plus the labels."""
+    module = _require()
+    if not hasattr(module, "mmd_perm_sums"):
+        raise RuntimeError(f"backend='cpu' cannot run the permutation test: {_perm_missing()}")
+    if labels.dtype != torch.uint8 or labels.dim() != 2 or labels.device.type != "cpu":
+        raise ValueError(f"labels must be a 2-D uint8 CPU tensor, got {labels.dtype} of shape "
+                         f"{tuple(labels.shape)} on {labels.device}")
+    z = _as_kernel_input(z)
+    labels = labels.contiguous()
+    sums = backends.new_buffer((2, labels.shape[0]), torch.float64, "cpu")
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    total = module.mmd_perm_sums(z.numpy(), labels.numpy(), kernel=spec.KERNEL_IDS[kernel],
+                                 bandwidths=[float(b) for b in bandwidths], sums=sums.numpy(),
+                                 threads=max(1, threads), isa=isa)
+    return sums[0], sums[1], torch.tensor(total, dtype=torch.float64)
+
+
+def _perm_missing() -> str:
+    return ("the C++ extension wae_fast._C predates the permutation test (no mmd_perm_sums); "
+            f"rebuild: {_BUILD_HINT}")

@@ -12,8 +12,9 @@ zero diagonal, and u_ℓ the labels as a 0/1 vector:
 The kernels centre z on its mean (spec.centre) and evaluate each pair i < j once: one squared distance
 shared by the S kernels, then per kernel the permutation test's table look-up over all L labellings
 (csrc/cpu/mmd_perm_cpu.cpp). Memory O(N·d) plus the labels plus O(S·L) for each of ≤ 64 result slots.
-As cpu_perm: numpy views of CPU tensors, checked in C++, GIL released, ``threads`` threads (default
-torch.get_num_threads()), a result independent of the thread count; float16/bfloat16 rows are upcast.
+As cpu.permutation_sums: numpy views of CPU tensors, checked in C++, GIL released, ``threads`` threads
+(default torch.get_num_threads()), a result independent of the thread count; float16/bfloat16 rows are
+upcast.
 """
 from __future__ import annotations
 
@@ -25,14 +26,7 @@ from . import cpu
 
 def is_available(device=None) -> tuple[bool, str]:
     """(True, "") when wae_fast._C is importable, matches this version and has the collection kernels."""
-    ok, reason = cpu.is_available(device)
-    if not ok:
-        return ok, reason
-    module, _ = cpu._load()
-    if not hasattr(module, "mmd_agg_sums"):
-        return False, ("the C++ extension wae_fast._C predates the aggregated tests (no mmd_agg_sums); "
-                       f"rebuild: {cpu._BUILD_HINT}")
-    return True, ""
+    return cpu.is_available(device, "aggregate")
 
 
 def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, *, threads=None, isa=None):
@@ -49,10 +43,7 @@ def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, 
     if labels.dtype != torch.uint8 or labels.dim() != 2 or labels.device.type != "cpu":
         raise ValueError(f"labels must be a 2-D uint8 CPU tensor, got {labels.dtype} of shape "
                          f"{tuple(labels.shape)} on {labels.device}")
-    z = z.detach()
-    if z.dtype not in (torch.float32, torch.float64):
-        z = z.to(torch.float32)
-    z = z.contiguous()
+    z = cpu._as_kernel_input(z)
     labels = labels.contiguous()
     count = len(bandwidths)
     sums = backends.new_buffer((2 * count, labels.shape[0]), torch.float64, "cpu")

@@ -12,7 +12,7 @@ Design: the permutation test's kernel (triton_perm) with a loop over the kernels
 Program (pid_m, pid_p, pid_s) owns the row blocks pid_m, pid_m + G, pid_m + 2G, … (G row programs),
 BLOCK_P labellings and BLOCK_S kernels, and streams BLOCK_N-column tiles of the strict upper triangle:
 
-    once per tile   r = ‖a‖² + ‖z‖² − 2 a·z                  (_tile_distances: shared by the S kernels)
+    once per tile   r = ‖a‖² + ‖z‖² − 2 a·z                  (tile_distances: shared by the S kernels)
                     U = the tile's labels [BN, BP]            (bits, unpacked once)
     per kernel s    k = k_s(r) [BM, BN], 0 where j ≤ i;  P = k·U [BM, BP] (tl.dot, the "values" U)
                     W_s += Σ_i u_i P_i,   R_s += Σ_i P_i + Σ_i u_i Σ_j k_ij,   T_s += Σ k,   Q_s += Σ k²
@@ -20,23 +20,24 @@ BLOCK_P labellings and BLOCK_S kernels, and streams BLOCK_N-column tiles of the 
 (each pair once: W, T and Q are doubled at the end.) The kernels are sorted IMQ first on the host, so a
 tile runs two loops with a fixed formula each. Contributions go to float64 per tile; each program
 writes its own slots and the host adds them in a fixed order, so results are bitwise reproducible.
-Memory: the centred copy, the labels (transposed on the device to [⌈N/8⌉, L]) and G·S·L partial sums.
-Precision of the product k·U: as triton_perm's (PRODUCTS; float32 default "bf16x3", float64 exact).
+Memory: the centred, rescaled copy (_triton_common.prepare, as triton_perm), the labels (transposed on the
+device to [⌈N/8⌉, L]) and G·S·L partial sums. The bandwidths are rescaled by 2^−2E in the kernel.
+Precision of the product k·U: as triton_perm's (PRODUCTS; float32 default "bf16p3", float64 exact).
 """
 from __future__ import annotations
 
-import os
+import functools
 from typing import NamedTuple
 
 import torch
 
 from .. import backends, spec
-from . import triton_mmd
-from .triton_mmd import _IMPORT_ERROR, _kernel_eval_scale, _tile_distances, tl, triton
+from . import _triton_common as common
+from ._triton_common import kernel_eval_scale, tile_distances, tl, triton
 
-PRODUCTS = ("bf16x3", "tf32x3", "ieee")
-_PRODUCT_IDS = {"bf16x3": 0, "tf32x3": 1, "ieee": 2}
-_IMQ, _RBF = spec.KERNEL_IDS["imq"], spec.KERNEL_IDS["rbf"]
+PRODUCTS = ("bf16p3", "tf32x3", "ieee")
+_PRODUCT_IDS = {"bf16p3": 0, "tf32x3": 1, "ieee": 2}
+_IMQ = spec.KERNEL_IDS["imq"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def _add_kernel_tile(b_r, m_t, b_u, b_uo, bw, s_local, o_sl, acc_w, acc_r, acc_t
                      PRODUCT_UPCAST: tl.constexpr):
     """One kernel's share of one tile: its W, R, T, Q contributions added to row s_local of the
     accumulators (acc_w, acc_r [BS, BP], acc_t, acc_q [BS], float64)."""
-    b_k, b_unused = _kernel_eval_scale(b_r, bw, KERNEL, MATH)  # [BM, BN]
+    b_k, b_unused = kernel_eval_scale(b_r, bw, KERNEL, MATH)  # [BM, BN]
     b_k = tl.where(m_t, b_k, 0.0)
     b_prod = _label_product(b_k, b_u, b_r.dtype, MATH, PRODUCT, PRODUCT_UPCAST)  # [BM, BP] Σ_j k_ij u_j
     b_rows = tl.sum(b_k, axis=1)  # [BM] Σ_j k_ij over the tile
@@ -96,16 +97,18 @@ def _add_kernel_tile(b_r, m_t, b_u, b_uo, bw, s_local, o_sl, acc_w, acc_r, acc_t
 
 
 @triton.jit
-def _collection_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, p_total, p_squares,
-                            n_rows, d, n_imq, n_kernels, n_labellings, stride_zm, row_programs,
+def _collection_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member, p_total, p_squares,
+                            n_rows, d, n_imq, n_kernels, n_labellings, row_programs,
                             MATH: tl.constexpr, DIST_PRECISION: tl.constexpr, PRODUCT: tl.constexpr,
                             PRODUCT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
-    """Row blocks pid_m, pid_m + row_programs, … of z (n_rows × d, centred, padded to BLOCK_D columns;
-    squared row norms p_norms) against the columns after them, for the labellings [pid_p·BP, +BP) and the
-    kernels [pid_s·BS, +BS) (0 … n_imq − 1 IMQ, the rest RBF; bandwidths p_bw). p_labels_t: uint8
-    [⌈n_rows/8⌉, n_labellings]. Writes p_within/p_member[pid_m, s, ℓ] and (pid_p == 0)
-    p_total/p_squares[pid_m, s]: the program's shares of W, R, T, Q."""
+    """Row blocks pid_m, pid_m + row_programs, … of z (n_rows × d: the padded copy and scratch of
+    common.prepare, whose squared norms, 2^−E and poison it reads) against the columns after them, for the
+    labellings [pid_p·BP, +BP) and the kernels [pid_s·BS, +BS) (0 … n_imq − 1 IMQ, the rest RBF;
+    bandwidths p_bw, float64, unscaled). p_labels_t: uint8 [⌈n_rows/8⌉, n_labellings]. Writes
+    p_within/p_member[pid_m, s, ℓ] and (pid_p == 0) p_total/p_squares[pid_m, s]: the program's shares of
+    W, R, T, Q."""
+    ACC = tl.float64 if p_z.dtype.element_ty == tl.float64 else tl.float32
     pid_m = tl.program_id(0)
     pid_p = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -115,6 +118,9 @@ def _collection_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, 
     o_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     m_p = o_p < n_labellings
     o_d = tl.arange(0, BLOCK_D)
+    scale = tl.load(p_scratch + n_rows)
+    bw_factor = scale * scale  # 2^−2E: the bandwidths of the rescaled copy
+    b_centre = tl.zeros([BLOCK_D], dtype=ACC)  # unused: the copy is centred
     acc_w = tl.zeros([BLOCK_S, BLOCK_P], dtype=tl.float64)  # [BS, BP] Σ_{i<j} u_i k_ij u_j
     acc_r = tl.zeros([BLOCK_S, BLOCK_P], dtype=tl.float64)  # [BS, BP] Σ_{i<j} k_ij (u_i + u_j)
     acc_t = tl.zeros([BLOCK_S], dtype=tl.float64)  # [BS] Σ_{i<j} k_ij
@@ -124,29 +130,29 @@ def _collection_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, 
         row_start = rb * BLOCK_M
         o_m = row_start + tl.arange(0, BLOCK_M)
         m_m = o_m < n_rows
-        b_a = tl.load(p_z + o_m[:, None] * stride_zm + o_d[None, :], mask=m_m[:, None], other=0.0)  # [BM, BD]
-        b_na = tl.load(p_norms + o_m, mask=m_m, other=0.0)  # [BM] squared row norms
+        b_a = tl.load(p_z + o_m[:, None] * BLOCK_D + o_d[None, :], mask=m_m[:, None], other=0.0)  # [BM, BD]
+        b_na = tl.load(p_scratch + o_m, mask=m_m, other=0.0).to(ACC)  # [BM] squared row norms
         b_own = tl.load(p_labels_t + (o_m // 8)[:, None] * n_labellings + o_p[None, :],
                         mask=m_m[:, None] & m_p[None, :], other=0)  # [BM, BP] uint8
-        b_uo = ((b_own >> (o_m % 8).to(tl.uint8)[:, None]) & 1).to(b_na.dtype)  # [BM, BP] u_i
+        b_uo = ((b_own >> (o_m % 8).to(tl.uint8)[:, None]) & 1).to(ACC)  # [BM, BP] u_i
         for start_n in range((row_start // BLOCK_N) * BLOCK_N, n_rows, BLOCK_N):
             o_n = start_n + tl.arange(0, BLOCK_N)
             m_n = o_n < n_rows
-            b_r, b_unused = _tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, stride_zm, p_z, stride_zm,
-                                            p_norms, o_n, m_n, d, DIST_PRECISION, False, BLOCK_M, BLOCK_N,
-                                            BLOCK_D, BLOCK_D)  # [BM, BN]
+            b_r, b_unused = tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, p_z, BLOCK_D, p_scratch, o_n, m_n, d,
+                                           b_centre, 1.0, ACC, False, DIST_PRECISION, False, BLOCK_M, BLOCK_N,
+                                           BLOCK_D, BLOCK_D)  # [BM, BN]
             m_t = (o_n[None, :] > o_m[:, None]) & m_n[None, :]  # [BM, BN] j > i, j < N
             b_bytes = tl.load(p_labels_t + (o_n // 8)[:, None] * n_labellings + o_p[None, :],
                               mask=m_n[:, None] & m_p[None, :], other=0)  # [BN, BP] uint8
             b_u = (b_bytes >> (o_n % 8).to(tl.uint8)[:, None]) & 1  # [BN, BP] 0/1
             for s in range(s0, tl.minimum(s1, n_imq)):
-                acc_w, acc_r, acc_t, acc_q = _add_kernel_tile(b_r, m_t, b_u, b_uo, tl.load(p_bw + s), s - s0, o_sl,
-                                                              acc_w, acc_r, acc_t, acc_q, 0, MATH, PRODUCT,
-                                                              PRODUCT_UPCAST)
+                bw = (tl.load(p_bw + s) * bw_factor).to(ACC)
+                acc_w, acc_r, acc_t, acc_q = _add_kernel_tile(b_r, m_t, b_u, b_uo, bw, s - s0, o_sl, acc_w, acc_r,
+                                                              acc_t, acc_q, 0, MATH, PRODUCT, PRODUCT_UPCAST)
             for s in range(tl.maximum(s0, n_imq), s1):
-                acc_w, acc_r, acc_t, acc_q = _add_kernel_tile(b_r, m_t, b_u, b_uo, tl.load(p_bw + s), s - s0, o_sl,
-                                                              acc_w, acc_r, acc_t, acc_q, 1, MATH, PRODUCT,
-                                                              PRODUCT_UPCAST)
+                bw = (tl.load(p_bw + s) * bw_factor).to(ACC)
+                acc_w, acc_r, acc_t, acc_q = _add_kernel_tile(b_r, m_t, b_u, b_uo, bw, s - s0, o_sl, acc_w, acc_r,
+                                                              acc_t, acc_q, 1, MATH, PRODUCT, PRODUCT_UPCAST)
     m_s = o_sl < s1 - s0  # [BS]
     o_out = (pid_m * n_kernels + s0 + o_sl)[:, None] * n_labellings + o_p[None, :]  # [BS, BP]
     tl.store(p_within + o_out, 2.0 * acc_w, mask=m_s[:, None] & m_p[None, :])
@@ -170,13 +176,13 @@ class AggGpuConfig(NamedTuple):
     block_s: int
     num_warps: int
     num_stages: int
-    product: str = "bf16x3"
+    product: str = "bf16p3"
 
 
 #: Launch configurations by dtype. Not tuned on a GPU yet: chosen so that ptxas (sm_90a,
-#: compile_for_gpu) reports no register spills at d = 8 and d = 64.
+#: scripts/triton_aot.py --agg --ptxas) reports no register spills at d = 8 and d = 64.
 GPU_CONFIGS = {
-    torch.float32: AggGpuConfig(128, 64, 32, 8, 8, 2, "bf16x3"),
+    torch.float32: AggGpuConfig(128, 32, 32, 8, 8, 2, "bf16p3"),
     torch.float64: AggGpuConfig(32, 16, 16, 16, 4, 2, "ieee"),
 }
 
@@ -194,15 +200,20 @@ MAX_D = 128
 
 def is_available(device=None) -> tuple[bool, str]:
     """(usable, reason), as the Triton MMD backend's."""
-    return triton_mmd.is_available(device)
+    return common.is_available(device)
 
 
 def _meta(dtype: torch.dtype, d: int, product: str, interpreting: bool) -> dict:
     wide = dtype == torch.float64
     return dict(MATH=0 if wide else 1, DIST_PRECISION="ieee" if wide else "tf32x3",
                 PRODUCT=_PRODUCT_IDS["ieee" if wide else product],
-                PRODUCT_UPCAST=interpreting and not wide and product == "bf16x3",
-                BLOCK_D=triton_mmd.padded_width(d))
+                PRODUCT_UPCAST=interpreting and not wide and product == "bf16p3",
+                BLOCK_D=common.padded_width(d))
+
+
+@functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _block_s(count: int, most: int) -> int:
@@ -250,15 +261,12 @@ def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, 
     n_imq = sum(1 for k in kernel_ids if k == _IMQ)
 
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
-    z = z.detach()
-    centre = spec.centre(z, z[:0])  # [d] float64: the mean of the pooled rows
-    zc = torch.nn.functional.pad(z.to(torch.float64) - centre, (0, triton_mmd.padded_width(d) - d))
-    zc = zc.to(acc).contiguous()  # [N, BLOCK_D] zero columns past d
-    norms = (zc * zc).sum(1)  # [N] squared row norms
+    z = z.detach().to(acc)  # 16-bit rows are upcast
+    zc, scratch = common.prepare(z, z[:0], bandwidths, 0)  # [N, BLOCK_D] centred, rescaled; norms, 2^−E, poison
     labels_t = labels.t().contiguous()  # [⌈N/8⌉, L]: a tile's labels contiguous
-    p_bw = triton_mmd.device_constants(tuple(bandwidths[s] for s in order), acc, z.device)
+    p_bw = common.device_constants(tuple(bandwidths[s] for s in order), torch.float64, z.device)
 
-    interpreting = triton_mmd._interpreting()
+    interpreting = common.interpreting()
     cfg = config or GPU_CONFIGS[acc]
     if cfg.product not in PRODUCTS:
         raise ValueError(f"config.product must be one of {PRODUCTS}, got {cfg.product!r}")
@@ -269,78 +277,24 @@ def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, 
                        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     block_s = options["BLOCK_S"] = _block_s(count, options["BLOCK_S"])
     meta = _meta(acc, d, cfg.product, interpreting)
-    row_blocks = triton_mmd._cdiv(rows, options["BLOCK_M"])
-    label_blocks = triton_mmd._cdiv(labellings, options["BLOCK_P"])
-    kernel_chunks = triton_mmd._cdiv(count, block_s)
+    row_blocks = common.cdiv(rows, options["BLOCK_M"])
+    label_blocks = common.cdiv(labellings, options["BLOCK_P"])
+    kernel_chunks = common.cdiv(count, block_s)
     if interpreting:
         row_programs = min(row_blocks, INTERPRETER_ROW_PROGRAMS)
     else:
-        target = PROGRAMS_PER_SM * triton_mmd._multiprocessors(z.device)
-        row_programs = min(row_blocks, max(1, triton_mmd._cdiv(target, label_blocks * kernel_chunks)))
+        target = PROGRAMS_PER_SM * _multiprocessors(z.device)
+        row_programs = min(row_blocks, max(1, common.cdiv(target, label_blocks * kernel_chunks)))
     within = backends.new_buffer((row_programs, count, labellings), torch.float64, z.device)
     member = backends.new_buffer((row_programs, count, labellings), torch.float64, z.device)
     total = backends.new_buffer((row_programs, count), torch.float64, z.device)
     squares = backends.new_buffer((row_programs, count), torch.float64, z.device)
     grid = (row_programs, label_blocks, kernel_chunks)
-    _collection_sums_kernel[grid](zc, norms, labels_t, p_bw, within, member, total, squares, rows, d, n_imq,
-                                  count, labellings, zc.stride(0), row_programs, **meta, **options)
-    # Any NaN/±Inf in z: NaN everywhere (spec), without a host synchronisation.
-    poison = torch.where(torch.isfinite(zc).all(), 0.0, float("nan")).to(torch.float64)
+    _collection_sums_kernel[grid](zc, scratch, labels_t, p_bw, within, member, total, squares, rows, d, n_imq,
+                                  count, labellings, row_programs, **meta, **options)
+    # Any NaN/±Inf in z, or no rescaling that fits: NaN everywhere (spec), without a host synchronisation.
+    poison = scratch[rows + 1]
     back = torch.empty(count, dtype=torch.long)
     back[torch.tensor(order)] = torch.arange(count)  # sorted position of each caller's kernel
     back = back.to(z.device)
     return tuple(t.sum(0)[back] + poison for t in (within, member, total, squares))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Ahead-of-time compilation (no GPU needed)
-# ----------------------------------------------------------------------------------------------------
-
-def compile_for_gpu(dtype: str = "fp32", d: int = 8, count: int = 10, config: AggGpuConfig | None = None,
-                    capability: int = 90):
-    """Compile the kernel for an NVIDIA GPU of compute capability ``capability`` with triton's own
-    compiler and bundled ptxas (no GPU, no CUDA toolkit; run with TRITON_INTERPRET unset). dtype: "fp32"
-    or "fp64"; count: the number of kernels (it sets BLOCK_S). Returns triton's compiled kernel."""
-    if _IMPORT_ERROR is not None:
-        raise RuntimeError(f"triton is not installed ({_IMPORT_ERROR})")
-    if triton_mmd._interpreting():
-        raise RuntimeError("compile_for_gpu needs triton's compiler: unset TRITON_INTERPRET before importing triton")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
-    cfg = config or GPU_CONFIGS[torch_dtype]
-    const = _meta(torch_dtype, d, cfg.product, False)
-    const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, BLOCK_S=_block_s(count, cfg.block_s))
-    pointer = "*fp64" if dtype == "fp64" else "*fp32"
-    signature = {}
-    for name in _collection_sums_kernel.arg_names:
-        if name in const:
-            signature[name] = "constexpr"
-        elif name in ("p_z", "p_norms", "p_bw"):
-            signature[name] = pointer
-        elif name == "p_labels_t":
-            signature[name] = "*u8"
-        elif name.startswith("p_"):
-            signature[name] = "*fp64"
-        else:
-            signature[name] = "i32"
-    return triton.compile(ASTSource(_collection_sums_kernel, signature, const),
-                          target=GPUTarget("cuda", capability, 32),
-                          options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-
-
-def _main() -> None:  # python -m wae_fast.backends.triton_agg: the ahead-of-time check set
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise SystemExit("unset TRITON_INTERPRET: the ahead-of-time compile needs triton's compiler")
-    for dtype, d, count in (("fp32", 8, 10), ("fp32", 64, 20), ("fp64", 8, 10)):
-        compiled = compile_for_gpu(dtype, d, count)
-        assert compiled.asm["cubin"], (dtype, d, count)
-        cfg = GPU_CONFIGS[{"fp32": torch.float32, "fp64": torch.float64}[dtype]]
-        print(f"{dtype} d={d} kernels={count} blocks={cfg.block_m}x{cfg.block_n}x{cfg.block_p}"
-              f"x{_block_s(count, cfg.block_s)} warps={cfg.num_warps} "
-              f"product={cfg.product if dtype == 'fp32' else 'ieee'} ok", flush=True)
-
-
-if __name__ == "__main__":
-    _main()

@@ -11,7 +11,7 @@ matrix of z (centred by spec.centre) with a zero diagonal and u_p the labels as 
 Design (the FlashAttention shape, with the labels as the "values"). Program (pid_m, pid_p) owns BLOCK_M
 rows and BLOCK_P labellings and streams BLOCK_N-column tiles of the strict upper triangle j > i:
 
-    stage 1  r = ‖a‖² + ‖z‖² − 2 a·z, k(r)         _tile_distances and _kernel_eval of triton_mmd (the same
+    stage 1  r = ‖a‖² + ‖z‖² − 2 a·z, k(r)         tile_distances and kernel_eval (_triton_common: the same
                                                   maths as the MMD kernel), 0 where j ≤ i or j ≥ N
     stage 2  R[i, p] += Σ_j k_ij u_pj              the K₀·U product: tl.dot of the kernel tile [BM, BN]
                                                   with the labels tile [BN, BP]
@@ -25,29 +25,26 @@ transposed on the device to [⌈N/8⌉, L] so that a tile's labels are contiguou
 partial sums.
 
 Precision of the product (``PermGpuConfig.product``). The labels are exact in every format, so only the
-kernel tile needs care: "bf16x3" (float32 inputs, the default) splits it into three bfloat16 parts
+kernel tile needs care: "bf16p3" (float32 inputs, the default) splits it into three bfloat16 parts
 k = k_hi + k_mid + k_lo (24 significant bits, float32's precision) and runs three bfloat16 tensor-core
 dots with float32 accumulation; "tf32x3" and "ieee" run one float32 dot at that input precision.
 float64 inputs use float64 dots throughout; float16/bfloat16 inputs are upcast to float32. Under
 Triton's interpreter the bfloat16 parts are upcast before the dot (the interpreter's bfloat16 dot is
 broken; the parts are the same numbers).
 
-``compile_for_gpu`` compiles the kernel ahead of time for an NVIDIA GPU without one (as
-scripts/triton_aot.py does for the MMD kernel).
+``scripts/triton_aot.py --perm`` compiles the kernel ahead of time for an NVIDIA GPU without one.
 """
 from __future__ import annotations
-
-import os
-from typing import NamedTuple
 
 import torch
 
 from .. import backends, spec
-from . import triton_mmd
-from .triton_mmd import _IMPORT_ERROR, _kernel_eval, _tile_distances, tl, triton
+from . import _triton_common as common
+from ._triton_common import kernel_eval, tile_distances, tl, triton
+from .triton_configs import (PERM_GPU_CONFIGS as GPU_CONFIGS, PERM_INTERPRETER_BLOCKS as INTERPRETER_BLOCKS,
+                             PERM_MAX_D as MAX_D, PERM_PRODUCTS as PRODUCTS, PermGpuConfig)
 
-PRODUCTS = ("bf16x3", "tf32x3", "ieee")
-_PRODUCT_IDS = {"bf16x3": 0, "tf32x3": 1, "ieee": 2}
+_PRODUCT_IDS = {"bf16p3": 0, "tf32x3": 1, "ieee": 2}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -55,21 +52,21 @@ _PRODUCT_IDS = {"bf16x3": 0, "tf32x3": 1, "ieee": 2}
 # ----------------------------------------------------------------------------------------------------
 
 @triton.jit
-def _perm_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, p_total,
-                      n_rows, d, n_scales, n_labellings, stride_zm,
+def _perm_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member, p_total,
+                      n_rows, d, n_scales, n_labellings,
                       KERNEL: tl.constexpr, MATH: tl.constexpr, DIST_PRECISION: tl.constexpr,
                       PRODUCT: tl.constexpr, PRODUCT_UPCAST: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
                       BLOCK_D: tl.constexpr):
-    """Rows [pid_m·BM, pid_m·BM + BM) of z (n_rows × d, centred, padded to BLOCK_D columns; squared row
-    norms p_norms) against the columns after them, for the labellings [pid_p·BP, pid_p·BP + BP).
+    """Rows [pid_m·BM, pid_m·BM + BM) of z (n_rows × d: the padded copy and scratch of common.prepare, whose
+    squared norms, 2^−E and poison it reads) against the columns after them, for the labellings [pid_p·BP, pid_p·BP + BP).
     p_labels_t: uint8 [⌈n_rows/8⌉, n_labellings] (byte b of labelling p at b·n_labellings + p). Writes
     p_within[pid_m, p] = 2 Σ_i u_pi R_ip and p_member[pid_m, p] = Σ_i (R_ip + u_pi T_i) over the block's
     rows i, and (pid_p == 0) p_total[pid_m] = 2 Σ_i T_i.
 
     PRODUCT: 0 three bfloat16 parts of the kernel tile, 1 one tf32x3 dot, 2 one dot at "ieee" (float32 or
     float64, the accumulation type's)."""
-    ACC = p_bw.dtype.element_ty
+    ACC = tl.float64 if p_z.dtype.element_ty == tl.float64 else tl.float32
     pid_m = tl.program_id(0)
     pid_p = tl.program_id(1)
     row_start = pid_m * BLOCK_M
@@ -78,18 +75,22 @@ def _perm_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, p_tota
     o_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     m_p = o_p < n_labellings
     o_d = tl.arange(0, BLOCK_D)
-    b_a = tl.load(p_z + o_m[:, None] * stride_zm + o_d[None, :], mask=m_m[:, None],
+    b_a = tl.load(p_z + o_m[:, None] * BLOCK_D + o_d[None, :], mask=m_m[:, None],
                   other=0.0)  # [BM, BD]
-    b_na = tl.load(p_norms + o_m, mask=m_m, other=0.0)  # [BM] squared row norms
+    b_na = tl.load(p_scratch + o_m, mask=m_m, other=0.0).to(ACC)  # [BM] squared row norms
+    scale = tl.load(p_scratch + n_rows)
+    bw_factor = scale * scale
+    b_centre = tl.zeros([BLOCK_D], dtype=ACC)  # unused: the copy is centred
     b_rp = tl.zeros([BLOCK_M, BLOCK_P], dtype=tl.float64)  # [BM, BP] R_ip = Σ_{j>i} k_ij u_pj
     b_t = tl.zeros([BLOCK_M], dtype=tl.float64)  # [BM] T_i = Σ_{j>i} k_ij
-    bw0 = tl.load(p_bw)
+    bw0 = (tl.load(p_bw) * bw_factor).to(ACC)
     for start_n in range((row_start // BLOCK_N) * BLOCK_N, n_rows, BLOCK_N):
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_rows
-        b_r, b_unused = _tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, stride_zm, p_z, stride_zm, p_norms, o_n,
-                                        m_n, d, DIST_PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_D)
-        b_k, b_wpos = _kernel_eval(b_r, bw0, p_bw, n_scales, KERNEL, MATH)  # [BM, BN] each
+        b_r, b_unused = tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, p_z, BLOCK_D, p_scratch, o_n, m_n, d,
+                                       b_centre, 1.0, ACC, False, DIST_PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_D,
+                                       BLOCK_D)
+        b_k, b_wpos = kernel_eval(b_r, bw0, p_bw, bw_factor, n_scales, KERNEL, MATH)  # [BM, BN] each
         m_t = (o_n[None, :] > o_m[:, None]) & m_n[None, :]  # [BM, BN] j > i, j < N (rows ≥ N: never)
         b_k = tl.where(m_t, b_k, 0.0)
         b_t += tl.sum(b_k, axis=1).to(tl.float64)
@@ -134,35 +135,9 @@ def _perm_sums_kernel(p_z, p_norms, p_labels_t, p_bw, p_within, p_member, p_tota
 # Launcher
 # ----------------------------------------------------------------------------------------------------
 
-class PermGpuConfig(NamedTuple):
-    """One launch configuration of the permutation kernel: tile sizes, warps, pipeline stages and the
-    product's precision (PRODUCTS; float64 inputs always use float64 dots)."""
-    block_m: int
-    block_n: int
-    block_p: int
-    num_warps: int
-    num_stages: int
-    product: str = "bf16x3"
-
-
-#: Launch configurations by dtype. Not tuned on a GPU yet: chosen so that ptxas (sm_90a,
-#: compile_for_gpu) reports no register spills for d ≤ 64.
-GPU_CONFIGS = {
-    torch.float32: PermGpuConfig(64, 64, 64, 8, 2, "bf16x3"),
-    torch.float64: PermGpuConfig(32, 16, 16, 4, 2, "ieee"),
-}
-
-#: Under the interpreter (which pays per tile, not per element): large tiles.
-INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_P": 128}
-
-#: Rows wider than this are not supported (the row block stays in registers; d = 256 needs more shared
-#: memory than an H100 has, d = 128 spills a few registers).
-MAX_D = 128
-
-
 def is_available(device=None) -> tuple[bool, str]:
     """(usable, reason), as the Triton MMD backend's."""
-    return triton_mmd.is_available(device)
+    return common.is_available(device)
 
 
 def _meta(dtype: torch.dtype, d: int, kernel: str, product: str, interpreting: bool) -> dict:
@@ -170,16 +145,18 @@ def _meta(dtype: torch.dtype, d: int, kernel: str, product: str, interpreting: b
     return dict(KERNEL=spec.KERNEL_IDS[kernel], MATH=0 if wide else 1,
                 DIST_PRECISION="ieee" if wide else "tf32x3",
                 PRODUCT=_PRODUCT_IDS["ieee" if wide else product],
-                PRODUCT_UPCAST=interpreting and not wide and product == "bf16x3",
-                BLOCK_D=triton_mmd.padded_width(d))
+                PRODUCT_UPCAST=interpreting and not wide and product == "bf16p3",
+                BLOCK_D=common.padded_width(d))
 
 
 def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwidths, *, config=None):
     """(within [L], member_rows [L], total []) as float64 tensors on z's device; see the module docstring.
     ``config`` (a PermGpuConfig) replaces GPU_CONFIGS' entry (under the interpreter only its product is
     used: the blocks are INTERPRETER_BLOCKS)."""
-    bandwidths = triton_mmd.checked_kernel_and_bandwidths(z.device, kernel, bandwidths,
-                                                          " the permutation test")
+    ok, reason = common.is_available(z.device)
+    if not ok:
+        raise RuntimeError(f"backend='triton' cannot run the permutation test: {reason}")
+    bandwidths = tuple(float(b) for b in bandwidths)
     if z.dim() != 2 or z.shape[0] < 2:
         raise ValueError(f"z must be [rows >= 2, d], got shape {tuple(z.shape)}")
     rows, d = z.shape
@@ -198,16 +175,12 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
                          f"2^31, got rows = {rows}, d = {d}, {labellings} labellings")
 
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
-    z = z.detach()
-    centre = spec.centre(z, z[:0])  # [d] float64: the mean of the pooled rows
-    d = z.shape[1]
-    zc = torch.nn.functional.pad(z.to(torch.float64) - centre, (0, triton_mmd.padded_width(d) - d))
-    zc = zc.to(acc).contiguous()  # [N, BLOCK_D] zero columns past d (the kernels' loads mask rows only)
-    norms = (zc * zc).sum(1)  # [N] squared row norms
+    z = z.detach().to(acc)  # 16-bit rows are upcast
+    zc, scratch = common.prepare(z, z[:0], bandwidths, 0)  # [N, BLOCK_D] centred, rescaled; norms, 2^−E, poison
     labels_t = labels.t().contiguous()  # [⌈N/8⌉, L]: a tile's labels contiguous
-    p_bw = triton_mmd.device_constants(tuple(bandwidths), acc, z.device)
+    p_bw = common.device_constants(bandwidths, torch.float64, z.device)
 
-    interpreting = triton_mmd._interpreting()
+    interpreting = common.interpreting()
     cfg = config or GPU_CONFIGS[acc]
     if cfg.product not in PRODUCTS:
         raise ValueError(f"config.product must be one of {PRODUCTS}, got {cfg.product!r}")
@@ -218,66 +191,13 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
         options = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, num_warps=cfg.num_warps,
                        num_stages=cfg.num_stages)
     meta = _meta(acc, d, kernel, product, interpreting)
-    row_blocks = triton_mmd._cdiv(rows, options["BLOCK_M"])
+    row_blocks = common.cdiv(rows, options["BLOCK_M"])
     within = backends.new_buffer((row_blocks, labellings), torch.float64, z.device)
     member = backends.new_buffer((row_blocks, labellings), torch.float64, z.device)
     total = backends.new_buffer((row_blocks,), torch.float64, z.device)
-    grid = (row_blocks, triton_mmd._cdiv(labellings, options["BLOCK_P"]))
-    _perm_sums_kernel[grid](zc, norms, labels_t, p_bw, within, member, total, rows, d, len(bandwidths), labellings,
-                            zc.stride(0), **meta, **options)
-    # Any NaN/±Inf in z: NaN everywhere (spec), without a host synchronisation.
-    poison = torch.where(torch.isfinite(zc).all(), 0.0, float("nan")).to(torch.float64)
+    grid = (row_blocks, common.cdiv(labellings, options["BLOCK_P"]))
+    _perm_sums_kernel[grid](zc, scratch, labels_t, p_bw, within, member, total, rows, d, len(bandwidths), labellings,
+                            **meta, **options)
+    # Any NaN/±Inf in z, or no rescaling that fits: NaN everywhere (spec), without a host synchronisation.
+    poison = scratch[rows + 1]
     return within.sum(0) + poison, member.sum(0) + poison, total.sum() + poison
-
-
-# ----------------------------------------------------------------------------------------------------
-# Ahead-of-time compilation (no GPU needed)
-# ----------------------------------------------------------------------------------------------------
-
-def compile_for_gpu(dtype: str = "fp32", d: int = 8, kernel: str = "imq", config: PermGpuConfig | None = None,
-                    capability: int = 90):
-    """Compile the kernel for an NVIDIA GPU of compute capability ``capability`` with triton's own
-    compiler and bundled ptxas (no GPU, no CUDA toolkit; run with TRITON_INTERPRET unset). dtype: "fp32"
-    or "fp64". Returns triton's compiled kernel (``.asm["cubin"]``, ``.asm["ptx"]``, ``.metadata``)."""
-    if _IMPORT_ERROR is not None:
-        raise RuntimeError(f"triton is not installed ({_IMPORT_ERROR})")
-    if triton_mmd._interpreting():
-        raise RuntimeError("compile_for_gpu needs triton's compiler: unset TRITON_INTERPRET before importing triton")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
-    cfg = config or GPU_CONFIGS[torch_dtype]
-    const = _meta(torch_dtype, d, kernel, cfg.product, False)
-    const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p)
-    pointer = "*fp64" if dtype == "fp64" else "*fp32"
-    signature = {}
-    for name in _perm_sums_kernel.arg_names:
-        if name in const:
-            signature[name] = "constexpr"
-        elif name in ("p_z", "p_norms", "p_bw"):
-            signature[name] = pointer
-        elif name == "p_labels_t":
-            signature[name] = "*u8"
-        elif name.startswith("p_"):
-            signature[name] = "*fp64"
-        else:
-            signature[name] = "i32"
-    return triton.compile(ASTSource(_perm_sums_kernel, signature, const),
-                          target=GPUTarget("cuda", capability, 32),
-                          options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-
-
-def _main() -> None:  # python -m wae_fast.backends.triton_perm: the ahead-of-time check set
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise SystemExit("unset TRITON_INTERPRET: the ahead-of-time compile needs triton's compiler")
-    for dtype, d, kernel in (("fp32", 8, "imq"), ("fp32", 64, "rbf"), ("fp64", 8, "imq"), ("fp64", 64, "rbf")):
-        compiled = compile_for_gpu(dtype, d, kernel)
-        assert compiled.asm["cubin"], (dtype, d, kernel)
-        cfg = GPU_CONFIGS[{"fp32": torch.float32, "fp64": torch.float64}[dtype]]
-        print(f"{dtype} d={d} kernel={kernel} blocks={cfg.block_m}x{cfg.block_n}x{cfg.block_p} "
-              f"warps={cfg.num_warps} product={cfg.product if dtype == 'fp32' else 'ieee'} ok", flush=True)
-
-
-if __name__ == "__main__":
-    _main()

@@ -9,9 +9,10 @@
 See wae_fast.stats.permutation for the test and its maths, wae_fast.stats.aggregate for the aggregated
 tests over a collection of kernels (mmd_agg_test: MMD-FUSE and MMDAgg).
 """
-from .permutation import (MMDTestResult, labelling_statistics, mmd_test, p_value, permutation_labels,
-                          permutations, unpack_labels)
 from .aggregate import AggregatedTestResult, default_bandwidths, mmd_agg_test
+from .labels import permutation_labels, permutations, unpack_labels
+from .permutation import MMDTestResult, labelling_statistics, mmd_test, p_value, tie_tolerance
 
 __all__ = ["MMDTestResult", "mmd_test", "permutations", "permutation_labels", "unpack_labels",
-           "labelling_statistics", "p_value", "mmd_agg_test", "AggregatedTestResult", "default_bandwidths"]
+           "labelling_statistics", "p_value", "tie_tolerance", "mmd_agg_test", "AggregatedTestResult",
+           "default_bandwidths"]

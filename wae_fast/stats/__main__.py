@@ -198,7 +198,7 @@ def run_aggregate(args: argparse.Namespace) -> int:
                else f"correction u {result.correction:.6g}")
     print(f"{result.method}: reject {result.reject} at alpha {result.alpha:g}; statistic {result.statistic:.6g}; "
           f"{summary} ({result.permutations} permutations, seed {result.seed})")
-    for s, (kernel, bandwidth) in enumerate(zip(result.kernels, result.bandwidths)):
+    for s, (kernel, bandwidth) in enumerate(zip(result.kernels, result.bandwidths, strict=True)):
         threshold = "" if result.thresholds is None else f"  threshold {float(result.thresholds[s]):.6g}"
         print(f"  {kernel} {bandwidth:<12.6g} MMD² {float(result.statistics[s]):<13.6g} single-test p "
               f"{singles[s]:.4g}{threshold}")

@@ -23,11 +23,14 @@ MMD-FUSE (Biggs, Schrab & Gretton, NeurIPS 2023), with n' = min(n, m) and λ = �
 
     N̂_s = Q_s / (n'(n'−1))²          (permutation-invariant: a function of the pooled sample only)
     FUSE(u) = (1/λ) log( (1/S) Σ_s exp(λ · MMD²_s(u) / √N̂_s) )
-    p = (1 + #{ℓ ≥ 1 : FUSE(u_ℓ) ≥ FUSE(u_0)}) / (1 + P),   reject when p ≤ α
+    p = (1 + #{ℓ ≥ 1 : FUSE(u_ℓ) ≥ FUSE(u_0) − τ}) / (1 + P),   reject when p ≤ α
 
 (λ·MMD²_s/√N̂_s is the official implementation's statistic, antoninschrab/mmdfuse; N̂_s = 0, every
 k_s underflowed, gives the ratio 0.) FUSE is a fixed function of the labelling, so the test is an exact
-permutation test: level α for any n, m, S and P.
+permutation test: level α for any n, m, S and P. Ties count against the observed labelling, as in
+mmd_test: τ = max_s tie_tolerance_s / √N̂_s bounds the rounding of FUSE (1-Lipschitz in each
+MMD²_s/√N̂_s), so relabellings equal in exact arithmetic (for n = m every labelling's complement) are
+counted alike on every backend.
 
 MMDAgg (Schrab et al., JMLR 2023), permutation version, uniform weights w_s = 1/S, B₁ = B₂ = P:
 labellings 1 … P give the quantiles, P + 1 … 2P (independent draws) the level correction.
@@ -39,6 +42,7 @@ labellings 1 … P give the quantiles, P + 1 … 2P (independent draws) the leve
     reject when MMD²_s(u_0) > q_s(û) for some s
 
 res.statistic is then max_s MMD²_s(u_0)/q_s(û) over the s with q_s(û) > 0 (a ratio above 1 rejects).
+The comparisons are the paper's, exact (no tie tolerance).
 
 The same seed gives the same labellings, hence the same decision, on every backend ("cpu": C++,
 "triton": GPU, "reference": dense); non-finite input gives NaN statistics and no rejection.
@@ -47,7 +51,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -55,10 +58,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .. import _dispatch, spec
-from ..functional import _check_inputs, _check_positive
+from .. import _dispatch, _problem, spec
 from ..kernels import KERNELS
-from .permutation import _check_count, _check_seed, permutation_labels
+from .labels import check_count, check_seed, permutation_labels
+from .permutation import tie_tolerance
 
 METHODS = ("fuse", "mmdagg")
 #: Bandwidths per kernel when ``bandwidths`` is None.
@@ -134,7 +137,7 @@ def default_bandwidths(x: torch.Tensor, y: torch.Tensor, count: int = DEFAULT_CO
     level requires. Distances by direct differences in float64, in blocks: O(DEFAULT_ROWS·N·d) time,
     O(DEFAULT_ROWS² + N·d) memory. Non-finite input: ``count`` copies of 2·d (the statistics are NaN
     whatever the bandwidth). Raises ValueError when every pooled row is the same point."""
-    count = _check_count("count", count, 1)
+    count = check_count("count", count, 1)
     with torch.no_grad():
         z = torch.cat([x.detach(), y.detach()]).to(torch.float64)  # [N, d]
         rows, d = z.shape
@@ -217,12 +220,12 @@ def resolve_collection(x: torch.Tensor, y: torch.Tensor, kernel, bandwidths) -> 
     limits = torch.finfo(compute)
     kernels, values = [], []
     default = None
-    for name, given, label in zip(names, per_kernel, labels):
+    for name, given, label in zip(names, per_kernel, labels, strict=True):
         if given is None:
             default = default_bandwidths(x, y) if default is None else default
             chosen = default
         else:
-            chosen = tuple(_check_positive(f"{label}[{i}]", b)
+            chosen = tuple(_problem.check_positive(f"{label}[{i}]", b)
                            for i, b in enumerate(_number_sequence(given, label)))
         for i, b in enumerate(chosen):
             if not limits.tiny <= b <= limits.max:
@@ -240,37 +243,11 @@ def resolve_collection(x: torch.Tensor, y: torch.Tensor, kernel, bandwidths) -> 
 # The engine
 # ----------------------------------------------------------------------------------------------------
 
-def _engine_backend(requested: str, device: torch.device) -> str:
-    """The backend that runs the sweep: wae_fast's dispatch, with the C++ extension's collection kernels
-    required for "cpu" ("auto" falls back to the dense reference, with a warning)."""
-    chosen = _dispatch.select_backend(requested, device)
-    if chosen == "cpu":
-        from ..backends import cpu_agg
-        ok, reason = cpu_agg.is_available(device)
-        if not ok:
-            if requested != "auto":
-                raise RuntimeError(f"backend='cpu' cannot run the aggregated test: {reason}")
-            warnings.warn(f"wae_fast.stats: {reason}; backend='auto' falls back to the dense reference, whose "
-                          "memory grows as (n + m)²", RuntimeWarning, stacklevel=3)
-            return "reference"
-    return chosen
-
-
 def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels: tuple[str, ...],
                     bandwidths: tuple[float, ...], backend: str) -> CollectionSums:
     """W [S, L], R [S, L], T [S], Q [S] (module docstring) of the pooled rows z [N, d] and the labellings'
-    bits ``labels`` [L, ⌈N/8⌉], float64 on the CPU, from a concrete backend."""
-    if backend == "cpu":
-        from ..backends import cpu_agg
-        sums = cpu_agg.collection_sums(z, labels, kernels, bandwidths)
-    elif backend == "triton":
-        from ..backends import triton_agg
-        sums = triton_agg.collection_sums(z, labels.to(z.device), kernels, bandwidths)
-    elif backend == "reference":
-        from .aggregate_reference import collection_sums_dense
-        sums = collection_sums_dense(z, labels.to(z.device), kernels, bandwidths)
-    else:
-        raise ValueError(f"backend must be one of {_dispatch.BACKENDS}, got {backend!r}")
+    bits ``labels`` [L, ⌈N/8⌉], float64 on the CPU, from a concrete backend (_dispatch.engine)."""
+    sums = _dispatch.engine(backend).collection_sums(z, labels.to(z.device), kernels, bandwidths)
     return CollectionSums(*(t.cpu() for t in sums))
 
 
@@ -358,20 +335,20 @@ def mmd_agg_test(x: torch.Tensor, y: torch.Tensor, kernel="rbf", bandwidths=None
     Returns an AggregatedTestResult; res.statistics[s] is wae_fast.mmd(x, y, kernels[s], sigma2 or
     c = bandwidths[s]).
     """
-    _check_inputs(x, y, "biased")  # types, shapes, devices, dtypes; the row counts below
+    _problem.check_pair(x, y)  # types, shapes, devices, dtypes; the row counts below
     for name, t in (("x", x), ("y", y)):
         if t.shape[0] < 2:
             raise ValueError(f"mmd_agg_test needs at least 2 rows in {name} (the unbiased statistic leaves the "
                              f"diagonal out), got {name} of shape {tuple(t.shape)}")
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    permutations = _check_count("permutations", permutations, 1)
+    permutations = check_count("permutations", permutations, 1)
     alpha = _check_alpha(alpha)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     if backend not in _dispatch.BACKENDS:
         raise ValueError(f"backend must be one of {_dispatch.BACKENDS}, got {backend!r}")
     kernels, values = resolve_collection(x, y, kernel, bandwidths)
-    chosen = _engine_backend(backend, x.device)
+    chosen = _dispatch.select_backend(backend, x.device, "aggregate")
     n, m = x.shape[0], y.shape[0]
     drawn = permutations if method == "fuse" else 2 * permutations
     labels = permutation_labels(n, m, drawn, seed)  # [drawn + 1, ⌈N/8⌉]
@@ -388,7 +365,10 @@ def mmd_agg_test(x: torch.Tensor, y: torch.Tensor, kernel="rbf", bandwidths=None
         fused, normalisers = fuse_statistics(statistics, sums.squares, n, m)
         statistic = float(fused[0]) if finite else math.nan
         null = fused[1:].clone() if finite else torch.full((permutations,), math.nan, dtype=torch.float64)
-        p = (1.0 + float((null >= statistic).sum())) / (1.0 + permutations) if finite else math.nan
+        tolerance = max((tie_tolerance(sums.within[s], sums.member_rows[s], sums.total[s], n, m, x.dtype)
+                         / math.sqrt(float(normalisers[s])) for s in range(len(values))
+                         if float(normalisers[s]) > 0), default=0.0) if finite else 0.0
+        p = (1.0 + float((null >= statistic - tolerance).sum())) / (1.0 + permutations) if finite else math.nan
         return AggregatedTestResult(reject=bool(finite and p <= alpha), p_value=p, statistic=statistic,
                                     null=null, thresholds=None, correction=None, normalisers=normalisers,
                                     **common)

@@ -13,7 +13,7 @@ import torch
 from .. import spec
 from ..kernels import kernel_values
 from ..reference import squared_distances
-from .permutation import unpack_labels
+from .labels import unpack_labels
 
 
 def collection_sums_dense(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths):
@@ -25,7 +25,7 @@ def collection_sums_dense(z: torch.Tensor, labels: torch.Tensor, kernels, bandwi
     off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=z.device)  # [N, N]
     u = unpack_labels(labels, rows).to(torch.float64)  # [L, N]
     within, member, total, squares = [], [], [], []
-    for kernel, bandwidth in zip(kernels, bandwidths):
+    for kernel, bandwidth in zip(kernels, bandwidths, strict=True):
         k0 = torch.where(off_diagonal, kernel_values(r, kernel, (float(bandwidth),)), 0.0)  # [N, N]
         ku = u @ k0  # [L, N]
         within.append((ku * u).sum(1))

@@ -2,9 +2,9 @@
 baseline of the benchmark. Both hold the (n + m)² kernel matrix: for tests and comparisons only.
 
     permutation_sums_dense(z, labels, kernel, bandwidths)   K₀ in float64, then K₀·Uᵀ as one matmul
-    permuted_index_null(x, y, kernel, bandwidths, perms)    K in the input precision, then per
-                                                            permutation the three block sums of K
-                                                            indexed by the permuted rows
+    index_null(k, n, kernel, bandwidths, perms)             per permutation, the three block sums of a
+                                                            pooled kernel matrix k indexed by the
+                                                            permuted rows
 """
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ import torch
 
 from .. import spec
 from ..kernels import kernel_values
-from ..reference import squared_distances
-from .permutation import unpack_labels
+from ..reference import rescaled, squared_distances
+from .labels import unpack_labels
 
 
 def _pooled_kernel_matrix(z: torch.Tensor, kernel: str, bandwidths, dtype: torch.dtype) -> torch.Tensor:
-    """K of the rows of z [N, d], centred on their mean (spec.centre), computed in ``dtype``: [N, N]."""
+    """K of the rows of z [N, d], centred on their mean and rescaled (reference.rescaled), computed in
+    ``dtype``: [N, N]; NaN everywhere when no rescaling fits (spec.rescale_exponent)."""
     z = z.detach()
-    centre = spec.centre(z, z[:0])  # [d] float64: the mean of the N rows
-    zc = (z.to(torch.float64) - centre).to(dtype)  # [N, d]
-    return kernel_values(squared_distances(zc, zc), kernel, tuple(bandwidths))  # [N, N]
+    zc, _, scaled, infeasible = rescaled(z, z[:0], tuple(bandwidths), dtype)  # [N, d]
+    k = kernel_values(squared_distances(zc, zc), kernel, scaled.to(dtype).unbind())  # [N, N]
+    return k + infeasible.to(dtype)
 
 
 def permutation_sums_dense(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwidths):
@@ -35,15 +36,6 @@ def permutation_sums_dense(z: torch.Tensor, labels: torch.Tensor, kernel: str, b
     within = (ku * u).sum(1)  # [L]
     member_rows = u @ k0.sum(1)  # [L]
     return within, member_rows, k0.sum()
-
-
-def permuted_index_null(x: torch.Tensor, y: torch.Tensor, kernel: str, bandwidths, perms) -> torch.Tensor:
-    """What alibi-detect's PyTorch backend does: the full (n + m)² kernel matrix of the pooled rows (in
-    float32, float64 for float64 inputs), then, per permutation, the unbiased MMD² from the blocks of the
-    matrix indexed by the permuted rows. float64 [len(perms)] on the inputs' device."""
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    k = _pooled_kernel_matrix(torch.cat([x, y]), kernel, bandwidths, dtype)  # [N, N]
-    return index_null(k, x.shape[0], kernel, bandwidths, perms)
 
 
 def index_null(k: torch.Tensor, n: int, kernel: str, bandwidths, perms) -> torch.Tensor:

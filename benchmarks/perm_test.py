@@ -1,9 +1,10 @@
 """Time and peak memory of the permutation test: fused against the dense approaches. Rows first.
 
-    python -m wae_fast.stats.benchmark --out perm_rows.jsonl                       # the default cases
-    python -m wae_fast.stats.benchmark --sizes 4096 --permutations 1000 --providers fused,mmd
+    python benchmarks/perm_test.py --out perm_rows.jsonl                       # the default cases
+    python benchmarks/perm_test.py --sizes 4096 --permutations 1000 --providers fused,mmd
 
-Providers (each case runs in a fresh subprocess, so an out-of-memory case is reported, not fatal):
+Providers (each case runs in a fresh worker process, benchmarks/_harness.py, so an out-of-memory case is
+reported, not fatal):
     fused          wae_fast.stats.mmd_test (backend "cpu" for CPU tensors, "triton" for CUDA ones)
     mmd            one wae_fast.mmd value of the same (x, y): the unit of the "× one MMD²" column
     dense-matmul   the (n + m)² kernel matrix, then K₀·Uᵀ as one matmul over all labellings (MMD-FUSE's
@@ -17,36 +18,19 @@ Each row (JSON, one per line): provider, backend, n (= m), d, permutations, perm
 (the best of --repeats), extrapolated, peak_mib (the process's peak resident memory during the calls
 over its resident memory before them, CPU: it includes memory the allocator keeps; peak allocated CUDA
 memory on a GPU), status ("ok", "out of memory", or the error),
-device, threads, load (the 1-minute load average when the case started, CPU), version.
+device, threads, load (the 1-minute load average when the case started, CPU), version, git_commit,
+git_dirty.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
-from pathlib import Path
+
+import _harness
 
 PROVIDERS = ("fused", "mmd", "dense-matmul", "dense-index")
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak() -> None:
-    """Resets the process's peak resident memory (VmHWM) to the current one (Linux: clear_refs 5)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def run_case(case: dict) -> dict:
@@ -65,7 +49,7 @@ def run_case(case: dict) -> dict:
     backend = "triton" if device.type == "cuda" else "cpu"
     row = dict(case, backend=backend if case["provider"] in ("fused", "mmd") else "torch", permutations_run=count,
                extrapolated=False, threads=torch.get_num_threads(), version=wae_fast.__version__,
-               load=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+               load=_harness.loadavg_1m())
 
     def sync():
         if device.type == "cuda":
@@ -111,8 +95,8 @@ def run_case(case: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    _reset_peak()
-    before = _status_kib("VmRSS")
+    _harness.reset_peak_rss()
+    before = _harness.rss_mb()
     times = []
     try:
         for _ in range(case["repeats"]):
@@ -122,20 +106,19 @@ def run_case(case: dict) -> dict:
             sync()
             times.append(time.perf_counter() - start)
     except (RuntimeError, MemoryError) as exc:  # torch's out-of-memory errors are RuntimeErrors
-        text = str(exc)
-        row.update(status="out of memory" if "memory" in text.lower() else text[:300])
+        row.update(status="out of memory" if _harness.is_oom(exc) else str(exc)[:300])
         return row
     seconds = min(times)
     if row["extrapolated"]:
         seconds = timing["matrix"] + (seconds - timing["matrix"]) * count / row["permutations_run"]
     peak = ((torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if device.type == "cuda"
-            else (_status_kib("VmHWM") - before) / 1024)
+            else _harness.peak_rss_mb() - before)
     row.update(seconds=seconds, peak_mib=peak, status="ok")
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m wae_fast.stats.benchmark", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/perm_test.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1000,4096,20000", help="n = m, comma-separated")
     p.add_argument("--d", type=int, default=8)
@@ -150,27 +133,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_case(json.loads(args.worker))), flush=True)
+        _harness.emit({"event": "row", "row": run_case(json.loads(args.worker))})
         return 0
     providers = [s for s in args.providers.split(",") if s]
     unknown = set(providers) - set(PROVIDERS)
     if unknown:
         p.error(f"--providers: unknown {sorted(unknown)}; choose from {PROVIDERS}")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    git = _harness.git_info()
     for n in (int(s) for s in args.sizes.split(",") if s):
         for provider in providers:
             case = dict(provider=provider, n=n, d=args.d, permutations=args.permutations, device=args.device,
                         repeats=args.repeats, index_budget_s=args.index_budget_s)
-            try:
-                out = subprocess.run([sys.executable, "-m", "wae_fast.stats.benchmark", "--worker", json.dumps(case)],
-                                     capture_output=True, text=True, env=env, timeout=args.timeout_s)
-                lines = out.stdout.strip().splitlines()
-                row = json.loads(lines[-1]) if out.returncode == 0 and lines else dict(
-                    case, status="out of memory" if out.returncode in (-9, 137) else
-                    f"exit {out.returncode}: {out.stderr.strip()[-300:]}")
-            except subprocess.TimeoutExpired:
+            (done,) = _harness.run_workers([[sys.executable, __file__, "--worker", json.dumps(case)]],
+                                           _harness.checkout_env(), args.timeout_s)
+            rows = [event["row"] for event in done.events if event["event"] == "row"]
+            if rows:
+                row = rows[-1]
+            elif done.returncode is None:
                 row = dict(case, status=f"timeout after {args.timeout_s:g} s")
+            elif done.returncode in (-9, 137):
+                row = dict(case, status="out of memory")
+            else:
+                row = dict(case, status=done.detail[-300:])
+            row.update(git)
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:

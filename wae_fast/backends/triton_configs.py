@@ -1,0 +1,143 @@
+"""Launch configurations of the Triton kernels: tiles, warps, pipeline stages and dot precisions, by dtype
+and padded width. The measurements behind each entry are in benchmarks/results/gpu/ (scripts/triton_tune.py
+writes them); WAE_FAST_TRITON_CONFIGS names a JSON file whose entries replace GPU_CONFIGS'.
+
+Float32 dot precisions (F32_DOT_PRECISIONS), for the distance dot (float32 inputs) and the gradient's
+weighted-rows dot (float32 and float16 inputs; bfloat16 splits its weights into two bfloat16 parts):
+    "tf32split"  three TF32 products of a big/small split (one mask, one subtraction)   float32-level
+    "tf32x3"     Triton's three TF32 products (a guarded rounding split)                 float32-level
+    "bf16p3"     six bfloat16 products of three-part splits                              float32-level
+    "bf16p2"     three bfloat16 products of two-part splits                              16 significant bits
+    "ieee"       FMA on the CUDA cores
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import NamedTuple
+
+import torch
+
+F32_DOT_PRECISIONS = ("tf32x3", "tf32split", "bf16p3", "bf16p2", "ieee")
+RECIPROCALS = ("div.full", "rcp.approx")
+
+#: Above this padded width, d is chunked (BLOCK_K) and the gradient split over columns (BLOCK_G).
+MAX_RESIDENT_D = 128
+CHUNK_D = 64
+
+#: n + m at most SMALL_ROWS and a padded width at most SMALL_MAX_D: the whole call is one program of one
+#: launch (_small_kernel), which centres, sweeps every block and finishes the value itself.
+SMALL_ROWS = 512
+SMALL_MAX_D = 64
+
+
+def small_config(dtype: torch.dtype, block_d: int) -> tuple[int, int]:
+    """(tile, warps) of the small-problem kernel: the largest square tile ptxas (sm_90a) compiles without
+    register spills."""
+    if dtype == torch.float64:
+        return (32, 8) if block_d <= 16 else (16, 4)
+    return (64, 4) if block_d <= 16 else (32, 4)
+
+
+class GpuConfig(NamedTuple):
+    """One launch configuration of the sweep kernel; reciprocal: IMQ's 1/(b + r) in float32."""
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    dist_precision: str = "tf32x3"
+    grad_precision: str = "tf32x3"
+    reciprocal: str = "div.full"
+
+
+_F32_NARROW = GpuConfig(64, 64, 4, 2, "tf32split", "tf32split", "rcp.approx")
+_F32_RESIDENT = GpuConfig(128, 64, 8, 2, "bf16p3", "bf16p3", "rcp.approx")
+_HALF_RESIDENT = GpuConfig(128, 64, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
+_WIDE = GpuConfig(64, 32, 8, 2)
+#: By dtype and padded width BLOCK_D (0: any other width): the fastest float32-level variants of the H100
+#: tuning sweep (scripts/triton_tune.py). d = 32 reuses d = 64; float16 reuses bfloat16's tiles; wider
+#: rows and float64 are not measured (ptxas reports no register spills for them).
+GPU_CONFIGS = {
+    torch.float32: {16: _F32_NARROW, 32: _F32_RESIDENT, 64: _F32_RESIDENT, 0: _WIDE},
+    torch.float16: {16: _HALF_RESIDENT, 32: _HALF_RESIDENT, 64: _HALF_RESIDENT, 0: _WIDE},
+    torch.bfloat16: {16: _HALF_RESIDENT, 32: _HALF_RESIDENT, 64: _HALF_RESIDENT, 0: _WIDE},
+    torch.float64: {0: GpuConfig(32, 32, 8, 2, "ieee", "ieee")},
+}
+#: A JSON file {"float32": {"64": [BM, BN, warps, stages, dist_precision, grad_precision, reciprocal],
+#: ...}, ...} (the last three optional) whose entries replace GPU_CONFIGS'.
+CONFIGS_ENV = "WAE_FAST_TRITON_CONFIGS"
+
+#: Under the interpreter (which pays per tile, not per element): large blocks. BLOCK_K / BLOCK_G = 0
+#: mean "all of BLOCK_D"; tests lower them to exercise the chunked path.
+INTERPRETER_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 0, "BLOCK_G": 0}
+#: Column chunks under the interpreter (tests raise it to exercise the split column range).
+INTERPRETER_COLUMN_CHUNKS = 1
+
+
+@functools.lru_cache(maxsize=8)
+def _config_file(path: str) -> dict:
+    with open(path) as f:
+        table = json.load(f)
+    configs = {}
+    for dtype_name, by_width in table.items():
+        dtype = getattr(torch, dtype_name, None)
+        if not isinstance(dtype, torch.dtype) or dtype not in GPU_CONFIGS:
+            raise ValueError(f"{CONFIGS_ENV}={path}: unknown dtype {dtype_name!r}")
+        for width, entry in by_width.items():
+            config = GpuConfig(*entry)
+            if config.dist_precision not in F32_DOT_PRECISIONS or config.grad_precision not in F32_DOT_PRECISIONS:
+                raise ValueError(f"{CONFIGS_ENV}={path}: precisions must be in {F32_DOT_PRECISIONS}, got "
+                                 f"{entry!r}")
+            if config.reciprocal not in RECIPROCALS:
+                raise ValueError(f"{CONFIGS_ENV}={path}: reciprocal must be one of {RECIPROCALS}, got "
+                                 f"{entry!r}")
+            configs[(dtype, int(width))] = config
+    return configs
+
+
+def gpu_config(dtype: torch.dtype, block_d: int) -> GpuConfig:
+    """The sweep's launch configuration on a GPU (the config file's, else GPU_CONFIGS')."""
+    path = os.environ.get(CONFIGS_ENV)
+    if path:
+        found = _config_file(path).get((dtype, block_d))
+        if found is not None:
+            return found
+    table = GPU_CONFIGS[dtype]
+    return table.get(block_d, table[0])
+
+
+def d_blocks(block_d: int, compute_grad: bool) -> dict:
+    """BLOCK_K (the distance dot's chunk of d) and BLOCK_G (the gradient's column block)."""
+    chunk = block_d if block_d <= MAX_RESIDENT_D else CHUNK_D
+    return {"BLOCK_K": chunk, "BLOCK_G": chunk if compute_grad else block_d}
+
+
+def rowsum_by_dot(d: int, block_d: int, block_k: int, block_g: int, compute_grad: bool) -> bool:
+    """Whether the gradient's row sums Σ_j w⁺_ij ride in its dot (a column of ones at column d, free when
+    d is below the padded width and the row is one column block)."""
+    return compute_grad and block_k == block_d == block_g and d < block_d
+
+
+class PermGpuConfig(NamedTuple):
+    """One launch configuration of the permutation kernel: tiles, warps, stages and the product's precision
+    (PERM_PRODUCTS; float64 inputs always use float64 products)."""
+    block_m: int
+    block_n: int
+    block_p: int
+    num_warps: int
+    num_stages: int
+    product: str = "bf16p3"
+
+
+#: The permutation kernel's K₀·U product: "bf16p3" (the kernel tile as three bfloat16 parts against the
+#: exact labels, float32-level), "tf32x3", or "ieee" (one dot at that input precision).
+PERM_PRODUCTS = ("bf16p3", "tf32x3", "ieee")
+#: Not tuned on a GPU: chosen so that ptxas (sm_90a) reports no register spills for d ≤ 64.
+PERM_GPU_CONFIGS = {
+    torch.float32: PermGpuConfig(64, 64, 64, 8, 2, "bf16p3"),
+    torch.float64: PermGpuConfig(32, 16, 16, 4, 2, "ieee"),
+}
+PERM_INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_P": 128}
+#: Rows wider than this are not supported by the permutation kernel (its row block stays in registers).
+PERM_MAX_D = 128
