@@ -4,9 +4,10 @@ tests and against the dense form. Rows first.
     python benchmarks/agg_speed.py --out benchmarks/results/agg_speed_cpu.jsonl          # the default cases
     python benchmarks/agg_speed.py --cases 4096:1000 --providers fuse,single-x10 --device cuda
 
-Each case is n = m rows per sample (x ~ N(0, I_d), y ~ N(0.05, I_d)), S kernels (RBF, the default
+Each case runs in a fresh worker process (benchmarks/_harness.py), so an out-of-memory case is a row, not a
+crash. A case is n = m rows per sample (x ~ N(0, I_d), y ~ N(0.05, I_d)), S kernels (RBF, the default
 collection wae_fast.stats.default_bandwidths of the case's data, computed before timing) and P
-permutations. Providers (each case in a fresh subprocess, so an out-of-memory case is a row, not a crash):
+permutations. Providers:
 
     fuse          mmd_agg_test(method="fuse"): one sweep, S kernels × (P + 1) labellings
     mmdagg        mmd_agg_test(method="mmdagg"): one sweep, S kernels × (2P + 1) labellings
@@ -14,43 +15,25 @@ permutations. Providers (each case in a fresh subprocess, so an out-of-memory ca
                   "at most the time of S single-bandwidth tests"
     dense         MMD-FUSE's published form in PyTorch: the (n + m)² distance matrix, then per kernel its
                   (n + m)² kernel matrix times the [n + m, P + 1] labels (float32, float64 for float64
-                  inputs); run under an address-space limit (--dense-limit-gib) on the CPU
+                  inputs); on the CPU with at most --dense-limit-gib more address space
 
 Row (JSON, one per line): provider, backend, n (= m), d, kernels, permutations, seconds (the best of
 --repeats), peak_mib (the process's peak resident memory during the calls over its resident memory
 before them, which the inputs are part of; on a GPU the peak allocated CUDA memory over the allocated
 memory before), status ("ok", "out of memory", or the error), reject, device, threads, load (1-minute
-load average when the case started, CPU), version.
+load average when the case started, CPU), version, the git commit.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
+
+import _harness
 
 PROVIDERS = ("fuse", "mmdagg", "single-x10", "dense")
 DEFAULT_CASES = "4096:1000,20000:500"
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def run_case(case: dict) -> dict:
@@ -70,7 +53,7 @@ def run_case(case: dict) -> dict:
     bandwidths = default_bandwidths(x, y, count=kernels)
     backend = case.get("backend") or ("triton" if device.type == "cuda" else "cpu")
     row = dict(case, backend=backend if case["provider"] != "dense" else "torch", threads=torch.get_num_threads(),
-               version=wae_fast.__version__, load=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+               version=wae_fast.__version__, load=_harness.loadavg_1m())
     outcome = {}
 
     def sync():
@@ -107,31 +90,25 @@ def run_case(case: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    _reset_peak()
-    before = _status_kib("VmRSS")
+    _harness.reset_peak_rss()
+    before = _harness.rss_mb()
     times = []
+    cap = case.get("limit_gib") if device.type == "cpu" else None
     try:
-        for _ in range(case["repeats"]):
-            sync()
-            start = time.perf_counter()
-            call()
-            sync()
-            times.append(time.perf_counter() - start)
+        with _harness.AddressSpaceCap(cap):
+            for _ in range(case["repeats"]):
+                sync()
+                start = time.perf_counter()
+                call()
+                sync()
+                times.append(time.perf_counter() - start)
     except (RuntimeError, MemoryError) as exc:  # torch's out-of-memory errors are RuntimeErrors
-        text = str(exc)
-        row.update(status="out of memory" if "memory" in text.lower() else text[:300])
+        row.update(status="out of memory" if _harness.is_oom(exc) else str(exc)[:300])
         return row
     peak = ((torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if device.type == "cuda"
-            else (_status_kib("VmHWM") - before) / 1024)
+            else _harness.peak_rss_mb() - before)
     row.update(seconds=min(times), peak_mib=peak, status="ok", reject=outcome.get("reject"))
     return row
-
-
-def _limit_address_space(gib: float):
-    def apply():
-        limit = int(gib * 2 ** 30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    return apply
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,38 +122,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dense-limit-gib", type=float, default=8.0,
-                   help="address-space limit of the dense provider's process on the CPU")
+                   help="the dense provider's extra address space on the CPU (GiB)")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="per case")
     p.add_argument("--out", help="append the rows to this JSONL file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_case(json.loads(args.worker))), flush=True)
+        _harness.emit({"event": "row", "row": run_case(json.loads(args.worker))})
         return 0
     providers = [s for s in args.providers.split(",") if s]
     unknown = set(providers) - set(PROVIDERS)
     if unknown:
         p.error(f"--providers: unknown {sorted(unknown)}; choose from {PROVIDERS}")
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    git = _harness.git_info()
     for text in (s for s in args.cases.split(",") if s):
         n, count = (int(v) for v in text.split(":"))
         for provider in providers:
             case = dict(provider=provider, n=n, d=args.d, kernels=args.kernels, permutations=count,
                         device=args.device, backend=args.backend, repeats=args.repeats, threads=args.threads)
-            limited = provider == "dense" and args.device == "cpu"
-            if limited:
+            if provider == "dense" and args.device == "cpu":
                 case["limit_gib"] = args.dense_limit_gib
-            try:
-                out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(case)], capture_output=True,
-                                     text=True, env=env, timeout=args.timeout_s,
-                                     preexec_fn=_limit_address_space(args.dense_limit_gib) if limited else None)
-                lines = out.stdout.strip().splitlines()
-                oom = out.returncode in (-9, 137) or "memory" in out.stderr.lower()
-                row = json.loads(lines[-1]) if out.returncode == 0 and lines else dict(
-                    case, status="out of memory" if oom else f"exit {out.returncode}: {out.stderr.strip()[-300:]}")
-            except subprocess.TimeoutExpired:
+            (done,) = _harness.run_workers([[sys.executable, __file__, "--worker", json.dumps(case)]],
+                                           _harness.checkout_env(), args.timeout_s)
+            rows = [event["row"] for event in done.events if event["event"] == "row"]
+            if rows:
+                row = rows[-1]
+            elif done.returncode is None:
                 row = dict(case, status=f"timeout after {args.timeout_s:g} s")
+            elif done.returncode in (-9, 137):
+                row = dict(case, status="out of memory")
+            else:
+                row = dict(case, status=done.detail[-300:])
+            row.update(git)
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:
