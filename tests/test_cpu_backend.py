@@ -374,74 +374,65 @@ def test_module_constants_equal_the_spec():
     assert _C.sweep_modes == {mode.name: int(mode) for mode in spec.Sweep}
 
 
-def test_binding_uses_the_weights_and_coefficients_it_is_given():
-    """One block at a time: weights (1, 0, 0) give Σ_{i≠j} k(x_i, x_j), and a coefficient on one block
-    gives that block's gradient term, from the oracle's own kernel sums."""
+def _sums(x, y, *, grad_x=None, grad_y=None, **changes):
+    """wae_fast._C.mmd_sums on tensors (their addresses), every row, with changed arguments."""
     from wae_fast import _C
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    wide = x.dtype == torch.float64
+    weights = spec.estimator_weights(n, m, n > 1 and m > 1)
+    args = dict(kernel=0, bandwidths=[1.0], unbiased=True, weights=list(weights),
+                coefficients=list(spec.gradient_coefficients(weights)),
+                rescale=list(spec.rescale_bounds((1, 1), d, torch.float64 if wide else torch.float32)),
+                x_rows=(0, n), y_rows=(0, m), threads=1, isa=None)
+    args.update(changes)
+    (x_begin, x_end), (y_begin, y_end) = args.pop("x_rows"), args.pop("y_rows")
+    return _C.mmd_sums(x.data_ptr(), y.data_ptr(), n, m, d, wide, args["kernel"], args["bandwidths"],
+                       args["unbiased"], args["weights"], args["coefficients"], args["rescale"], x_begin, x_end,
+                       y_begin, y_end, 0 if grad_x is None else grad_x.data_ptr(),
+                       0 if grad_y is None else grad_y.data_ptr(), args["threads"], args["isa"])
+
+
+def test_binding_returns_block_sums_and_uses_the_coefficients_it_is_given():
+    """The five block sums from the oracle's own kernel sums, and a coefficient on one block gives that
+    block's gradient term."""
     x, y = _data(13, 11, 4)
     bw = [3.0, 9.0]
 
-    def call(weights, coefficients, unbiased=True):
-        gx, gy = np.full((13, 4), 5.0), np.full((11, 4), 5.0)
-        value = _C.mmd_fused(x.numpy(), y.numpy(), kernel=1, bandwidths=bw, unbiased=unbiased, weights=weights,
-                             coefficients=coefficients, grad_x=gx, grad_y=gy, threads=2)
-        return value, torch.from_numpy(gx), torch.from_numpy(gy)
+    def call(coefficients, unbiased=True):
+        gx, gy = torch.full((13, 4), 5.0, dtype=torch.float64), torch.full((11, 4), 5.0, dtype=torch.float64)
+        sums = _sums(x, y, grad_x=gx, grad_y=gy, kernel=1, bandwidths=bw, unbiased=unbiased,
+                     coefficients=coefficients, threads=2)
+        return sums, gx, gy
 
     def k(a, b):
         r = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
         return sum(torch.exp(-r / s) for s in bw), sum(torch.exp(-r / s) / s for s in bw)  # k, w⁺
 
     k_xx, w_xx = k(x, x)
+    k_yy, _ = k(y, y)
     k_xy, w_xy = k(x, y)
     k_yx, w_yx = k(y, x)
-    value, gx, gy = call([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
-    assert value == pytest.approx((k_xx.sum() - k_xx.diagonal().sum()).item(), rel=1e-13)
+    sums, gx, gy = call([0.0, 0.0, 0.0])
+    assert sums[0] == pytest.approx((k_xx.sum() - k_xx.diagonal().sum()).item(), rel=1e-13)
+    assert sums[1] == pytest.approx((k_yy.sum() - k_yy.diagonal().sum()).item(), rel=1e-13)
+    assert sums[2] == pytest.approx(k_xy.sum().item(), rel=1e-13)
+    assert sums[3] == sums[4] == 0.0
     assert torch.equal(gx, torch.zeros_like(gx)) and torch.equal(gy, torch.zeros_like(gy))
-    value, _, _ = call([0.0, 0.0, 1.0], [0.0, 0.0, 0.0], unbiased=False)
-    assert value == pytest.approx(k_xy.sum().item(), rel=1e-13)
+    sums, _, _ = call([0.0, 0.0, 0.0], unbiased=False)
+    assert sums[3] == 2.0 * 13 and sums[4] == 2.0 * 11  # k(0) = S per row
     # coef_cross = 2.5: ∂/∂x_i = 2.5 Σ_j w⁺(x_i, y_j)(x_i − y_j), ∂/∂y_j = 2.5 Σ_i w⁺(y_j, x_i)(y_j − x_i)
-    _, gx, gy = call([0.0, 0.0, 0.0], [0.0, 0.0, 2.5])
+    _, gx, gy = call([0.0, 0.0, 2.5])
     _close(gx, 2.5 * (w_xy[:, :, None] * (x[:, None, :] - y[None, :, :])).sum(1), 1e-12)
     _close(gy, 2.5 * (w_yx[:, :, None] * (y[:, None, :] - x[None, :, :])).sum(1), 1e-12)
     # coef_within_x = −1.5, the full square without the diagonal; y's gradient then only has its
     # (zero-weighted) blocks.
-    _, gx, gy = call([0.0, 0.0, 0.0], [-1.5, 0.0, 0.0])
+    _, gx, gy = call([-1.5, 0.0, 0.0])
     _close(gx, -1.5 * (w_xx[:, :, None] * (x[:, None, :] - x[None, :, :])).sum(1), 1e-12)
     assert torch.equal(gy, torch.zeros_like(gy))
 
 
-def _call_args(**changes):
-    x = np.zeros((4, 2), dtype=np.float32)
-    x[:, 0] = np.arange(4)
-    args = dict(x=x, y=x.copy(), kernel=0, bandwidths=[1.0], unbiased=True, weights=[1 / 12, 1 / 12, -2 / 16],
-                coefficients=[-4 / 12, -4 / 12, 4 / 16], grad_x=None, grad_y=None, threads=1)
-    args.update(changes)
-    return args
-
-
-def _mmd_fused(**changes):
-    from wae_fast import _C
-    args = _call_args(**changes)
-    return _C.mmd_fused(args.pop("x"), args.pop("y"), **args)
-
-
 BAD_BINDING_CALLS = [
-    # (changes, error type, message fragment)
-    (dict(x=torch.zeros(4, 2)), TypeError, "x must be a float32 or float64 array supporting the buffer protocol"),
-    (dict(y=[[0.0, 1.0]] * 4), TypeError, "y must be a float32 or float64 array"),
-    (dict(x=np.zeros((4, 2), np.float16)), TypeError, "x must hold float32 or float64, got buffer format 'e'"),
-    (dict(x=np.zeros((4, 2), np.int32)), TypeError, "x must hold float32 or float64"),
-    (dict(x=np.zeros((4, 2), np.float64)), TypeError, "x and y must have the same dtype, got float64 and float32"),
-    (dict(x=np.zeros(8, np.float32)), ValueError, "x must be 2-D [rows, features], got 1-D shape (8)"),
-    (dict(y=np.zeros((4, 2, 1), np.float32)), ValueError, "y must be 2-D [rows, features], got 3-D"),
-    (dict(x=np.zeros((2, 4), np.float32).T), ValueError, "x must be C-contiguous (row-major), got strides (4, 16) bytes for shape (4, 2)"),
-    (dict(y=np.zeros((8, 2), np.float32)[::2]), ValueError, "y must be C-contiguous"),
-    (dict(x=np.zeros((0, 2), np.float32)), ValueError, "x must have at least one row and one feature, got shape (0, 2)"),
-    (dict(y=np.zeros((4, 3), np.float32)), ValueError, "x and y must have the same number of features, got x (4, 2) and y (4, 3)"),
-    (dict(grad_x=np.zeros((4, 2), np.float64)), TypeError, "grad_x and x must have the same dtype"),
-    (dict(grad_y=np.zeros((3, 2), np.float32)), ValueError, "grad_y must have the shape of y (4, 2), got (3, 2)"),
-    (dict(grad_x=np.zeros((2, 4), np.float32).T), ValueError, "grad_x must be C-contiguous"),
-    (dict(grad_x=torch.zeros(4, 2)), TypeError, "grad_x must be a float32 or float64 array"),
+    # (changes, error type, message fragment): the scalars the extension checks itself
     (dict(kernel=2), ValueError, "kernel must be a kernel id (0: imq, 1: rbf"),
     (dict(bandwidths=[]), ValueError, "bandwidths must hold 1 to 64 numbers"),
     (dict(bandwidths=[1.0] * 65), ValueError, "bandwidths must hold 1 to 64 numbers"),
@@ -450,7 +441,9 @@ BAD_BINDING_CALLS = [
     (dict(weights=[1.0, 1.0]), ValueError, "weights must be 3 numbers (a_xx, a_yy, a_xy), got 2"),
     (dict(weights=[1.0, float("nan"), 1.0]), ValueError, "weights must be finite"),
     (dict(coefficients=[1.0] * 4), ValueError, "coefficients must be 3 numbers (within_x, within_y, cross)"),
-    (dict(x=np.zeros((1, 2), np.float32)), ValueError, "the unbiased estimator needs at least 2 rows"),
+    (dict(rescale=[1, 2]), ValueError, "rescale must be 3 integers"),
+    (dict(x_rows=(2, 1)), ValueError, "x_rows must be (begin, end) with 0 <= begin <= end <= 4, got (2, 1)"),
+    (dict(y_rows=(0, 5)), ValueError, "y_rows must be (begin, end) with 0 <= begin <= end <= 4, got (0, 5)"),
     (dict(threads=0), ValueError, "threads must be >= 1, got 0"),
     (dict(isa="avx1024"), ValueError, "isa = 'avx1024' is not a compiled path"),
 ]
@@ -458,47 +451,41 @@ BAD_BINDING_CALLS = [
 
 @pytest.mark.parametrize("changes, error, message", BAD_BINDING_CALLS,
                          ids=[f"{i}-{'-'.join(c)}" for i, (c, _, _) in enumerate(BAD_BINDING_CALLS)])
-def test_binding_rejects_bad_buffers_and_arguments(changes, error, message):
+def test_binding_rejects_bad_scalars(changes, error, message):
+    x = torch.zeros(4, 2)
+    x[:, 0] = torch.arange(4.0)
     with pytest.raises(error) as info:
-        _mmd_fused(**changes)
+        _sums(x, x.clone(), **changes)
     assert message in str(info.value)
 
 
-def test_binding_rejects_read_only_and_overlapping_outputs():
-    args = _call_args()
-    read_only = np.zeros((4, 2), np.float32)
-    read_only.flags.writeable = False
-    with pytest.raises(ValueError, match="grad_x must be a writable buffer"):
-        _mmd_fused(grad_x=read_only)
-    with pytest.raises(ValueError, match="grad_x shares memory with x"):
-        _mmd_fused(x=args["x"], grad_x=args["x"])
-    block = np.zeros((8, 2), np.float32)
-    with pytest.raises(ValueError, match="grad_x shares memory with grad_y"):
-        _mmd_fused(grad_x=block[:4], grad_y=block[3:7])
-    with pytest.raises(ValueError, match="grad_y shares memory with x"):
-        _mmd_fused(x=block[:4], grad_y=block[2:6])
-    # Adjacent, not overlapping: accepted, and the same value as without gradients.
-    assert _mmd_fused(grad_x=block[:4], grad_y=block[4:]) == pytest.approx(_mmd_fused(), rel=1e-6)
-
-
-def test_binding_accepts_its_documented_input_and_writes_every_output_entry():
-    gx, gy = np.full((4, 2), np.nan, np.float32), np.full((1, 2), np.nan, np.float32)
-    y = np.array([[1.0, 1.0]], np.float32)
-    weights = spec.estimator_weights(4, 1, unbiased=False)
-    args = _call_args(y=y, unbiased=False, weights=list(weights),
-                      coefficients=list(spec.gradient_coefficients(weights)))
-    x = args.pop("x")
+def test_binding_refuses_too_few_rows_and_null_addresses():
     from wae_fast import _C
-    value = _C.mmd_fused(x, args.pop("y"), **{**args, "grad_x": gx, "grad_y": gy})
-    want, want_gx, want_gy = direct_differences_mmd(torch.from_numpy(x), torch.from_numpy(y), "imq", (1.0,), False)
-    assert value == pytest.approx(want.item(), rel=1e-6)
-    _close(torch.from_numpy(gx), want_gx, 1e-6)
-    _close(torch.from_numpy(gy), want_gy, 1e-6)
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="the unbiased estimator needs at least 2 rows"):
+        _sums(x, torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="non-null"):
+        _C.mmd_sums(0, 0, 2, 2, 1, False, 0, [1.0], True, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1, 1, 1], 0, 2, 0, 2,
+                    0, 0, 1, None)
 
 
-def test_kernel_and_row_counts_are_checked_once_and_buffers_in_cpp():
+def test_binding_writes_every_output_entry_of_its_documented_input():
+    gx, gy = torch.full((4, 2), float("nan")), torch.full((1, 2), float("nan"))
+    x = torch.zeros(4, 2)
+    x[:, 0] = torch.arange(4.0)
+    y = torch.tensor([[1.0, 1.0]])
+    weights = spec.estimator_weights(4, 1, unbiased=False)
+    sums = _sums(x, y, grad_x=gx, grad_y=gy, unbiased=False, weights=list(weights),
+                 coefficients=list(spec.gradient_coefficients(weights)))
+    want, want_gx, want_gy = direct_differences_mmd(x, y, "imq", (1.0,), False)
+    assert spec.assemble(sums, weights) == pytest.approx(want.item(), rel=1e-6)
+    _close(gx, want_gx, 1e-6)
+    _close(gy, want_gy, 1e-6)
+
+
+def test_kernel_and_row_counts_are_checked_once_and_output_buffers_by_the_launcher():
     """The public call checks the kernel and the row counts (one check layer, before any backend); the
-    extension still checks the buffers it is handed."""
+    launcher checks an output buffer a caller hands it before the extension writes through its address."""
     x = torch.zeros(1, 2)
     with pytest.raises(ValueError, match="kernel must be one of"):
         wae_fast.mmd(torch.zeros(3, 2), torch.zeros(3, 2), "laplace", backend="cpu")
@@ -506,7 +493,7 @@ def test_kernel_and_row_counts_are_checked_once_and_buffers_in_cpp():
         wae_fast.mmd(x, torch.zeros(3, 2), backend="cpu")
     value, _, _ = mmd_and_grads("cpu", x, x.clone(), "imq", (1.0,), False, False, False)
     assert value.item() == pytest.approx(1.0 - 2.0 + 1.0)
-    with pytest.raises(ValueError, match=r"grad_x must have the shape of the swept rows of x \(3, 2\), got \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"out_grad_x must be a contiguous torch.float32 CPU tensor of shape \(3, 2\)"):
         mmd_and_grads("cpu", torch.zeros(3, 2), torch.zeros(3, 2), "imq", (1.0,), True, True, False,
                           out_grad_x=torch.zeros(2, 2))
 
