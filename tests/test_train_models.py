@@ -1,4 +1,5 @@
 """Trainer: each model for one tiny step, the objectives' normalisations, schedules, NaN handling."""
+import copy
 import math
 
 import pytest
@@ -77,6 +78,47 @@ def test_architectures_shapes(arch):
     assert out.min() >= lo and out.max() <= 1
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())
 
+
+
+def _convolutions_and_their_norms(net):
+    """(convolution, the batch-norm right after it or None) in forward order."""
+    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d,
+                                                         torch.nn.BatchNorm2d, torch.nn.Linear))]
+    return [(m, nxt if isinstance(nxt, torch.nn.BatchNorm2d) else None)
+            for m, nxt in zip(layers, layers[1:] + [None]) if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_SPECS))
+def test_a_layer_feeding_a_batch_norm_has_no_bias(arch):
+    for net in (Encoder(arch, 6), Decoder(arch, 6)):
+        pairs = _convolutions_and_their_norms(net)
+        assert any(norm is not None for _, norm in pairs)
+        for conv, norm in pairs:
+            assert (conv.bias is None) == (norm is not None), f"{arch} {type(net).__name__}: {conv}"
+
+
+@pytest.mark.parametrize("arch", ["paper-mnist", "small"])
+def test_the_official_biases_before_a_batch_norm_change_no_output(arch):
+    """The official code's networks (a bias b on every convolution before a batch-norm) compute our
+    networks' function: BN(Wx + b) = BN(Wx) with batch statistics, and with the running mean shifted by b."""
+    g = torch.Generator().manual_seed(0)
+    c, h, w = image_shape(arch)
+    for ours, inputs in ((Encoder(arch, 6), torch.rand(6, c, h, w, generator=g)),
+                         (Decoder(arch, 6), torch.randn(6, 6, generator=g))):
+        for _, norm in _convolutions_and_their_norms(ours):
+            if norm is not None:
+                norm.running_mean.normal_(generator=g)
+                norm.running_var.uniform_(0.5, 2.0, generator=g)
+        official = copy.deepcopy(ours)
+        with torch.no_grad():
+            for conv, norm in _convolutions_and_their_norms(official):
+                if norm is not None:
+                    conv.bias = torch.nn.Parameter(torch.randn(conv.out_channels, generator=g))
+                    norm.running_mean += conv.bias
+            for mode in ("eval", "train"):
+                a, b = (getattr(net, mode)()(inputs) for net in (ours, official))
+                assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max())), \
+                    f"{arch} {type(ours).__name__} {mode}"
 
 def test_paper_presets_follow_the_paper():
     m = make_config("paper-mnist", "wae-mmd")
