@@ -208,7 +208,6 @@ def test_the_held_out_mmd_test_gives_the_statistic_and_the_null_quantile(tmp_pat
     test = mmd_test(codes, prior, "imq", c=c, permutations=200, seed=trainer.cfg.seed + 50_000)
     assert result["test_mmd_p"] == test.p_value
     assert result["test_mmd_null_q95"] == pytest.approx(float(np.quantile(test.null.numpy(), 0.95)), rel=1e-9)
-    assert (result["test_mmd"] > result["test_mmd_null_q95"]) == (result["test_mmd_p"] <= 0.05)
 
 
 def test_the_mmd_panel_draws_the_statistic_against_the_null_quantile(tmp_path, monkeypatch):
