@@ -120,7 +120,7 @@ def test_wae_mmd_two_ranks_equal_one_process_and_resume_under_torchrun(tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-4000:]
     assert resumed.stdout.count("resuming ") == 1
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
-        "checkpoint.pt", "config.json", "metrics.jsonl"]
+        "checkpoint.pt", "checkpoint.pt.sha256", "config.json", "metrics.jsonl"]
     assert_same_training(single, load_checkpoint(run_dir), "wae-mmd")
 
 
