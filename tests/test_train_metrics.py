@@ -86,11 +86,12 @@ def test_evaluate_summary_groups_runs_by_model():
 def test_evaluate_summary_separates_settings_not_seeds():
     from wae_fast.train.evaluate import summary_table
 
-    def row(seed, factor):
+    def row(seed, factor, final_eval=True):
         return {"run": f"r{seed}{factor}", "model": "wae-mmd", "fid_lenet": 10.0 * factor + seed,
-                "config": {"model": "wae-mmd", "seed": seed, "recon_factor": factor, "out": f"x{seed}"}}
+                "config": {"model": "wae-mmd", "seed": seed, "recon_factor": factor, "out": f"x{seed}",
+                           "final_eval": final_eval}}
 
-    summary = summary_table([row(0, 1.0), row(1, 1.0), row(0, 0.05)])
+    summary = summary_table([row(0, 1.0), row(1, 1.0, final_eval=False), row(0, 0.05)])
     assert "| wae-mmd | 2 |" in summary and "| wae-mmd (recon_factor=0.05) | 1 |" in summary
 
 
