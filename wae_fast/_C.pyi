@@ -45,6 +45,7 @@ def mmd_perm_sums(
     kernel: int,
     bandwidths: Sequence[float],
     sums: Buffer,
+    rescale: Sequence[int],
     threads: int = 1,
     isa: str | None = None,
 ) -> float: ...

@@ -51,6 +51,7 @@
 #include "cpu/isa_info.h"
 #include "cpu/kernel_math.h"
 #include "cpu/parallel.h"
+#include "cpu/rescale.h"
 #include "cpu/simd.h"
 
 namespace wae_fast {
@@ -395,16 +396,6 @@ static void fill_nan(T* out, int64_t count) {
   for (int64_t i = 0; i < count; ++i) out[i] = nan;
 }
 
-// The exponent E of the rescaling (spec.rescale_exponent), or false when none fits.
-static bool rescale_exponent(const MmdProblem& in, double spread, int* exponent) {
-  int e_spread = 0;
-  if (spread > 0.0 && std::isfinite(spread)) std::frexp(spread, &e_spread);
-  const int lower = std::max(in.rescale_lower, e_spread - in.rescale_offset);
-  if (lower > in.rescale_upper) return false;
-  *exponent = std::min(std::max(e_spread, lower), in.rescale_upper);
-  return true;
-}
-
 template <typename T>
 static void mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* gy) {
   const int64_t n = in.n, m = in.m, d = in.d;
@@ -412,33 +403,10 @@ static void mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* gy
   P.d = d;
   P.ker = static_cast<int>(in.kernel);
   P.unbiased = in.unbiased;
-  // Centre: the mean of all n + m rows, in double (spec.centre); with each column's range, the spread.
-  LocalVector<double> mean(static_cast<size_t>(d), 0.0);
-  LocalVector<double> high(static_cast<size_t>(d), -std::numeric_limits<double>::infinity());
-  LocalVector<double> low(static_cast<size_t>(d), std::numeric_limits<double>::infinity());
-  for (int set = 0; set < 2; ++set) {
-    const T* src = set == 0 ? x : y;
-    const int64_t rows = set == 0 ? n : m;
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t k = 0; k < d; ++k) {
-        const double v = static_cast<double>(src[i * d + k]);
-        mean[k] += v;
-        high[k] = std::max(high[k], v);
-        low[k] = std::min(low[k], v);
-      }
-  }
-  double spread = 0.0;
-  LocalVector<double> centre64(static_cast<size_t>(d));
-  for (int64_t k = 0; k < d; ++k) {
-    const double c = mean[k] / static_cast<double>(n + m);
-    centre64[k] = std::isfinite(c) ? c : 0.0;
-    spread = std::max(spread, std::max(high[k] - centre64[k], centre64[k] - low[k]));
-  }
-  int exponent = 0;
-  const bool fits = rescale_exponent(in, spread, &exponent);
-  P.scale = std::ldexp(1.0, -exponent);
+  // Centre (spec.centre) and rescaling (spec.rescale_exponent).
   LocalVector<T> centre(static_cast<size_t>(d));
-  for (int64_t k = 0; k < d; ++k) centre[k] = static_cast<T>(centre64[k] * P.scale);
+  const bool fits = centre_and_scale(x, n, y, m, d, RescaleBounds{in.rescale_offset, in.rescale_lower,
+                                     in.rescale_upper}, centre.data(), &P.scale);
   P.scales.count = std::min(in.num_bandwidths, kMaxScales);
   for (int q = 0; q < P.scales.count; ++q) {
     const double b = in.bandwidths[q] * P.scale * P.scale;

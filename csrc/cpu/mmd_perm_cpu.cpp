@@ -6,7 +6,8 @@
 // has internal linkage (see cpu/simd.h).
 //
 // Design: the product K₀·U by table look-up ("four Russians"), the labels never expanded.
-//   * The pooled rows are centred on their common mean (spec.centre, as the MMD kernels do) and
+//   * The pooled rows are centred on their common mean and rescaled by 2^−E (cpu/rescale.h, as the MMD
+//     kernels do) and
 //     copied twice: row-major ([N][d], the columns' coordinates) and in packed panels of W rows
 //     ([⌈N/W⌉][d][W], W = the vector lanes: the row block's coordinates as vectors).
 //   * A task owns TASK_ROWS rows; each row block of W rows (one vector, lanes = rows) sweeps the
@@ -51,6 +52,7 @@
 #include "cpu/kernel_math.h"
 #include "cpu/mmd_cpu.h"
 #include "cpu/parallel.h"
+#include "cpu/rescale.h"
 #include "cpu/simd.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -87,30 +89,26 @@ struct Pooled {
   AlignedBuf<T> soa;  // [⌈rows / W⌉][d][W] packed panels, zero padded
 };
 
-// Centres z on the mean of its rows (in double, as spec.centre; a non-finite mean is replaced by 0)
-// and fills both layouts. Returns 0, or NaN when some entry of z is NaN or ±Inf.
+// Centres z on the mean of its rows and rescales it by 2^−E (cpu/rescale.h; the bandwidths are rescaled by
+// the caller) and fills both layouts. Returns 0, or NaN when some entry of z is NaN or ±Inf or no E fits.
 template <typename T>
-static double prepare_pooled(Pooled<T>& s, const T* z, int64_t rows, int64_t d) {
+static double prepare_pooled(Pooled<T>& s, const T* z, int64_t rows, int64_t d, const RescaleBounds& bounds,
+                             double* scale) {
   constexpr int64_t W = PermShape<T>::W;
   s.rows = rows;
   s.d = d;
   s.rp = AlignedBuf<T>(static_cast<size_t>(rows * d));
   s.soa = AlignedBuf<T>(static_cast<size_t>(round_up(rows, W) * d));
-  LocalVector<double> mean(static_cast<size_t>(d), 0.0);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(z[i * d + k]);
   LocalVector<T> centre(static_cast<size_t>(d));
-  for (int64_t k = 0; k < d; ++k) {
-    const double c = mean[k] / static_cast<double>(rows);
-    centre[k] = std::isfinite(c) ? static_cast<T>(c) : T(0);
-  }
-  double nonfinite = 0.0;
+  const bool fits = centre_and_scale<T>(z, rows, z, 0, d, bounds, centre.data(), scale);
+  const T factor = static_cast<T>(*scale);
+  double nonfinite = fits ? 0.0 : std::numeric_limits<double>::quiet_NaN();
   for (int64_t i = 0; i < rows; ++i) {
     T flag = 0;
     for (int64_t k = 0; k < d; ++k) {
       const T v = z[i * d + k];
       flag += v - v;
-      const T c = v - centre[k];
+      const T c = v * factor - centre[k];
       s.rp.ptr[i * d + k] = c;
       s.soa.ptr[(i / W) * d * W + k * W + (i % W)] = c;
     }
@@ -468,7 +466,9 @@ static double perm_sums(const PermProblem& in, const T* z, double* within, doubl
   const int64_t N = in.rows, P = in.labellings;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Pooled<T> pooled;
-  if (prepare_pooled(pooled, z, N, in.d) != 0.0) {  // NaN: some input is NaN or ±Inf
+  double scale = 1.0;
+  const RescaleBounds bounds{in.rescale_offset, in.rescale_lower, in.rescale_upper};
+  if (prepare_pooled(pooled, z, N, in.d, bounds, &scale) != 0.0) {  // NaN: non-finite input, or no E fits
     for (int64_t p = 0; p < P; ++p) within[p] = member_rows[p] = nan;
     return nan;
   }
@@ -477,9 +477,10 @@ static double perm_sums(const PermProblem& in, const T* z, double* within, doubl
   work.pooled = &pooled;
   work.scales.count = std::min(in.num_bandwidths, kMaxScales);
   for (int q = 0; q < work.scales.count; ++q) {
-    work.scales.b[q] = static_cast<T>(in.bandwidths[q]);
-    work.scales.ib[q] = static_cast<T>(1.0 / in.bandwidths[q]);
-    work.scales.nib[q] = static_cast<T>(-1.0 / in.bandwidths[q]);
+    const double bandwidth = in.bandwidths[q] * scale * scale;
+    work.scales.b[q] = static_cast<T>(bandwidth);
+    work.scales.ib[q] = static_cast<T>(1.0 / bandwidth);
+    work.scales.nib[q] = static_cast<T>(-1.0 / bandwidth);
   }
   // Tasks, heaviest (earliest rows: the longest triangle rows) first; the order only affects load
   // balance, never the result.

@@ -203,9 +203,11 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     labels = labels.contiguous()
     sums = backends.new_buffer((2, labels.shape[0]), torch.float64, "cpu")
     threads = torch.get_num_threads() if threads is None else int(threads)
-    total = module.mmd_perm_sums(z.numpy(), labels.numpy(), kernel=spec.KERNEL_IDS[kernel],
-                                 bandwidths=[float(b) for b in bandwidths], sums=sums.numpy(),
-                                 threads=max(1, threads), isa=isa)
+    bandwidths = tuple(float(b) for b in bandwidths)
+    rescale = spec.rescale_bounds(spec.bandwidth_exponents(bandwidths), z.shape[1],
+                                  torch.float64 if z.dtype == torch.float64 else torch.float32)
+    total = module.mmd_perm_sums(z.numpy(), labels.numpy(), kernel=spec.KERNEL_IDS[kernel], bandwidths=list(bandwidths),
+                                 sums=sums.numpy(), rescale=list(rescale), threads=max(1, threads), isa=isa)
     return sums[0], sums[1], torch.tensor(total, dtype=torch.float64)
 
 
