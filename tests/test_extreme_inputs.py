@@ -156,8 +156,8 @@ def test_complements_of_labellings_count_as_ties(dtype, backend):
     if backend == "cpu" and not wae_fast.backend_status("cpu", torch.device("cpu"), "permutation")[0]:
         pytest.skip("the C++ extension is not built")
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, generator=g).to(dtype)
-    y = torch.randn(2, 3, generator=g).to(dtype) + 0.5
+    x = torch.randn(2, 3, generator=g, dtype=torch.float64).to(dtype)
+    y = torch.randn(2, 3, generator=g, dtype=torch.float64).to(dtype)
     result = mmd_test(x, y, "imq", permutations=300, seed=1, backend=backend)
     from wae_fast.stats import permutations
     same_split = sum(1 for perm in permutations(2, 2, 300, 1) if set(perm[:2].tolist()) in ({0, 1}, {2, 3}))

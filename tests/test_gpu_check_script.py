@@ -30,7 +30,7 @@ def test_gpu_check_dry_run(tmp_path):
     log = (tmp_path / "gpu_check.log").read_text()
     assert "step tests ok" in log and "step tune ok" in log and "step bench-small ok" in log
     small = [json.loads(line) for line in (tmp_path / "mmd_small_batch.jsonl").read_text().splitlines()]
-    assert {row["provider"] for row in small} == {"cpu", "dense_cdist", "reference"}
+    assert {row["provider"] for row in small} == {"cpu", "dense_cdist", "reference", "autograd_floor"}
     assert all(row["status"] == "ok" and row["eager_us"] > 0 for row in small)
     throughput = json.loads((tmp_path / "celeba_throughput.json").read_text())
     assert [row["model"] for row in throughput] == ["wae-mmd", "vae", "wae-gan"]
