@@ -22,7 +22,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 
@@ -30,9 +29,8 @@ import wae_fast
 from wae_fast import spec
 from wae_fast.backends import cpu
 from wae_fast.kernels import OFFICIAL_SCALES
-from wae_fast.reference import mmd_reference
 
-from helpers import direct_differences_mmd, mmd_and_grads, required_backends
+from helpers import assert_close, direct_differences_mmd, float64_reference, mmd_and_grads, required_backends
 
 _OK, _REASON = cpu.is_available()
 
@@ -59,23 +57,6 @@ def _bandwidths(kernel, d, scales):
     return tuple(2.0 * d * s for s in scales)
 
 
-def _reference(x, y, kernel, bandwidths, unbiased):
-    """Value and both gradients of the dense reference, by autograd, in float64."""
-    xr = x.detach().to(torch.float64).requires_grad_(True)
-    yr = y.detach().to(torch.float64).requires_grad_(True)
-    value = mmd_reference(xr, yr, kernel, bandwidths, unbiased)
-    gx, gy = torch.autograd.grad(value, (xr, yr))
-    return value.detach(), gx, gy
-
-
-def _close(actual, expected, rel):
-    """|actual − expected| ≤ rel · (largest |expected| entry) elementwise, in float64."""
-    actual, expected = actual.to(torch.float64), expected.to(torch.float64)
-    scale = expected.abs().max().item() + 1e-300
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * scale, f"max error {err:.3e} > {rel:.1e} × {scale:.3e}"
-
-
 def _poisoned(rows, d, dtype):
     return torch.full((rows, d), float("nan"), dtype=dtype)
 
@@ -92,18 +73,18 @@ SUPPORTED_ISAS = _build_info()["supported"]
 @pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_float64_matches_reference(shape, kernel, unbiased, scales):
+def test_float64_matchesfloat64_reference(shape, kernel, unbiased, scales):
     n, m, d = shape
     x, y = _data(n, m, d)
     bw = _bandwidths(kernel, d, scales)
-    ref_v, ref_gx, ref_gy = _reference(x, y, kernel, bw, unbiased)
+    ref_v, ref_gx, ref_gy = float64_reference(x, y, kernel, bw, unbiased)
     value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, True, True,
                                       out_grad_x=_poisoned(n, d, torch.float64),
                                       out_grad_y=_poisoned(m, d, torch.float64))
     assert value.dtype == gx.dtype == gy.dtype == torch.float64 and value.dim() == 0
     assert abs(value.item() - ref_v.item()) <= 1e-12 * len(scales)
-    _close(gx, ref_gx, 1e-10)
-    _close(gy, ref_gy, 1e-10)
+    assert_close(gx, ref_gx, rtol_of_max=1e-10)
+    assert_close(gy, ref_gy, rtol_of_max=1e-10)
     # The value alone (no gradient: the triangular sweep of both within blocks) is the same statistic.
     value_only, none_x, none_y = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, False, False)
     assert none_x is None and none_y is None
@@ -112,28 +93,28 @@ def test_float64_matches_reference(shape, kernel, unbiased, scales):
 
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 @pytest.mark.parametrize("shape", [(3, 2, 5), (31, 64, 130), (600, 513, 3)], ids=lambda s: "x".join(map(str, s)))
-def test_float32_matches_float64_reference(shape, kernel):
+def test_float32_matches_float64float64_reference(shape, kernel):
     n, m, d = shape
     x, y = _data(n, m, d, torch.float32)
     bw = _bandwidths(kernel, d, OFFICIAL_SCALES)
-    ref_v, ref_gx, ref_gy = _reference(x, y, kernel, bw, True)
+    ref_v, ref_gx, ref_gy = float64_reference(x, y, kernel, bw, True)
     value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, True, True, True,
                                       out_grad_x=_poisoned(n, d, torch.float32),
                                       out_grad_y=_poisoned(m, d, torch.float32))
     assert value.dtype == gx.dtype == gy.dtype == torch.float32
     assert abs(value.item() - ref_v.item()) <= 2e-6 * len(OFFICIAL_SCALES)
-    _close(gx, ref_gx, 2e-5)
-    _close(gy, ref_gy, 2e-5)
+    assert_close(gx, ref_gx, rtol_of_max=2e-5)
+    assert_close(gy, ref_gy, rtol_of_max=2e-5)
 
 
 def test_float32_far_from_origin_keeps_gradient_accuracy():
     """Data centred at 300: Σ_j w_ij (x_i − z_j) must not cancel (the kernels centre the data)."""
     x, y = _data(200, 150, 8, torch.float32, shift=300.0)
     bw = _bandwidths("imq", 8, (1.0,))
-    _, ref_gx, ref_gy = _reference(x, y, "imq", bw, True)
+    _, ref_gx, ref_gy = float64_reference(x, y, "imq", bw, True)
     _, gx, gy = mmd_and_grads("cpu", x, y, "imq", bw, True, True, True)
-    _close(gx, ref_gx, 1e-4)
-    _close(gy, ref_gy, 1e-4)
+    assert_close(gx, ref_gx, rtol_of_max=1e-4)
+    assert_close(gy, ref_gy, rtol_of_max=1e-4)
 
 
 @pytest.mark.parametrize("grads", [(True, False), (False, True), (True, True), (False, False)])
@@ -206,15 +187,15 @@ def test_public_api_noncontiguous_half_and_upstream_gradient():
     ref = wae_fast.rbf_mmd(x, y_t.contiguous(), scales=OFFICIAL_SCALES, backend="reference")
     (2.5 * ref).backward()
     assert abs(value.item() - ref.item()) < 1e-12
-    _close(xv.grad, x.grad, 1e-10)
+    assert_close(xv.grad, x.grad, rtol_of_max=1e-10)
     for dtype in (torch.float16, torch.bfloat16):
         xh, yh = x.detach().to(dtype).requires_grad_(True), y_t.to(dtype)
         vh = wae_fast.imq_mmd(xh, yh, backend="cpu")
         vh.backward()
         assert vh.dtype == dtype and xh.grad.dtype == dtype
-        ref_v, ref_gx, _ = _reference(xh, yh, "imq", (12.0,), True)
+        ref_v, ref_gx, _ = float64_reference(xh, yh, "imq", (12.0,), True)
         assert abs(vh.item() - ref_v.item()) <= 5e-3 * abs(ref_v.item()) + 1e-6
-        _close(xh.grad, ref_gx, 1e-2)
+        assert_close(xh.grad, ref_gx, rtol_of_max=1e-2)
         v16, g16, _ = mmd_and_grads("cpu", xh, yh, "imq", (12.0,), True, True, False)
         assert v16.dtype == g16.dtype == dtype  # computed in float32, returned in the input dtype
 
@@ -302,8 +283,8 @@ def test_every_path_matches_float64_direct_differences(isa, dtype, unbiased, ker
         value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, True, True, isa=isa,
                                           out_grad_x=_poisoned(n, d, dtype), out_grad_y=_poisoned(m, d, dtype))
         assert abs(value.item() - want_v.item()) <= tol[0] * len(bw), (shape, value.item(), want_v.item())
-        _close(gx, want_gx, tol[1])
-        _close(gy, want_gy, tol[1])
+        assert_close(gx, want_gx, rtol_of_max=tol[1])
+        assert_close(gy, want_gy, rtol_of_max=tol[1])
         value_only, _, _ = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, False, False, isa=isa)
         assert abs(value_only.item() - want_v.item()) <= tol[0] * len(bw)
 
@@ -315,8 +296,8 @@ def test_paths_agree_with_each_other_within_float_rounding():
     first = results[SUPPORTED_ISAS[0]]
     for isa, other in results.items():
         assert abs(other[0].item() - first[0].item()) <= 1e-6 * len(bw), isa
-        _close(other[1], first[1], 1e-5)
-        _close(other[2], first[2], 1e-5)
+        assert_close(other[1], first[1], rtol_of_max=1e-5)
+        assert_close(other[2], first[2], rtol_of_max=1e-5)
 
 
 def _import_with_env(isa_value):
@@ -422,12 +403,12 @@ def test_binding_returns_block_sums_and_uses_the_coefficients_it_is_given():
     assert sums[3] == 2.0 * 13 and sums[4] == 2.0 * 11  # k(0) = S per row
     # coef_cross = 2.5: ∂/∂x_i = 2.5 Σ_j w⁺(x_i, y_j)(x_i − y_j), ∂/∂y_j = 2.5 Σ_i w⁺(y_j, x_i)(y_j − x_i)
     _, gx, gy = call([0.0, 0.0, 2.5])
-    _close(gx, 2.5 * (w_xy[:, :, None] * (x[:, None, :] - y[None, :, :])).sum(1), 1e-12)
-    _close(gy, 2.5 * (w_yx[:, :, None] * (y[:, None, :] - x[None, :, :])).sum(1), 1e-12)
+    assert_close(gx, 2.5 * (w_xy[:, :, None] * (x[:, None, :] - y[None, :, :])).sum(1), rtol_of_max=1e-12)
+    assert_close(gy, 2.5 * (w_yx[:, :, None] * (y[:, None, :] - x[None, :, :])).sum(1), rtol_of_max=1e-12)
     # coef_within_x = −1.5, the full square without the diagonal; y's gradient then only has its
     # (zero-weighted) blocks.
     _, gx, gy = call([-1.5, 0.0, 0.0])
-    _close(gx, -1.5 * (w_xx[:, :, None] * (x[:, None, :] - x[None, :, :])).sum(1), 1e-12)
+    assert_close(gx, -1.5 * (w_xx[:, :, None] * (x[:, None, :] - x[None, :, :])).sum(1), rtol_of_max=1e-12)
     assert torch.equal(gy, torch.zeros_like(gy))
 
 
@@ -479,8 +460,8 @@ def test_binding_writes_every_output_entry_of_its_documented_input():
                  coefficients=list(spec.gradient_coefficients(weights)))
     want, want_gx, want_gy = direct_differences_mmd(x, y, "imq", (1.0,), False)
     assert spec.assemble(sums, weights) == pytest.approx(want.item(), rel=1e-6)
-    _close(gx, want_gx, 1e-6)
-    _close(gy, want_gy, 1e-6)
+    assert_close(gx, want_gx, rtol_of_max=1e-6)
+    assert_close(gy, want_gy, rtol_of_max=1e-6)
 
 
 def test_kernel_and_row_counts_are_checked_once_and_output_buffers_by_the_launcher():
