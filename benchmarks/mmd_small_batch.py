@@ -18,7 +18,8 @@ an optimiser's zero_grad does). One JSON row per (provider, n, d, mode):
                (_local_scalar_dense, item, is_nonzero, equal); the op names are listed
 
 Providers: "triton" (wae_fast, backend="triton"), "reference" (wae_fast's dense reference), "cpu"
-(wae_fast's C++ backend), "dense_cdist" (what a user writes: torch.cdist and three kernel matrices).
+(wae_fast's C++ backend), "dense_cdist" (what a user writes: torch.cdist and three kernel matrices),
+"autograd_floor" (--cpu: an autograd Function that computes nothing, the cost of the call's autograd alone).
 Rows go to benchmarks/out/mmd_small_batch.jsonl unless --out is given, appended atomically one by one.
 """
 from __future__ import annotations
@@ -99,9 +100,24 @@ def _call(provider, x, y, backward: bool):
         k_xy = c / (c + torch.cdist(a, b).pow(2))
         return ((k_xx.sum() - n) / (n * (n - 1)) + (k_yy.sum() - m) / (m * (m - 1)) - 2.0 * k_xy.mean())
 
+    gradient = torch.zeros_like(x)
+
+    class Floor(torch.autograd.Function):
+        """What autograd alone costs: a Function that returns a preallocated value and gradient."""
+
+        @staticmethod
+        def forward(ctx, a):
+            return a.new_zeros(())
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * gradient
+
     def value():
         if provider == "dense_cdist":
             return dense_cdist(x, y)
+        if provider == "autograd_floor":
+            return Floor.apply(x)
         return wae_fast.imq_mmd(x, y, backend=provider)
 
     if not backward:
@@ -239,8 +255,8 @@ def cpu_rows(sizes, widths, modes):
     for d in widths:
         for n in sizes:
             for mode in modes:
-                for provider in ("cpu", "dense_cdist", "reference"):
-                    if provider != "cpu" and n > 4096:
+                for provider in ("cpu", "dense_cdist", "reference", "autograd_floor"):
+                    if provider in ("dense_cdist", "reference") and n > 4096:
                         continue  # the dense forms need n² memory and minutes here
                     x, y = _inputs(n, d, torch.device("cpu"))
                     fn = _call(provider, x, y, mode == "fwd+bwd")

@@ -2,11 +2,10 @@
 // checks (checks.h), then the CPU kernels of the selected instruction-set path (cpu/dispatch.h). The
 // permutation test's bindings are in mmd_perm.cpp.
 //
-// The module does not include or link any torch header. It takes its arrays through the Python
-// buffer protocol (numpy arrays; the launcher wae_fast/backends/cpu.py passes tensor.numpy() views)
-// and checks here, in C++, that each is 2-D, float32 or float64, C-contiguous, aligned, of the
-// expected shape, writable for the outputs, and that no output shares memory with another array.
-// The buffers are held (and so kept alive) for the whole call; the GIL is released while computing.
+// The module does not include or link any torch header. The MMD entry takes the addresses of arrays the
+// caller has checked (wae_fast/_problem.py, wae_fast/backends/cpu.py) and checks its scalars here; the
+// permutation test's entry takes buffer-protocol arrays and checks them (checks.h). The GIL is released
+// while computing.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -65,65 +64,37 @@ std::vector<double> three_finite(const std::vector<double>& values, const char* 
   return values;
 }
 
-// Rows [begin, end) of x and of y swept by a row-range call (mmd_block_sums).
-struct RowRanges {
-  int64_t begin[2] = {0, 0};
-  int64_t end[2] = {0, 0};
-};
+void check_range(const char* name, int64_t begin, int64_t end, int64_t rows) {
+  if (!(0 <= begin && begin <= end && end <= rows))
+    throw py::value_error(std::string(name) + " must be (begin, end) with 0 <= begin <= end <= " +
+                          std::to_string(rows) + ", got (" + std::to_string(begin) + ", " + std::to_string(end) + ")");
+}
 
-// The checks and the call shared by mmd_fused (ranges null: every row) and mmd_block_sums (ranges given;
-// the five block sums are written to block_sums).
-double run_mmd(py::handle x_obj, py::handle y_obj, int kernel, const std::vector<double>& bandwidths,
-               bool unbiased, const std::vector<double>& weights_in, const std::vector<double>& coefficients_in,
-               py::handle grad_x_obj, py::handle grad_y_obj, int threads, const std::optional<std::string>& isa,
-               const RowRanges* ranges, double* block_sums) {
-  Matrix x = view_matrix(x_obj, "x", false);
-  Matrix y = view_matrix(y_obj, "y", false);
-  check_same_type(x, y);
-  if (x.cols != y.cols)
-    throw py::value_error("x and y must have the same number of features, got x " + x.shape() + " and y " +
-                          y.shape());
-  const int64_t n = x.rows, m = y.rows, d = x.cols;
-  int64_t range_rows[2] = {n, m};  // rows each gradient buffer holds
-  if (ranges != nullptr) {
-    const char* range_names[2] = {"x_rows", "y_rows"};
-    for (int s = 0; s < 2; ++s) {
-      const int64_t rows = s == 0 ? n : m;
-      if (!(0 <= ranges->begin[s] && ranges->begin[s] <= ranges->end[s] && ranges->end[s] <= rows))
-        throw py::value_error(std::string(range_names[s]) + " must be (begin, end) with 0 <= begin <= end <= " +
-                              std::to_string(rows) + ", got (" + std::to_string(ranges->begin[s]) + ", " +
-                              std::to_string(ranges->end[s]) + ")");
-      range_rows[s] = ranges->end[s] - ranges->begin[s];
-    }
-  }
-  std::optional<Matrix> grad[2];
-  const char* grad_names[2] = {"grad_x", "grad_y"};
-  py::handle grad_objs[2] = {grad_x_obj, grad_y_obj};
-  for (int s = 0; s < 2; ++s) {
-    if (grad_objs[s].is_none()) continue;
-    grad[s] = view_matrix(grad_objs[s], grad_names[s], true);
-    const Matrix& input = s == 0 ? x : y;
-    check_same_type(*grad[s], input);
-    if (ranges == nullptr && (grad[s]->rows != input.rows || grad[s]->cols != d))
-      throw py::value_error(std::string(grad_names[s]) + " must have the shape of " + input.name + " " +
-                            input.shape() + ", got " + grad[s]->shape());
-    if (ranges != nullptr && (grad[s]->rows != range_rows[s] || grad[s]->cols != d))
-      throw py::value_error(std::string(grad_names[s]) + " must have the shape of the swept rows of " +
-                            input.name + " " + shape_text(range_rows[s], d) + ", got " + grad[s]->shape());
-    check_no_overlap(*grad[s], x);
-    check_no_overlap(*grad[s], y);
-  }
-  if (grad[0] && grad[1]) check_no_overlap(*grad[0], *grad[1]);
-
-  check_kernel(kernel);
+// The one MMD entry: rows [x_begin, x_end) of x and [y_begin, y_end) of y swept against every column
+// (every row: the single-process call). The arrays come as addresses of C-contiguous row-major buffers,
+// which the caller (wae_fast/backends/cpu.py, after wae_fast._problem's checks) guarantees: x [n, d] and
+// y [m, d] of one dtype, the gradients (0: not wanted) [x_end − x_begin, d] and [y_end − y_begin, d] of the
+// same dtype, not overlapping anything. The scalars are checked here. Returns the five block sums.
+py::tuple mmd_sums(std::uintptr_t x, std::uintptr_t y, int64_t n, int64_t m, int64_t d, bool f64, int kernel,
+                   const std::vector<double>& bandwidths, bool unbiased, const std::vector<double>& weights_in,
+                   const std::vector<double>& coefficients_in, const std::vector<int>& rescale, int64_t x_begin,
+                   int64_t x_end, int64_t y_begin, int64_t y_end, std::uintptr_t grad_x, std::uintptr_t grad_y,
+                   int threads, const std::optional<std::string>& isa) {
+  if (x == 0 || y == 0) throw py::value_error("x and y must be non-null addresses");
+  if (n < 1 || m < 1 || d < 1)
+    throw py::value_error("x and y must be non-empty, got " + shape_text(n, d) + " and " + shape_text(m, d));
   if (n > (int64_t(1) << 30) || m > (int64_t(1) << 30))
-    throw py::value_error("x and y may have at most 2^30 rows, got " + x.shape() + " and " + y.shape());
+    throw py::value_error("x and y may have at most 2^30 rows, got " + shape_text(n, d) + " and " + shape_text(m, d));
   if (unbiased && (n < 2 || m < 2))
-    throw py::value_error("the unbiased estimator needs at least 2 rows in x and in y, got " + x.shape() +
-                          " and " + y.shape());
+    throw py::value_error("the unbiased estimator needs at least 2 rows in x and in y, got " + shape_text(n, d) +
+                          " and " + shape_text(m, d));
+  check_kernel(kernel);
   check_bandwidths(bandwidths);
   const std::vector<double> w = three_finite(weights_in, "weights", "(a_xx, a_yy, a_xy)");
   const std::vector<double> c = three_finite(coefficients_in, "coefficients", "(within_x, within_y, cross)");
+  if (rescale.size() != 3) throw py::value_error("rescale must be 3 integers (offset, lower, upper)");
+  check_range("x_rows", x_begin, x_end, n);
+  check_range("y_rows", y_begin, y_end, m);
   check_threads(threads);
   const IsaPath& path = path_for_call(isa);
 
@@ -141,46 +112,29 @@ double run_mmd(py::handle x_obj, py::handle y_obj, int kernel, const std::vector
   p.coef_within_x = c[0];
   p.coef_within_y = c[1];
   p.coef_cross = c[2];
+  p.rescale_offset = rescale[0];
+  p.rescale_lower = rescale[1];
+  p.rescale_upper = rescale[2];
   p.threads = threads;
-  if (ranges != nullptr) {
-    p.x_begin = ranges->begin[0];
-    p.x_end = ranges->end[0];
-    p.y_begin = ranges->begin[1];
-    p.y_end = ranges->end[1];
-    p.block_sums = block_sums;
-  }
-
-  void* gx = grad[0] ? grad[0]->info.ptr : nullptr;
-  void* gy = grad[1] ? grad[1]->info.ptr : nullptr;
-  py::gil_scoped_release release;
-  if (!x.f64) {
-    return path.mmd_f32(p, static_cast<const float*>(x.info.ptr), static_cast<const float*>(y.info.ptr),
-                        static_cast<float*>(gx), static_cast<float*>(gy));
-  }
-  return path.mmd_f64(p, static_cast<const double*>(x.info.ptr), static_cast<const double*>(y.info.ptr),
-                      static_cast<double*>(gx), static_cast<double*>(gy));
-}
-
-double mmd_fused(py::handle x_obj, py::handle y_obj, int kernel, const std::vector<double>& bandwidths,
-                 bool unbiased, const std::vector<double>& weights, const std::vector<double>& coefficients,
-                 py::handle grad_x_obj, py::handle grad_y_obj, int threads, const std::optional<std::string>& isa) {
-  return run_mmd(x_obj, y_obj, kernel, bandwidths, unbiased, weights, coefficients, grad_x_obj, grad_y_obj,
-                 threads, isa, nullptr, nullptr);
-}
-
-py::tuple mmd_block_sums(py::handle x_obj, py::handle y_obj, int kernel, const std::vector<double>& bandwidths,
-                         bool unbiased, const std::vector<double>& weights,
-                         const std::vector<double>& coefficients, std::pair<int64_t, int64_t> x_rows,
-                         std::pair<int64_t, int64_t> y_rows, py::handle grad_x_obj, py::handle grad_y_obj,
-                         int threads, const std::optional<std::string>& isa) {
-  RowRanges ranges;
-  ranges.begin[0] = x_rows.first;
-  ranges.end[0] = x_rows.second;
-  ranges.begin[1] = y_rows.first;
-  ranges.end[1] = y_rows.second;
+  p.x_begin = x_begin;
+  p.x_end = x_end;
+  p.y_begin = y_begin;
+  p.y_end = y_end;
   double sums[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
-  run_mmd(x_obj, y_obj, kernel, bandwidths, unbiased, weights, coefficients, grad_x_obj, grad_y_obj, threads,
-          isa, &ranges, sums);
+  p.block_sums = sums;
+  // An empty range has no gradient rows to write.
+  void* gx = x_end > x_begin ? reinterpret_cast<void*>(grad_x) : nullptr;
+  void* gy = y_end > y_begin ? reinterpret_cast<void*>(grad_y) : nullptr;
+  {
+    py::gil_scoped_release release;
+    if (!f64) {
+      path.mmd_f32(p, reinterpret_cast<const float*>(x), reinterpret_cast<const float*>(y), static_cast<float*>(gx),
+                   static_cast<float*>(gy));
+    } else {
+      path.mmd_f64(p, reinterpret_cast<const double*>(x), reinterpret_cast<const double*>(y),
+                   static_cast<double*>(gx), static_cast<double*>(gy));
+    }
+  }
   return py::make_tuple(sums[0], sums[1], sums[2], sums[3], sums[4]);
 }
 
@@ -239,50 +193,38 @@ PYBIND11_MODULE(_C, mod) {
   mod.attr("compiled_isas") = path_names(false);
   mod.attr("selected_isa") = g_selected->name;
 
-  mod.def("mmd_fused", &mmd_fused,
-          R"doc(MMD² between x [n, d] and y [m, d] and, optionally, its gradients, in one sweep.
+  mod.def("mmd_sums", &mmd_sums,
+          R"doc(The block sums of MMD² over a range of rows, and those rows' gradients, in one sweep.
 
-Args:
-    x, y: C-contiguous float32 or float64 arrays [n, d] and [m, d] of the same dtype (buffer protocol,
-        e.g. numpy arrays; not copied).
-    kernel: kernel id, spec.KERNEL_IDS: 0 IMQ (k(r) = sum_s b_s / (b_s + r)), 1 RBF (k(r) = sum_s
-        exp(-r / b_s)), r = ||a - b||^2.
+Rows [x_begin, x_end) of x sweep x (all j != i when grad_x is given; else twice the sum over j > i) and all
+of y; rows [y_begin, y_end) of y sweep y the same way and, only when grad_y is given, all of x for dMMD²/dy.
+The single-process call is the full range.
+
+Args (positional):
+    x, y: addresses of C-contiguous [n, d] and [m, d] arrays of one dtype (float64 when f64, else float32),
+        which the caller guarantees (wae_fast.backends.cpu); n, m, d their sizes.
+    kernel: kernel id, spec.KERNEL_IDS: 0 IMQ (k(r) = sum_s b_s / (b_s + r)), 1 RBF (sum_s exp(-r / b_s)).
     bandwidths: the effective bandwidths b_s (1 to max_scales positive finite numbers).
-    unbiased: leave the diagonal i = j out of the within blocks (needs n, m >= 2), or keep it.
-    weights: (a_xx, a_yy, a_xy), spec.estimator_weights: MMD² = a_xx sum_xx k + a_yy sum_yy k + a_xy sum_xy k.
+    unbiased: leave the diagonal out of the within blocks (needs n, m >= 2), or keep it.
+    weights: (a_xx, a_yy, a_xy), spec.estimator_weights of all n and m rows.
     coefficients: (within_x, within_y, cross), spec.gradient_coefficients: dMMD²/da_i =
         sum_blocks coef_block * sum_j wpos(r_ij) (a_i - b_j), wpos = -dk/dr.
-    grad_x, grad_y: writable C-contiguous arrays of the shape and dtype of x / y for dMMD²/dx and
-        dMMD²/dy, or None to skip. Every element is written. They must not overlap x, y or each other.
+    rescale: (offset, lower, upper), spec.rescale_bounds: the centred data are multiplied by 2^-E and the
+        bandwidths by 2^-2E, E = clamp(e_spread, max(lower, e_spread - offset), upper); no such E: NaN.
+    x_begin, x_end, y_begin, y_end: the swept rows.
+    grad_x, grad_y: addresses of writable [x_end - x_begin, d] and [y_end - y_begin, d] arrays of x's
+        dtype for the swept rows of dMMD²/dx and dMMD²/dy (every element written), or 0 to skip.
     threads: maximum number of threads (small problems use fewer).
     isa: run this compiled instruction-set path instead of the selected one (see isa_paths()).
 
-Returns the statistic as a float (accumulated in double). Any NaN or infinity in x or y makes it and
-every gradient entry NaN. The result does not depend on the thread count. The GIL is released while
-computing.)doc",
-          py::arg("x"), py::arg("y"), py::kw_only(), py::arg("kernel"), py::arg("bandwidths"),
-          py::arg("unbiased"), py::arg("weights"), py::arg("coefficients"), py::arg("grad_x") = py::none(),
-          py::arg("grad_y") = py::none(), py::arg("threads") = 1, py::arg("isa") = py::none());
-  mod.def("mmd_block_sums", &mmd_block_sums,
-          R"doc(The block sums of MMD² over a range of rows, and those rows' gradients: one process's share of
-the distributed statistic (wae_fast.distributed), x and y being the rows of every process.
-
-Rows [x_rows[0], x_rows[1]) of x sweep x (all j != i; the strict upper triangle doubled when grad_x is
-None) and all of y; rows [y_rows[0], y_rows[1]) of y sweep y the same way and, only when grad_y is given,
-all of x for dMMD²/dy. Arguments as in mmd_fused, except that grad_x / grad_y hold the swept rows only:
-[x_rows[1] - x_rows[0], d] and [y_rows[1] - y_rows[0], d]. Weights and coefficients are those of all of x
-and y (spec.estimator_weights(n, m, ...)), so the gradient rows are rows of the full gradient.
-
-Returns five floats (accumulated in double; all NaN when x or y holds a NaN or an infinity):
-(sum_xx, sum_yy, sum_xy, diag_x, diag_y): sum over the swept x rows i and all j != i of k(x_i, x_j) (with
-grad_x; without, twice the sum over j > i); the same for y; sum over the swept x rows i and all j of
-k(x_i, y_j); and, for the biased estimator, the
-k(x_i, x_i) of the swept x rows and of the swept y rows (0 for the unbiased one). Summed over ranges
-that cover every row once, MMD² = a_xx (sum_xx + diag_x) + a_yy (sum_yy + diag_y) + a_xy sum_xy.)doc",
-          py::arg("x"), py::arg("y"), py::kw_only(), py::arg("kernel"), py::arg("bandwidths"),
-          py::arg("unbiased"), py::arg("weights"), py::arg("coefficients"), py::arg("x_rows"), py::arg("y_rows"),
-          py::arg("grad_x") = py::none(), py::arg("grad_y") = py::none(), py::arg("threads") = 1,
-          py::arg("isa") = py::none());
+Returns (sum_xx, sum_yy, sum_xy, diag_x, diag_y), accumulated in double, spec.BlockSums: the within sums
+over the swept rows' pairs, the cross sum over the swept x rows, and the biased estimator's k(z_i, z_i)
+of the swept rows (0 for the unbiased one). All NaN (and every gradient entry) when x or y holds a NaN or
+an infinity. The result does not depend on the thread count. The GIL is released while computing.)doc",
+          py::arg("x"), py::arg("y"), py::arg("n"), py::arg("m"), py::arg("d"), py::arg("f64"), py::arg("kernel"),
+          py::arg("bandwidths"), py::arg("unbiased"), py::arg("weights"), py::arg("coefficients"), py::arg("rescale"),
+          py::arg("x_begin"), py::arg("x_end"), py::arg("y_begin"), py::arg("y_end"), py::arg("grad_x"),
+          py::arg("grad_y"), py::arg("threads"), py::arg("isa"));
   mod.def("peak_fma_gflops", &peak_fma_gflops,
           R"doc(The peak multiply-add rate of an instruction-set path, in GFLOP/s.
 

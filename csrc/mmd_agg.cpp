@@ -44,8 +44,8 @@ const wae_fast::cpu::AggPath& agg_path_named(const std::string& name) {
 }
 
 void mmd_agg_sums(py::handle z_obj, py::handle labels_obj, const std::vector<int>& kernels,
-                  const std::vector<double>& bandwidths, py::handle sums_obj, py::handle totals_obj, int threads,
-                  const std::optional<std::string>& isa) {
+                  const std::vector<double>& bandwidths, py::handle sums_obj, py::handle totals_obj,
+                  const std::vector<int>& rescale, int threads, const std::optional<std::string>& isa) {
   Matrix z = view_matrix(z_obj, "z", false);
   LabelMatrix labels = view_labels(labels_obj);
   Matrix sums = view_matrix(sums_obj, "sums", true);
@@ -69,6 +69,7 @@ void mmd_agg_sums(py::handle z_obj, py::handle labels_obj, const std::vector<int
   check_no_overlap(totals, sums);
   check_not_labels(sums, labels);
   check_not_labels(totals, labels);
+  if (rescale.size() != 3) throw py::value_error("rescale must be 3 integers (offset, lower, upper)");
   check_threads(threads);
   const wae_fast::cpu::AggPath& path = agg_path_named(path_for_call(isa).name);
 
@@ -78,6 +79,9 @@ void mmd_agg_sums(py::handle z_obj, py::handle labels_obj, const std::vector<int
   p.kernels = kernels.data();
   p.bandwidths = bandwidths.data();
   p.num_kernels = static_cast<int>(count);
+  p.rescale_offset = rescale[0];
+  p.rescale_lower = rescale[1];
+  p.rescale_upper = rescale[2];
   p.labels = labels.data();
   p.labellings = labellings;
   p.label_bytes = label_bytes;
@@ -106,7 +110,8 @@ one bandwidth), zero diagonal, and u_p the 0/1 labels of labelling p, writes
     totals[0, s]        = 1^T K0_s 1         totals[1, s]   = sum_{i != j} K0_s[i, j]^2
 
 Every pair is evaluated once (one squared distance for all S kernels) and applied to all labellings;
-nothing rows x rows is allocated. Any NaN or infinity in z makes every output NaN. The result does not
+nothing rows x rows is allocated. Any NaN or infinity in z, or no rescaling that fits, makes every
+output NaN. The result does not
 depend on the thread count. The GIL is released while computing.
 
 Args:
@@ -114,8 +119,11 @@ Args:
     labels: C-contiguous uint8 array [labellings, ceil(rows / 8)], as mmd_perm_sums'.
     kernels: kernel ids, spec.KERNEL_IDS (0 IMQ, 1 RBF), one per kernel; bandwidths: one per kernel.
     sums: writable C-contiguous float64 array [2 S, labellings]; totals: [2, S]; every element written.
+    rescale: (offset, lower, upper), spec.rescale_bounds of all the bandwidths: z centred is multiplied
+        by 2^-E and the bandwidths by 2^-2E (NaN everywhere when no E fits).
     threads: maximum number of threads (small problems use fewer).
     isa: run this compiled instruction-set path instead of the selected one.)doc",
           py::arg("z"), py::arg("labels"), py::kw_only(), py::arg("kernels"), py::arg("bandwidths"),
-          py::arg("sums"), py::arg("totals"), py::arg("threads") = 1, py::arg("isa") = py::none());
+          py::arg("sums"), py::arg("totals"), py::arg("rescale"), py::arg("threads") = 1,
+          py::arg("isa") = py::none());
 }

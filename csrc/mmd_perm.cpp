@@ -44,7 +44,8 @@ const wae_fast::cpu::PermPath& perm_path_named(const std::string& name) {
 }
 
 double mmd_perm_sums(py::handle z_obj, py::handle labels_obj, int kernel, const std::vector<double>& bandwidths,
-                     py::handle sums_obj, int threads, const std::optional<std::string>& isa) {
+                     py::handle sums_obj, const std::vector<int>& rescale, int threads,
+                     const std::optional<std::string>& isa) {
   Matrix z = view_matrix(z_obj, "z", false);
   LabelMatrix labels = view_labels(labels_obj);
   Matrix sums = view_matrix(sums_obj, "sums", true);
@@ -58,6 +59,7 @@ double mmd_perm_sums(py::handle z_obj, py::handle labels_obj, int kernel, const 
   check_kernel(kernel);
   check_bandwidths(bandwidths);
   check_threads(threads);
+  if (rescale.size() != 3) throw py::value_error("rescale must be 3 integers (offset, lower, upper)");
   const wae_fast::cpu::PermPath& path = perm_path_named(path_for_call(isa).name);
 
   wae_fast::cpu::PermProblem p;
@@ -69,6 +71,9 @@ double mmd_perm_sums(py::handle z_obj, py::handle labels_obj, int kernel, const 
   p.labels = labels.data();
   p.labellings = labellings;
   p.label_bytes = label_bytes;
+  p.rescale_offset = rescale[0];
+  p.rescale_lower = rescale[1];
+  p.rescale_upper = rescale[2];
   p.threads = threads;
   double* within = static_cast<double*>(sums.info.ptr);
   double* member_rows = within + labellings;
@@ -99,8 +104,10 @@ Args:
         first) of byte i / 8 is u_pi; bits past the last row must be 0.
     kernel: kernel id, spec.KERNEL_IDS (0 IMQ, 1 RBF); bandwidths: the effective bandwidths b_s.
     sums: writable C-contiguous float64 array [2, labellings], every element written.
+    rescale: (offset, lower, upper), spec.rescale_bounds: z centred is multiplied by 2^-E and the
+        bandwidths by 2^-2E, as in mmd_sums; no such E makes every output NaN.
     threads: maximum number of threads (small problems use fewer).
     isa: run this compiled instruction-set path instead of the selected one.)doc",
           py::arg("z"), py::arg("labels"), py::kw_only(), py::arg("kernel"), py::arg("bandwidths"),
-          py::arg("sums"), py::arg("threads") = 1, py::arg("isa") = py::none());
+          py::arg("sums"), py::arg("rescale"), py::arg("threads") = 1, py::arg("isa") = py::none());
 }

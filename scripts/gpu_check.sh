@@ -6,14 +6,17 @@
 #   3. the Triton kernel's block sizes, warps and float32 dot precision timed at n = m = 65,536
 #      (scripts/triton_tune.py; the best go to $OUT/triton_tune.json, which steps 4–5 then use);
 #   4. the Triton and cross-backend tests, compiled on CUDA (xdist spreads the compiles over the cores);
-#   5. benchmarks/mmd_speed.py: reference, triton and keops at n = m ∈ {4096, 16384, 65536}, d ∈ {8, 64},
+#   5. benchmarks/mmd_small_batch.py: the batch sizes people train with (n = m from 64 to 16,384, d = 8 and
+#      64): eager, CUDA-graph replay and host time per call, launches, ATen ops, beside the dense reference;
+#      scripts/celeba_throughput.py: --preset paper-celeba steps on synthetic 64×64 images (throughput);
+#      benchmarks/mmd_speed.py: reference, triton and keops at n = m ∈ {4096, 16384, 65536}, d ∈ {8, 64},
 #      fwd and fwd+bwd, float32; bfloat16 at 65,536; triton alone at n = m = 10⁶, d = 8, fwd+bwd; the
 #      permutation test (benchmarks/perm_test.py) at 4,096 and 20,000 per side;
 #   6. the aggregated tests (wae_fast.stats.mmd_agg_test): their Triton tests compiled (tests-agg), then
 #      benchmarks/agg_speed.py (bench-agg): fused MMD-FUSE and MMDAgg against ten single tests and the
 #      dense form, 10 bandwidths, n = m = 4,096 (1,000 permutations) and 20,000 (500).
-# Results (5 files: the log, the tuned configs, the benchmark rows, the permutation-test rows, the
-# aggregated-test rows) go to $OUT,
+# Results (7 files: the log, the tuned configs, the benchmark rows, the small-batch rows, the training
+# throughput, the permutation-test rows, the aggregated-test rows) go to $OUT,
 # or ./gpu_results when OUT is unset. GPU_CHECK_BUDGET_S (default 480) bounds the whole check: a step gets what is left of it, and
 # the steps after it are skipped, in this order of value.
 #
@@ -22,8 +25,8 @@
 #                                          # tiny sizes (CI runs this so the script cannot rot)
 # Each step has its own time limit; a failing step is reported and the next one still runs; the exit
 # status is non-zero if any step failed. GPU_CHECK_STEPS (comma-separated step names: tune, profile,
-# tests, bench-float32, bench-bfloat16, bench-1e6, bench-perm, tests-agg, bench-agg, bench-keops;
-# default all but profile)
+# tests, bench-small, bench-train, bench-float32, bench-bfloat16, bench-1e6, bench-perm, tests-agg, bench-agg,
+# bench-keops; default all but profile)
 # picks the steps; profile runs scripts/gpu_profile.sh on the table's and GPU_PROFILE_SPECS' configs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +52,7 @@ T0=$(date +%s)
 BUDGET_S=${GPU_CHECK_BUDGET_S:-480}  # wall-clock seconds for the whole check; later steps are skipped
 
 say() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
-STEPS=",${GPU_CHECK_STEPS:-tune,tests,bench-float32,bench-bfloat16,bench-1e6,bench-perm,tests-agg,bench-agg,bench-keops},"
+STEPS=",${GPU_CHECK_STEPS:-tune,tests,bench-small,bench-train,bench-float32,bench-bfloat16,bench-1e6,bench-perm,tests-agg,bench-agg,bench-keops},"
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit (and within the budget), output to the log
   local name=$1 limit=$2; shift 2
   if [[ "$STEPS" != *",$name,"* ]]; then
@@ -85,6 +88,8 @@ if [ "$DRY_RUN" = 1 ]; then
   BENCH_BF16=("${BENCH_COMMON[@]}" --providers triton --sizes 64 --dims 8 --modes fwd+bwd --dtype bfloat16)
   BENCH_BIG=()
   BENCH_KEOPS=()
+  SMALL_ARGS=(--cpu --quick)
+  TRAIN_ARGS=(--device cpu --dry-run --steps 2)
   TEST_AGG_ARGS=(-q -x -p no:cacheprovider tests/test_stats_agg_triton.py -k "7-1-1-3 and dtype3")
   BENCH_AGG=(--device cpu --backend triton --cases 64:20 --kernels 3 --providers fuse,mmdagg --repeats 1)
 else
@@ -92,7 +97,10 @@ else
   XDIST=()
   if $PY -c "import xdist" 2>/dev/null; then XDIST=(-n 12); fi
   TEST_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_triton_backend.py tests/test_backends.py
-             tests/test_stats_triton.py tests/test_distributed_backends.py -k "not cpu")
+             tests/test_stats_triton.py tests/test_distributed_backends.py tests/test_small_batch.py
+             tests/test_extreme_inputs.py -k "not cpu")
+  SMALL_ARGS=()
+  TRAIN_ARGS=(--device cuda --steps 200)
   BENCH_COMMON=(--device cuda --kernels imq --scales 1 --timeout 45)
   BENCH=("${BENCH_COMMON[@]}" --providers reference,triton --sizes 4096,16384,65536 --dims 8,64
          --modes fwd,fwd+bwd --f64-budget 20 --provider-budget reference=25,triton=60)
@@ -146,7 +154,10 @@ fi
 # 4. correctness, compiled
 step tests 150 $PY -m pytest "${TEST_ARGS[@]}"
 
-# 5. speed and memory
+# 5. speed and memory: first the batch sizes people train with, then large n
+step bench-small 120 $PY benchmarks/mmd_small_batch.py "${SMALL_ARGS[@]}" --out "$OUT/mmd_small_batch.jsonl"
+# the paper-celeba training step on synthetic 64×64 images: WAE-MMD and WAE-GAN images/s against the VAE's
+step bench-train 120 $PY scripts/celeba_throughput.py "${TRAIN_ARGS[@]}" --out "$OUT/celeba_throughput.json"
 BENCH_OUT="$OUT/mmd_speed_gpu.jsonl"
 [ "$DRY_RUN" = 1 ] && BENCH_OUT="$OUT/mmd_speed_dry_run.jsonl"
 step bench-float32 150 $PY benchmarks/mmd_speed.py "${BENCH[@]}" --out "$BENCH_OUT"

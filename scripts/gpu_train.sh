@@ -8,7 +8,7 @@
 #
 #   bash scripts/gpu_train.sh                 # on the GPU machine
 #   bash scripts/gpu_train.sh --dry-run       # CPU, tiny sizes, a few steps (CI)
-#   bash scripts/gpu_train.sh --help          # every option (python -m wae_fast.train.timed_comparison)
+#   bash scripts/gpu_train.sh --help          # every option (scripts/timed_comparison.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,4 +35,4 @@ if ! "$PY" -c "$HAS" wae_fast >/dev/null 2>&1; then
   "$PY" -m pip install --no-index --no-build-isolation --no-deps -q -e "$ROOT"
 fi
 
-exec "$PY" -m wae_fast.train.timed_comparison --out "${OUT:-$ROOT/gpu_results}" "$@"
+exec "$PY" "$ROOT/scripts/timed_comparison.py" --out "${OUT:-$ROOT/gpu_results}" "$@"

@@ -104,3 +104,26 @@ def block_sums_and_grads(backend, x, y, kernel, bandwidths, unbiased, x_rows, y_
         fused_problem(backend, x, y, kernel, bandwidths, unbiased, need_grad_x, need_grad_y), x_rows, y_rows,
         want_sums=True, **options)
     return result.sums, result.grad_x, result.grad_y
+
+
+def assert_close(got, want, *, atol: float = 0.0, rtol_of_max: float = 0.0, what: str = "value") -> None:
+    """The one closeness check of the suite: max |got − want| ≤ atol + rtol_of_max · max |want| (float64),
+    and got finite wherever want is (an unwritten, poisoned entry cannot pass). The message names the
+    quantity, the error and the tolerance."""
+    got = torch.as_tensor(got).detach().to(torch.float64).cpu()
+    want = torch.as_tensor(want).detach().to(torch.float64).cpu()
+    assert torch.isfinite(got[torch.isfinite(want)]).all(), f"{what}: non-finite entries where the oracle is finite"
+    tolerance = atol + rtol_of_max * (want.abs().max().item() if want.numel() else 0.0)
+    error = (got - want).abs().max().item() if got.numel() else 0.0
+    assert error <= tolerance, f"{what}: max error {error:.3g} > tolerance {tolerance:.3g}"
+
+
+def float64_reference(x, y, kernel, bandwidths, unbiased):
+    """Value and both gradients of the dense reference in float64 on the same (rounded) inputs, by autograd."""
+    from wae_fast.reference import mmd_reference
+
+    xr = x.detach().to(torch.float64).cpu().requires_grad_(True)
+    yr = y.detach().to(torch.float64).cpu().requires_grad_(True)
+    value = mmd_reference(xr, yr, kernel, bandwidths, unbiased)
+    grad_x, grad_y = torch.autograd.grad(value, (xr, yr))
+    return value.detach(), grad_x, grad_y

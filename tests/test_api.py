@@ -220,8 +220,8 @@ def test_median_bandwidth_for_unequal_batches_follows_the_documented_generalisat
 
 
 def test_median_bandwidth_is_not_the_old_prior_block_lower_median():
-    """The issue's case (n = 100, d = 8, codes shifted by 1.5): the old formula, 2·(lower median of the
-    prior's distances + lower median of the codes'), gave ≈ 60 where the official code gives ≈ 98."""
+    """n = 100, d = 8, codes shifted by 1.5: the official code's bandwidth is ≈ 98; a plausible misreading,
+    2·(lower median of the prior's distances + lower median of the codes'), gives ≈ 60."""
     for seed in range(3):
         codes, prior = _median_case(seed, 100, 100, 8, dtype=torch.float32)
         lower_median = lambda z: torch.pdist(z.double()).pow(2).median().item()  # noqa: E731

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 
@@ -30,9 +29,8 @@ import wae_fast
 from wae_fast import spec
 from wae_fast.backends import cpu
 from wae_fast.kernels import OFFICIAL_SCALES
-from wae_fast.reference import mmd_reference
 
-from helpers import direct_differences_mmd, mmd_and_grads, required_backends
+from helpers import assert_close, direct_differences_mmd, float64_reference, mmd_and_grads, required_backends
 
 _OK, _REASON = cpu.is_available()
 
@@ -59,23 +57,6 @@ def _bandwidths(kernel, d, scales):
     return tuple(2.0 * d * s for s in scales)
 
 
-def _reference(x, y, kernel, bandwidths, unbiased):
-    """Value and both gradients of the dense reference, by autograd, in float64."""
-    xr = x.detach().to(torch.float64).requires_grad_(True)
-    yr = y.detach().to(torch.float64).requires_grad_(True)
-    value = mmd_reference(xr, yr, kernel, bandwidths, unbiased)
-    gx, gy = torch.autograd.grad(value, (xr, yr))
-    return value.detach(), gx, gy
-
-
-def _close(actual, expected, rel):
-    """|actual − expected| ≤ rel · (largest |expected| entry) elementwise, in float64."""
-    actual, expected = actual.to(torch.float64), expected.to(torch.float64)
-    scale = expected.abs().max().item() + 1e-300
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * scale, f"max error {err:.3e} > {rel:.1e} × {scale:.3e}"
-
-
 def _poisoned(rows, d, dtype):
     return torch.full((rows, d), float("nan"), dtype=dtype)
 
@@ -92,18 +73,18 @@ SUPPORTED_ISAS = _build_info()["supported"]
 @pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_float64_matches_reference(shape, kernel, unbiased, scales):
+def test_float64_matchesfloat64_reference(shape, kernel, unbiased, scales):
     n, m, d = shape
     x, y = _data(n, m, d)
     bw = _bandwidths(kernel, d, scales)
-    ref_v, ref_gx, ref_gy = _reference(x, y, kernel, bw, unbiased)
+    ref_v, ref_gx, ref_gy = float64_reference(x, y, kernel, bw, unbiased)
     value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, True, True,
                                       out_grad_x=_poisoned(n, d, torch.float64),
                                       out_grad_y=_poisoned(m, d, torch.float64))
     assert value.dtype == gx.dtype == gy.dtype == torch.float64 and value.dim() == 0
     assert abs(value.item() - ref_v.item()) <= 1e-12 * len(scales)
-    _close(gx, ref_gx, 1e-10)
-    _close(gy, ref_gy, 1e-10)
+    assert_close(gx, ref_gx, rtol_of_max=1e-10)
+    assert_close(gy, ref_gy, rtol_of_max=1e-10)
     # The value alone (no gradient: the triangular sweep of both within blocks) is the same statistic.
     value_only, none_x, none_y = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, False, False)
     assert none_x is None and none_y is None
@@ -112,28 +93,28 @@ def test_float64_matches_reference(shape, kernel, unbiased, scales):
 
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 @pytest.mark.parametrize("shape", [(3, 2, 5), (31, 64, 130), (600, 513, 3)], ids=lambda s: "x".join(map(str, s)))
-def test_float32_matches_float64_reference(shape, kernel):
+def test_float32_matches_float64float64_reference(shape, kernel):
     n, m, d = shape
     x, y = _data(n, m, d, torch.float32)
     bw = _bandwidths(kernel, d, OFFICIAL_SCALES)
-    ref_v, ref_gx, ref_gy = _reference(x, y, kernel, bw, True)
+    ref_v, ref_gx, ref_gy = float64_reference(x, y, kernel, bw, True)
     value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, True, True, True,
                                       out_grad_x=_poisoned(n, d, torch.float32),
                                       out_grad_y=_poisoned(m, d, torch.float32))
     assert value.dtype == gx.dtype == gy.dtype == torch.float32
     assert abs(value.item() - ref_v.item()) <= 2e-6 * len(OFFICIAL_SCALES)
-    _close(gx, ref_gx, 2e-5)
-    _close(gy, ref_gy, 2e-5)
+    assert_close(gx, ref_gx, rtol_of_max=2e-5)
+    assert_close(gy, ref_gy, rtol_of_max=2e-5)
 
 
 def test_float32_far_from_origin_keeps_gradient_accuracy():
     """Data centred at 300: Σ_j w_ij (x_i − z_j) must not cancel (the kernels centre the data)."""
     x, y = _data(200, 150, 8, torch.float32, shift=300.0)
     bw = _bandwidths("imq", 8, (1.0,))
-    _, ref_gx, ref_gy = _reference(x, y, "imq", bw, True)
+    _, ref_gx, ref_gy = float64_reference(x, y, "imq", bw, True)
     _, gx, gy = mmd_and_grads("cpu", x, y, "imq", bw, True, True, True)
-    _close(gx, ref_gx, 1e-4)
-    _close(gy, ref_gy, 1e-4)
+    assert_close(gx, ref_gx, rtol_of_max=1e-4)
+    assert_close(gy, ref_gy, rtol_of_max=1e-4)
 
 
 @pytest.mark.parametrize("grads", [(True, False), (False, True), (True, True), (False, False)])
@@ -206,15 +187,15 @@ def test_public_api_noncontiguous_half_and_upstream_gradient():
     ref = wae_fast.rbf_mmd(x, y_t.contiguous(), scales=OFFICIAL_SCALES, backend="reference")
     (2.5 * ref).backward()
     assert abs(value.item() - ref.item()) < 1e-12
-    _close(xv.grad, x.grad, 1e-10)
+    assert_close(xv.grad, x.grad, rtol_of_max=1e-10)
     for dtype in (torch.float16, torch.bfloat16):
         xh, yh = x.detach().to(dtype).requires_grad_(True), y_t.to(dtype)
         vh = wae_fast.imq_mmd(xh, yh, backend="cpu")
         vh.backward()
         assert vh.dtype == dtype and xh.grad.dtype == dtype
-        ref_v, ref_gx, _ = _reference(xh, yh, "imq", (12.0,), True)
+        ref_v, ref_gx, _ = float64_reference(xh, yh, "imq", (12.0,), True)
         assert abs(vh.item() - ref_v.item()) <= 5e-3 * abs(ref_v.item()) + 1e-6
-        _close(xh.grad, ref_gx, 1e-2)
+        assert_close(xh.grad, ref_gx, rtol_of_max=1e-2)
         v16, g16, _ = mmd_and_grads("cpu", xh, yh, "imq", (12.0,), True, True, False)
         assert v16.dtype == g16.dtype == dtype  # computed in float32, returned in the input dtype
 
@@ -302,8 +283,8 @@ def test_every_path_matches_float64_direct_differences(isa, dtype, unbiased, ker
         value, gx, gy = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, True, True, isa=isa,
                                           out_grad_x=_poisoned(n, d, dtype), out_grad_y=_poisoned(m, d, dtype))
         assert abs(value.item() - want_v.item()) <= tol[0] * len(bw), (shape, value.item(), want_v.item())
-        _close(gx, want_gx, tol[1])
-        _close(gy, want_gy, tol[1])
+        assert_close(gx, want_gx, rtol_of_max=tol[1])
+        assert_close(gy, want_gy, rtol_of_max=tol[1])
         value_only, _, _ = mmd_and_grads("cpu", x, y, kernel, bw, unbiased, False, False, isa=isa)
         assert abs(value_only.item() - want_v.item()) <= tol[0] * len(bw)
 
@@ -315,8 +296,8 @@ def test_paths_agree_with_each_other_within_float_rounding():
     first = results[SUPPORTED_ISAS[0]]
     for isa, other in results.items():
         assert abs(other[0].item() - first[0].item()) <= 1e-6 * len(bw), isa
-        _close(other[1], first[1], 1e-5)
-        _close(other[2], first[2], 1e-5)
+        assert_close(other[1], first[1], rtol_of_max=1e-5)
+        assert_close(other[2], first[2], rtol_of_max=1e-5)
 
 
 def _import_with_env(isa_value):
@@ -374,74 +355,65 @@ def test_module_constants_equal_the_spec():
     assert _C.sweep_modes == {mode.name: int(mode) for mode in spec.Sweep}
 
 
-def test_binding_uses_the_weights_and_coefficients_it_is_given():
-    """One block at a time: weights (1, 0, 0) give Σ_{i≠j} k(x_i, x_j), and a coefficient on one block
-    gives that block's gradient term, from the oracle's own kernel sums."""
+def _sums(x, y, *, grad_x=None, grad_y=None, **changes):
+    """wae_fast._C.mmd_sums on tensors (their addresses), every row, with changed arguments."""
     from wae_fast import _C
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    wide = x.dtype == torch.float64
+    weights = spec.estimator_weights(n, m, n > 1 and m > 1)
+    args = dict(kernel=0, bandwidths=[1.0], unbiased=True, weights=list(weights),
+                coefficients=list(spec.gradient_coefficients(weights)),
+                rescale=list(spec.rescale_bounds((1, 1), d, torch.float64 if wide else torch.float32)),
+                x_rows=(0, n), y_rows=(0, m), threads=1, isa=None)
+    args.update(changes)
+    (x_begin, x_end), (y_begin, y_end) = args.pop("x_rows"), args.pop("y_rows")
+    return _C.mmd_sums(x.data_ptr(), y.data_ptr(), n, m, d, wide, args["kernel"], args["bandwidths"],
+                       args["unbiased"], args["weights"], args["coefficients"], args["rescale"], x_begin, x_end,
+                       y_begin, y_end, 0 if grad_x is None else grad_x.data_ptr(),
+                       0 if grad_y is None else grad_y.data_ptr(), args["threads"], args["isa"])
+
+
+def test_binding_returns_block_sums_and_uses_the_coefficients_it_is_given():
+    """The five block sums from the oracle's own kernel sums, and a coefficient on one block gives that
+    block's gradient term."""
     x, y = _data(13, 11, 4)
     bw = [3.0, 9.0]
 
-    def call(weights, coefficients, unbiased=True):
-        gx, gy = np.full((13, 4), 5.0), np.full((11, 4), 5.0)
-        value = _C.mmd_fused(x.numpy(), y.numpy(), kernel=1, bandwidths=bw, unbiased=unbiased, weights=weights,
-                             coefficients=coefficients, grad_x=gx, grad_y=gy, threads=2)
-        return value, torch.from_numpy(gx), torch.from_numpy(gy)
+    def call(coefficients, unbiased=True):
+        gx, gy = torch.full((13, 4), 5.0, dtype=torch.float64), torch.full((11, 4), 5.0, dtype=torch.float64)
+        sums = _sums(x, y, grad_x=gx, grad_y=gy, kernel=1, bandwidths=bw, unbiased=unbiased,
+                     coefficients=coefficients, threads=2)
+        return sums, gx, gy
 
     def k(a, b):
         r = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
         return sum(torch.exp(-r / s) for s in bw), sum(torch.exp(-r / s) / s for s in bw)  # k, w⁺
 
     k_xx, w_xx = k(x, x)
+    k_yy, _ = k(y, y)
     k_xy, w_xy = k(x, y)
     k_yx, w_yx = k(y, x)
-    value, gx, gy = call([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
-    assert value == pytest.approx((k_xx.sum() - k_xx.diagonal().sum()).item(), rel=1e-13)
+    sums, gx, gy = call([0.0, 0.0, 0.0])
+    assert sums[0] == pytest.approx((k_xx.sum() - k_xx.diagonal().sum()).item(), rel=1e-13)
+    assert sums[1] == pytest.approx((k_yy.sum() - k_yy.diagonal().sum()).item(), rel=1e-13)
+    assert sums[2] == pytest.approx(k_xy.sum().item(), rel=1e-13)
+    assert sums[3] == sums[4] == 0.0
     assert torch.equal(gx, torch.zeros_like(gx)) and torch.equal(gy, torch.zeros_like(gy))
-    value, _, _ = call([0.0, 0.0, 1.0], [0.0, 0.0, 0.0], unbiased=False)
-    assert value == pytest.approx(k_xy.sum().item(), rel=1e-13)
+    sums, _, _ = call([0.0, 0.0, 0.0], unbiased=False)
+    assert sums[3] == 2.0 * 13 and sums[4] == 2.0 * 11  # k(0) = S per row
     # coef_cross = 2.5: ∂/∂x_i = 2.5 Σ_j w⁺(x_i, y_j)(x_i − y_j), ∂/∂y_j = 2.5 Σ_i w⁺(y_j, x_i)(y_j − x_i)
-    _, gx, gy = call([0.0, 0.0, 0.0], [0.0, 0.0, 2.5])
-    _close(gx, 2.5 * (w_xy[:, :, None] * (x[:, None, :] - y[None, :, :])).sum(1), 1e-12)
-    _close(gy, 2.5 * (w_yx[:, :, None] * (y[:, None, :] - x[None, :, :])).sum(1), 1e-12)
+    _, gx, gy = call([0.0, 0.0, 2.5])
+    assert_close(gx, 2.5 * (w_xy[:, :, None] * (x[:, None, :] - y[None, :, :])).sum(1), rtol_of_max=1e-12)
+    assert_close(gy, 2.5 * (w_yx[:, :, None] * (y[:, None, :] - x[None, :, :])).sum(1), rtol_of_max=1e-12)
     # coef_within_x = −1.5, the full square without the diagonal; y's gradient then only has its
     # (zero-weighted) blocks.
-    _, gx, gy = call([0.0, 0.0, 0.0], [-1.5, 0.0, 0.0])
-    _close(gx, -1.5 * (w_xx[:, :, None] * (x[:, None, :] - x[None, :, :])).sum(1), 1e-12)
+    _, gx, gy = call([-1.5, 0.0, 0.0])
+    assert_close(gx, -1.5 * (w_xx[:, :, None] * (x[:, None, :] - x[None, :, :])).sum(1), rtol_of_max=1e-12)
     assert torch.equal(gy, torch.zeros_like(gy))
 
 
-def _call_args(**changes):
-    x = np.zeros((4, 2), dtype=np.float32)
-    x[:, 0] = np.arange(4)
-    args = dict(x=x, y=x.copy(), kernel=0, bandwidths=[1.0], unbiased=True, weights=[1 / 12, 1 / 12, -2 / 16],
-                coefficients=[-4 / 12, -4 / 12, 4 / 16], grad_x=None, grad_y=None, threads=1)
-    args.update(changes)
-    return args
-
-
-def _mmd_fused(**changes):
-    from wae_fast import _C
-    args = _call_args(**changes)
-    return _C.mmd_fused(args.pop("x"), args.pop("y"), **args)
-
-
 BAD_BINDING_CALLS = [
-    # (changes, error type, message fragment)
-    (dict(x=torch.zeros(4, 2)), TypeError, "x must be a float32 or float64 array supporting the buffer protocol"),
-    (dict(y=[[0.0, 1.0]] * 4), TypeError, "y must be a float32 or float64 array"),
-    (dict(x=np.zeros((4, 2), np.float16)), TypeError, "x must hold float32 or float64, got buffer format 'e'"),
-    (dict(x=np.zeros((4, 2), np.int32)), TypeError, "x must hold float32 or float64"),
-    (dict(x=np.zeros((4, 2), np.float64)), TypeError, "x and y must have the same dtype, got float64 and float32"),
-    (dict(x=np.zeros(8, np.float32)), ValueError, "x must be 2-D [rows, features], got 1-D shape (8)"),
-    (dict(y=np.zeros((4, 2, 1), np.float32)), ValueError, "y must be 2-D [rows, features], got 3-D"),
-    (dict(x=np.zeros((2, 4), np.float32).T), ValueError, "x must be C-contiguous (row-major), got strides (4, 16) bytes for shape (4, 2)"),
-    (dict(y=np.zeros((8, 2), np.float32)[::2]), ValueError, "y must be C-contiguous"),
-    (dict(x=np.zeros((0, 2), np.float32)), ValueError, "x must have at least one row and one feature, got shape (0, 2)"),
-    (dict(y=np.zeros((4, 3), np.float32)), ValueError, "x and y must have the same number of features, got x (4, 2) and y (4, 3)"),
-    (dict(grad_x=np.zeros((4, 2), np.float64)), TypeError, "grad_x and x must have the same dtype"),
-    (dict(grad_y=np.zeros((3, 2), np.float32)), ValueError, "grad_y must have the shape of y (4, 2), got (3, 2)"),
-    (dict(grad_x=np.zeros((2, 4), np.float32).T), ValueError, "grad_x must be C-contiguous"),
-    (dict(grad_x=torch.zeros(4, 2)), TypeError, "grad_x must be a float32 or float64 array"),
+    # (changes, error type, message fragment): the scalars the extension checks itself
     (dict(kernel=2), ValueError, "kernel must be a kernel id (0: imq, 1: rbf"),
     (dict(bandwidths=[]), ValueError, "bandwidths must hold 1 to 64 numbers"),
     (dict(bandwidths=[1.0] * 65), ValueError, "bandwidths must hold 1 to 64 numbers"),
@@ -450,7 +422,9 @@ BAD_BINDING_CALLS = [
     (dict(weights=[1.0, 1.0]), ValueError, "weights must be 3 numbers (a_xx, a_yy, a_xy), got 2"),
     (dict(weights=[1.0, float("nan"), 1.0]), ValueError, "weights must be finite"),
     (dict(coefficients=[1.0] * 4), ValueError, "coefficients must be 3 numbers (within_x, within_y, cross)"),
-    (dict(x=np.zeros((1, 2), np.float32)), ValueError, "the unbiased estimator needs at least 2 rows"),
+    (dict(rescale=[1, 2]), ValueError, "rescale must be 3 integers"),
+    (dict(x_rows=(2, 1)), ValueError, "x_rows must be (begin, end) with 0 <= begin <= end <= 4, got (2, 1)"),
+    (dict(y_rows=(0, 5)), ValueError, "y_rows must be (begin, end) with 0 <= begin <= end <= 4, got (0, 5)"),
     (dict(threads=0), ValueError, "threads must be >= 1, got 0"),
     (dict(isa="avx1024"), ValueError, "isa = 'avx1024' is not a compiled path"),
 ]
@@ -458,47 +432,41 @@ BAD_BINDING_CALLS = [
 
 @pytest.mark.parametrize("changes, error, message", BAD_BINDING_CALLS,
                          ids=[f"{i}-{'-'.join(c)}" for i, (c, _, _) in enumerate(BAD_BINDING_CALLS)])
-def test_binding_rejects_bad_buffers_and_arguments(changes, error, message):
+def test_binding_rejects_bad_scalars(changes, error, message):
+    x = torch.zeros(4, 2)
+    x[:, 0] = torch.arange(4.0)
     with pytest.raises(error) as info:
-        _mmd_fused(**changes)
+        _sums(x, x.clone(), **changes)
     assert message in str(info.value)
 
 
-def test_binding_rejects_read_only_and_overlapping_outputs():
-    args = _call_args()
-    read_only = np.zeros((4, 2), np.float32)
-    read_only.flags.writeable = False
-    with pytest.raises(ValueError, match="grad_x must be a writable buffer"):
-        _mmd_fused(grad_x=read_only)
-    with pytest.raises(ValueError, match="grad_x shares memory with x"):
-        _mmd_fused(x=args["x"], grad_x=args["x"])
-    block = np.zeros((8, 2), np.float32)
-    with pytest.raises(ValueError, match="grad_x shares memory with grad_y"):
-        _mmd_fused(grad_x=block[:4], grad_y=block[3:7])
-    with pytest.raises(ValueError, match="grad_y shares memory with x"):
-        _mmd_fused(x=block[:4], grad_y=block[2:6])
-    # Adjacent, not overlapping: accepted, and the same value as without gradients.
-    assert _mmd_fused(grad_x=block[:4], grad_y=block[4:]) == pytest.approx(_mmd_fused(), rel=1e-6)
-
-
-def test_binding_accepts_its_documented_input_and_writes_every_output_entry():
-    gx, gy = np.full((4, 2), np.nan, np.float32), np.full((1, 2), np.nan, np.float32)
-    y = np.array([[1.0, 1.0]], np.float32)
-    weights = spec.estimator_weights(4, 1, unbiased=False)
-    args = _call_args(y=y, unbiased=False, weights=list(weights),
-                      coefficients=list(spec.gradient_coefficients(weights)))
-    x = args.pop("x")
+def test_binding_refuses_too_few_rows_and_null_addresses():
     from wae_fast import _C
-    value = _C.mmd_fused(x, args.pop("y"), **{**args, "grad_x": gx, "grad_y": gy})
-    want, want_gx, want_gy = direct_differences_mmd(torch.from_numpy(x), torch.from_numpy(y), "imq", (1.0,), False)
-    assert value == pytest.approx(want.item(), rel=1e-6)
-    _close(torch.from_numpy(gx), want_gx, 1e-6)
-    _close(torch.from_numpy(gy), want_gy, 1e-6)
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="the unbiased estimator needs at least 2 rows"):
+        _sums(x, torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="non-null"):
+        _C.mmd_sums(0, 0, 2, 2, 1, False, 0, [1.0], True, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1, 1, 1], 0, 2, 0, 2,
+                    0, 0, 1, None)
 
 
-def test_kernel_and_row_counts_are_checked_once_and_buffers_in_cpp():
+def test_binding_writes_every_output_entry_of_its_documented_input():
+    gx, gy = torch.full((4, 2), float("nan")), torch.full((1, 2), float("nan"))
+    x = torch.zeros(4, 2)
+    x[:, 0] = torch.arange(4.0)
+    y = torch.tensor([[1.0, 1.0]])
+    weights = spec.estimator_weights(4, 1, unbiased=False)
+    sums = _sums(x, y, grad_x=gx, grad_y=gy, unbiased=False, weights=list(weights),
+                 coefficients=list(spec.gradient_coefficients(weights)))
+    want, want_gx, want_gy = direct_differences_mmd(x, y, "imq", (1.0,), False)
+    assert spec.assemble(sums, weights) == pytest.approx(want.item(), rel=1e-6)
+    assert_close(gx, want_gx, rtol_of_max=1e-6)
+    assert_close(gy, want_gy, rtol_of_max=1e-6)
+
+
+def test_kernel_and_row_counts_are_checked_once_and_output_buffers_by_the_launcher():
     """The public call checks the kernel and the row counts (one check layer, before any backend); the
-    extension still checks the buffers it is handed."""
+    launcher checks an output buffer a caller hands it before the extension writes through its address."""
     x = torch.zeros(1, 2)
     with pytest.raises(ValueError, match="kernel must be one of"):
         wae_fast.mmd(torch.zeros(3, 2), torch.zeros(3, 2), "laplace", backend="cpu")
@@ -506,7 +474,7 @@ def test_kernel_and_row_counts_are_checked_once_and_buffers_in_cpp():
         wae_fast.mmd(x, torch.zeros(3, 2), backend="cpu")
     value, _, _ = mmd_and_grads("cpu", x, x.clone(), "imq", (1.0,), False, False, False)
     assert value.item() == pytest.approx(1.0 - 2.0 + 1.0)
-    with pytest.raises(ValueError, match=r"grad_x must have the shape of the swept rows of x \(3, 2\), got \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"out_grad_x must be a contiguous torch.float32 CPU tensor of shape \(3, 2\)"):
         mmd_and_grads("cpu", torch.zeros(3, 2), torch.zeros(3, 2), "imq", (1.0,), True, True, False,
                           out_grad_x=torch.zeros(2, 2))
 

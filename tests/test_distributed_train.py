@@ -7,11 +7,9 @@ rounding, and the logged epoch means must agree. WAE-MMD is also stopped after o
 under torchrun. λ is large so that the MMD term dominates the encoder's gradient: a penalty gradient
 divided by DDP's averaging would show.
 
-Excluded from the parameter comparison, for a reason of arithmetic rather than of distribution: the bias
-of a layer that feeds a batch-norm, and that batch-norm's running mean. The bias's exact gradient is 0
-(batch-norm subtracts the batch mean), so what each run computes is rounding noise, which Adam's first
-steps turn into full ±lr steps. The networks' training-mode outputs, which do not depend on those biases,
-are compared instead.
+Every parameter and running statistic is compared, the batch-norms' running means included: no layer
+that feeds a batch-norm has a bias (whose exact gradient would be 0, so that Adam would turn each run's
+rounding noise into ±lr steps). The networks' training-mode outputs are compared too.
 """
 from __future__ import annotations
 
@@ -76,29 +74,18 @@ def single_process_run(model, epochs, out_dir, **extra) -> dict:
     return load_checkpoint(out_dir)
 
 
-def feeds_batchnorm(state: dict) -> set[str]:
-    """The biases of layers followed by a batch-norm, and those batch-norms' running means."""
-    names = set()
-    for key in state:
-        if key.endswith("running_var"):
-            container, index = key.rsplit(".", 1)[0].rsplit(".", 1)
-            before = f"{container}.{int(index) - 1}"
-            names |= {f"{before}.bias", f"{before}.conv.bias", key.replace("running_var", "running_mean")}
-    return names
-
-
 def assert_same_training(single: dict, ranks: dict, model: str) -> None:
     assert ranks["step"] == single["step"] and ranks["epoch"] == single["epoch"]
     for net, state in single["models"].items():
-        excluded = feeds_batchnorm(state)
+        assert state.keys() == ranks["models"][net].keys(), net
         for key, want in state.items():
             got = ranks["models"][net][key]
             if not want.dtype.is_floating_point:
                 assert torch.equal(got, want), f"{net}.{key}"
-            elif key not in excluded:
+            else:
                 error = float((got - want).abs().max())
                 assert error <= 2e-5 * float(want.abs().max()) + 1e-7, f"{net}.{key}: max difference {error:.3g}"
-    # The networks compute the same functions (training mode: batch statistics, the biases cancel).
+    # The networks compute the same functions (training mode: batch statistics).
     cfg = single["config"]
     g = torch.Generator().manual_seed(0)
     images = torch.rand(8, 1, 28, 28, generator=g)
@@ -133,7 +120,7 @@ def test_wae_mmd_two_ranks_equal_one_process_and_resume_under_torchrun(tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-4000:]
     assert resumed.stdout.count("resuming ") == 1
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
-        "checkpoint.pt", "config.json", "metrics.jsonl"]
+        "checkpoint.pt", "checkpoint.pt.sha256", "config.json", "metrics.jsonl"]
     assert_same_training(single, load_checkpoint(run_dir), "wae-mmd")
 
 

@@ -16,8 +16,8 @@ def test_gpu_check_dry_run(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "all steps passed" in result.stdout
     files = sorted(os.listdir(tmp_path))
-    assert files == ["agg_speed_dry_run.jsonl", "gpu_check.log", "mmd_speed_dry_run.jsonl", "triton_tune.json",
-                     "triton_tune_rows.jsonl"]
+    assert files == ["agg_speed_dry_run.jsonl", "celeba_throughput.json", "gpu_check.log", "mmd_small_batch.jsonl",
+                     "mmd_speed_dry_run.jsonl", "triton_tune.json", "triton_tune_rows.jsonl"]
     assert len(files) <= 8  # what the GPU machine sends back
     tuned = json.loads((tmp_path / "triton_tune.json").read_text())
     assert set(tuned) == {"float32"} and all(len(entry) == 7 for entry in tuned["float32"].values())
@@ -28,9 +28,16 @@ def test_gpu_check_dry_run(tmp_path):
     assert {row["provider"] for row in rows} >= {"reference", "triton"}
     assert all(row["status"] == "ok" for row in rows), [row for row in rows if row["status"] != "ok"]
     log = (tmp_path / "gpu_check.log").read_text()
-    assert "step tests ok" in log and "step tune ok" in log
+    assert "step tests ok" in log and "step tune ok" in log and "step bench-small ok" in log
+    small = [json.loads(line) for line in (tmp_path / "mmd_small_batch.jsonl").read_text().splitlines()]
+    assert {row["provider"] for row in small} == {"cpu", "dense_cdist", "reference", "autograd_floor"}
+    assert all(row["status"] == "ok" and row["eager_us"] > 0 for row in small)
+    throughput = json.loads((tmp_path / "celeba_throughput.json").read_text())
+    assert [row["model"] for row in throughput] == ["wae-mmd", "vae", "wae-gan"]
+    assert all(row["images_per_s"] > 0 and row["synthetic"] for row in throughput)
     agg_rows = [json.loads(line) for line in (tmp_path / "agg_speed_dry_run.jsonl").read_text().splitlines()]
-    assert {row["provider"] for row in agg_rows} == {"fuse", "mmdagg"} and all(row["status"] == "ok" for row in agg_rows)
+    assert {row["provider"] for row in agg_rows} == {"fuse", "mmdagg"}
+    assert all(row["status"] == "ok" for row in agg_rows)
     assert "step tests-agg ok" in log
 
 

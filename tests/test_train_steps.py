@@ -15,7 +15,7 @@ import torch
 import wae_fast
 from helpers import tiny_config
 from wae_fast.train import objectives as obj
-from wae_fast.train import trainer as trainer_module
+from wae_fast.train import mmd_penalty as mmd_penalty_module
 from wae_fast.train.data import synthetic_dataset
 from wae_fast.train.trainer import NonFiniteLossError, Trainer
 
@@ -213,7 +213,7 @@ def test_a_late_read_back_names_the_first_bad_step(tmp_path, monkeypatch):
 @pytest.fixture
 def fused_backend_chosen(monkeypatch):
     """The trainer believes a fused backend ("cpu") is available, whatever this machine built."""
-    monkeypatch.setattr(trainer_module, "select_backend", lambda requested, device: "cpu")
+    monkeypatch.setattr(mmd_penalty_module, "select_backend", lambda requested, device: "cpu")
 
 
 def broken_fused_backend(failure):

@@ -25,9 +25,8 @@ from wae_fast.backends import _triton_common as common
 from wae_fast import spec
 from wae_fast.backends import triton_configs, triton_mmd
 from wae_fast.kernels import OFFICIAL_SCALES
-from wae_fast.reference import mmd_reference
 
-from helpers import mmd_and_grads, required_backends
+from helpers import assert_close, float64_reference, mmd_and_grads, required_backends
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 _OK, _REASON = triton_mmd.is_available(DEVICE)
@@ -80,30 +79,11 @@ def _make_inputs(n, m, d, dtype, duplicate, seed=0):
     return x.to(dtype).to(DEVICE), y.to(dtype).to(DEVICE)
 
 
-def _reference(x, y, kernel, bandwidths, unbiased):
-    """Value and gradients of the dense reference in float64 on the same inputs, by autograd."""
-    xr = x.detach().double().requires_grad_(True)
-    yr = y.detach().double().requires_grad_(True)
-    value = mmd_reference(xr, yr, kernel, bandwidths, unbiased)
-    value.backward()
-    return value.detach(), xr.grad, yr.grad
-
-
-def _assert_close(got, want, atol, what):
-    error = (got.double() - want).abs().max().item()
-    assert error <= atol, f"{what}: max error {error:.3g} > tolerance {atol:.3g}"
-
-
-def _assert_grad_close(got, want, rtol, what):
-    assert torch.isfinite(got).all(), f"{what}: non-finite entries (an unwritten, poisoned value?)"
-    _assert_close(got, want, rtol * max(want.abs().max().item(), 1e-30), what)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: str(t).replace("torch.", ""))
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 @pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"n{s[0]}-m{s[1]}-d{s[2]}-s{len(s[3])}")
-def test_mmd_and_grads_match_reference(shape, unbiased, kernel, dtype, poisoned_buffers, launch_path):
+def test_mmd_and_grads_matchfloat64_reference(shape, unbiased, kernel, dtype, poisoned_buffers, launch_path):
     n, m, d, scales, duplicate = shape
     x, y = _make_inputs(n, m, d, dtype, duplicate)
     bandwidths = tuple(s * 2.0 * d for s in scales)
@@ -113,13 +93,13 @@ def test_mmd_and_grads_match_reference(shape, unbiased, kernel, dtype, poisoned_
     assert grad_x.shape == (n, d) and grad_x.dtype == dtype
     assert grad_y.shape == (m, d) and grad_y.dtype == dtype
     assert poisoned_buffers, "the launchers did not allocate through backends.new_buffer"
-    want_value, want_gx, want_gy = _reference(x, y, kernel, bandwidths, unbiased)
+    want_value, want_gx, want_gy = float64_reference(x, y, kernel, bandwidths, unbiased)
     value_tol, grad_rtol = TOLERANCES[dtype]
     # the value comes back in the input dtype: its rounding (half an ulp) on top of the kernel's error
     rounding = abs(want_value.item()) * torch.finfo(dtype).eps
-    _assert_close(value, want_value, value_tol * len(scales) + rounding, "value")
-    _assert_grad_close(grad_x, want_gx, grad_rtol, "grad x")
-    _assert_grad_close(grad_y, want_gy, grad_rtol, "grad y")
+    assert_close(value, want_value, atol=value_tol * len(scales) + rounding, what="value")
+    assert_close(grad_x, want_gx, rtol_of_max=grad_rtol, what="grad x")
+    assert_close(grad_y, want_gy, rtol_of_max=grad_rtol, what="grad y")
 
 
 @pytest.mark.parametrize("dtype, blocks", [
@@ -140,11 +120,11 @@ def test_small_blocks_many_tiles(blocks, unbiased, dtype, monkeypatch, launch_pa
     value_tol, grad_rtol = TOLERANCES[dtype]
     for kernel in ("imq", "rbf"):
         value, grad_x, grad_y = mmd_and_grads("triton", x, y, kernel, bandwidths, unbiased, True, True)
-        want = _reference(x, y, kernel, bandwidths, unbiased)
+        want = float64_reference(x, y, kernel, bandwidths, unbiased)
         rounding = abs(want[0].item()) * torch.finfo(dtype).eps  # the value in the input dtype
-        _assert_close(value, want[0], value_tol * 7 + rounding, "value")
-        _assert_grad_close(grad_x, want[1], grad_rtol, "grad x")
-        _assert_grad_close(grad_y, want[2], grad_rtol, "grad y")
+        assert_close(value, want[0], atol=value_tol * 7 + rounding, what="value")
+        assert_close(grad_x, want[1], rtol_of_max=grad_rtol, what="grad x")
+        assert_close(grad_y, want[2], rtol_of_max=grad_rtol, what="grad y")
 
 
 def test_d_blocks_chunk_only_wide_rows():
@@ -162,10 +142,10 @@ def test_wide_features_d256(kernel):
     x, y = _make_inputs(5, 7, 256, torch.float32, False, seed=3)
     bandwidths = tuple(s * 512.0 for s in OFFICIAL_SCALES)
     value, grad_x, grad_y = mmd_and_grads("triton", x, y, kernel, bandwidths, True, True, True)
-    want_value, want_gx, want_gy = _reference(x, y, kernel, bandwidths, True)
-    _assert_close(value, want_value, 2e-6 * 7, "value")
-    _assert_grad_close(grad_x, want_gx, 2e-5, "grad x")
-    _assert_grad_close(grad_y, want_gy, 2e-5, "grad y")
+    want_value, want_gx, want_gy = float64_reference(x, y, kernel, bandwidths, True)
+    assert_close(value, want_value, atol=2e-6 * 7, what="value")
+    assert_close(grad_x, want_gx, rtol_of_max=2e-5, what="grad x")
+    assert_close(grad_y, want_gy, rtol_of_max=2e-5, what="grad y")
 
 
 @pytest.mark.parametrize("need_x, need_y", [(True, False), (False, True), (False, False)])
@@ -197,10 +177,10 @@ def test_strided_inputs():
     for x in (x_big[::2], x_big[:, ::2]):
         value, grad_x, grad_y = mmd_and_grads("triton", x, y[:, : x.shape[1]], "imq", (3.0,), True,
                                                          True, True)
-        want = _reference(x, y[:, : x.shape[1]], "imq", (3.0,), True)
-        _assert_close(value, want[0], 1e-12, "value")
-        _assert_grad_close(grad_x, want[1], 1e-10, "grad x")
-        _assert_grad_close(grad_y, want[2], 1e-10, "grad y")
+        want = float64_reference(x, y[:, : x.shape[1]], "imq", (3.0,), True)
+        assert_close(value, want[0], atol=1e-12, what="value")
+        assert_close(grad_x, want[1], rtol_of_max=1e-10, what="grad x")
+        assert_close(grad_y, want[2], rtol_of_max=1e-10, what="grad y")
 
 
 def test_nan_propagates():
@@ -215,10 +195,10 @@ def test_very_wide_features():
     """d = 1000: no limit on d (compiled, rows are chunked over d; interpreted, one padded tile)."""
     x, y = _make_inputs(3, 4, 1000, torch.float32, False, seed=7)
     value, grad_x, grad_y = mmd_and_grads("triton", x, y, "rbf", (2000.0, 500.0), True, True, True)
-    want = _reference(x, y, "rbf", (2000.0, 500.0), True)
-    _assert_close(value, want[0], 2e-6 * 2, "value")
-    _assert_grad_close(grad_x, want[1], 2e-5, "grad x")
-    _assert_grad_close(grad_y, want[2], 2e-5, "grad y")
+    want = float64_reference(x, y, "rbf", (2000.0, 500.0), True)
+    assert_close(value, want[0], atol=2e-6 * 2, what="value")
+    assert_close(grad_x, want[1], rtol_of_max=2e-5, what="grad x")
+    assert_close(grad_y, want[2], rtol_of_max=2e-5, what="grad y")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
@@ -234,15 +214,15 @@ def test_public_api_backend_triton(kernel, dtype):
     assert xf.grad.dtype == dtype and yf.grad.dtype == dtype
 
     bandwidths = tuple(s * 16.0 for s in OFFICIAL_SCALES)
-    want_value, want_gx, want_gy = _reference(x, y, kernel, bandwidths, True)
+    want_value, want_gx, want_gy = float64_reference(x, y, kernel, bandwidths, True)
     if dtype == torch.float32:
-        _assert_close(value, want_value, 2e-6 * 7, "value")
-        _assert_grad_close(xf.grad, -2.5 * want_gx, 2e-5, "grad x")
-        _assert_grad_close(yf.grad, -2.5 * want_gy, 2e-5, "grad y")
+        assert_close(value, want_value, atol=2e-6 * 7, what="value")
+        assert_close(xf.grad, -2.5 * want_gx, rtol_of_max=2e-5, what="grad x")
+        assert_close(yf.grad, -2.5 * want_gy, rtol_of_max=2e-5, what="grad y")
     else:  # results are rounded to bfloat16 (8 significant bits) on the way out
-        _assert_close(value, want_value, 1e-2 * max(abs(want_value.item()), 1e-3), "value")
-        _assert_grad_close(xf.grad, -2.5 * want_gx, 1e-2, "grad x")
-        _assert_grad_close(yf.grad, -2.5 * want_gy, 1e-2, "grad y")
+        assert_close(value, want_value, atol=1e-2 * max(abs(want_value.item()), 1e-3), what="value")
+        assert_close(xf.grad, -2.5 * want_gx, rtol_of_max=1e-2, what="grad x")
+        assert_close(yf.grad, -2.5 * want_gy, rtol_of_max=1e-2, what="grad y")
 
 
 def test_compiles_for_nvidia_gpus_without_one():
@@ -385,10 +365,10 @@ def test_every_float32_dot_precision(shape, dist, grad, grad_rtol, monkeypatch):
     monkeypatch.setattr(triton_configs, "gpu_config", lambda dtype, block_d: config)
     bandwidths = tuple(s * 2.0 * d for s in scales)
     value, grad_x, grad_y = mmd_and_grads("triton", x, y, "imq", bandwidths, True, True, True)
-    want_value, want_gx, want_gy = _reference(x, y, "imq", bandwidths, True)
-    _assert_close(value, want_value, TOLERANCES[torch.float32][0] * len(scales), "value")
-    _assert_grad_close(grad_x, want_gx, grad_rtol, "grad x")
-    _assert_grad_close(grad_y, want_gy, grad_rtol, "grad y")
+    want_value, want_gx, want_gy = float64_reference(x, y, "imq", bandwidths, True)
+    assert_close(value, want_value, atol=TOLERANCES[torch.float32][0] * len(scales), what="value")
+    assert_close(grad_x, want_gx, rtol_of_max=grad_rtol, what="grad x")
+    assert_close(grad_y, want_gy, rtol_of_max=grad_rtol, what="grad y")
 
 
 def _bf16_parts(values, precision):

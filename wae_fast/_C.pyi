@@ -1,6 +1,7 @@
 """Types of wae_fast._C, the compiled CPU backend (csrc/mmd.cpp, csrc/mmd_perm.cpp, csrc/mmd_agg.cpp).
 
-Arrays are passed through the buffer protocol (numpy arrays, e.g. ``tensor.numpy()``): 2-D, float32 or
+mmd_sums takes the addresses of C-contiguous arrays its caller has checked (wae_fast.backends.cpu);
+mmd_perm_sums takes buffer-protocol arrays (numpy arrays, e.g. ``tensor.numpy()``): 2-D, float32 or
 float64, C-contiguous; outputs writable. The docstrings of the compiled functions give the contract.
 """
 from collections.abc import Sequence
@@ -15,35 +16,27 @@ sweep_modes: dict[str, int]
 compiled_isas: list[str]
 selected_isa: str
 
-def mmd_fused(
-    x: Buffer,
-    y: Buffer,
-    *,
+def mmd_sums(
+    x: int,
+    y: int,
+    n: int,
+    m: int,
+    d: int,
+    f64: bool,
     kernel: int,
     bandwidths: Sequence[float],
     unbiased: bool,
     weights: Sequence[float],
     coefficients: Sequence[float],
-    grad_x: Buffer | None = None,
-    grad_y: Buffer | None = None,
-    threads: int = 1,
-    isa: str | None = None,
-) -> float: ...
-def mmd_block_sums(
-    x: Buffer,
-    y: Buffer,
-    *,
-    kernel: int,
-    bandwidths: Sequence[float],
-    unbiased: bool,
-    weights: Sequence[float],
-    coefficients: Sequence[float],
-    x_rows: tuple[int, int],
-    y_rows: tuple[int, int],
-    grad_x: Buffer | None = None,
-    grad_y: Buffer | None = None,
-    threads: int = 1,
-    isa: str | None = None,
+    rescale: Sequence[int],
+    x_begin: int,
+    x_end: int,
+    y_begin: int,
+    y_end: int,
+    grad_x: int,
+    grad_y: int,
+    threads: int,
+    isa: str | None,
 ) -> tuple[float, float, float, float, float]: ...
 def mmd_perm_sums(
     z: Buffer,
@@ -52,6 +45,7 @@ def mmd_perm_sums(
     kernel: int,
     bandwidths: Sequence[float],
     sums: Buffer,
+    rescale: Sequence[int],
     threads: int = 1,
     isa: str | None = None,
 ) -> float: ...
@@ -63,6 +57,7 @@ def mmd_agg_sums(
     bandwidths: Sequence[float],
     sums: Buffer,
     totals: Buffer,
+    rescale: Sequence[int],
     threads: int = 1,
     isa: str | None = None,
 ) -> None: ...

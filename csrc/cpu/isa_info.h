@@ -23,8 +23,8 @@ namespace cpu {
 namespace WAE_FAST_ISA {
 
 // MMD² and its gradients (mmd_cpu.cpp): IsaPath::mmd_f32 / mmd_f64.
-double mmd_fused_f32(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y);
-double mmd_fused_f64(const MmdProblem& p, const double* x, const double* y, double* grad_x, double* grad_y);
+void mmd_fused_f32(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y);
+void mmd_fused_f64(const MmdProblem& p, const double* x, const double* y, double* grad_x, double* grad_y);
 
 // The peak multiply-add rate (peak_fma.cpp): IsaPath::peak_fma_gflops.
 double peak_fma_gflops(int threads, double seconds, bool f64);

@@ -22,8 +22,9 @@
 //     one vpermps per 16 labellings × 4 columns).
 //   * Tasks go to AGG_SLOTS result slots (task t to slot t % AGG_SLOTS, in increasing order); workers
 //     pull whole slots from an atomic counter and the slots are summed in order: the result does not
-//     depend on the thread count, and the slots take O(AGG_SLOTS·S·P) memory whatever N. NaN/Inf
-//     anywhere in z: every output NaN.
+//     depend on the thread count, and the slots take O(AGG_SLOTS·S·P) memory whatever N.
+//   * z is centred and rescaled by 2^−E, the bandwidths by 2^−2E (cpu/rescale.h, as the permutation
+//     kernels). NaN/Inf anywhere in z, or no E that fits: every output NaN.
 #ifndef WAE_FAST_ISA
 #error "mmd_agg_cpu.cpp is compiled through csrc/cpu/isa_<name>.cpp, which defines WAE_FAST_ISA"
 #endif
@@ -44,6 +45,7 @@
 #include "cpu/mmd_cpu.h"
 #include "cpu/parallel.h"
 #include "cpu/perm_layout.h"
+#include "cpu/rescale.h"
 #include "cpu/simd.h"
 
 namespace wae_fast {
@@ -424,17 +426,20 @@ static void agg_sums(const AggProblem& in, const T* z, double* within, double* m
   const int64_t N = in.rows, P = in.labellings, S = in.num_kernels;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Pooled<T> pooled;
-  if (prepare_pooled(pooled, z, N, in.d) != 0.0) {  // NaN: some input is NaN or ±Inf
+  double scale = 1.0;
+  const RescaleBounds bounds{in.rescale_offset, in.rescale_lower, in.rescale_upper};
+  if (prepare_pooled(pooled, z, N, in.d, bounds, &scale) != 0.0) {  // NaN: non-finite input, or no E fits
     for (int64_t e = 0; e < S * P; ++e) within[e] = member_rows[e] = nan;
     for (int64_t s = 0; s < S; ++s) total[s] = squares[s] = nan;
     return;
   }
   LocalVector<Scales<T>> scales(static_cast<size_t>(S));
   for (int64_t s = 0; s < S; ++s) {
+    const double bandwidth = in.bandwidths[s] * scale * scale;
     scales[s].count = 1;
-    scales[s].b[0] = static_cast<T>(in.bandwidths[s]);
-    scales[s].ib[0] = static_cast<T>(1.0 / in.bandwidths[s]);
-    scales[s].nib[0] = static_cast<T>(-1.0 / in.bandwidths[s]);
+    scales[s].b[0] = static_cast<T>(bandwidth);
+    scales[s].ib[0] = static_cast<T>(1.0 / bandwidth);
+    scales[s].nib[0] = static_cast<T>(-1.0 / bandwidth);
   }
   LocalVector<PermTask> tasks;
   for (int64_t i0 = 0; i0 < N; i0 += AGG_TASK_ROWS) {

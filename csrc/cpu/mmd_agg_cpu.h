@@ -14,7 +14,8 @@
 // table look-up (mmd_perm_cpu.cpp). Nothing N×N is allocated: memory is O(N·d) for the centred copy,
 // the labels (the AVX-512 float kernel also reads one transposed copy), O(S·P) for each of at most 64
 // result slots and O(S·P) scratch per thread. Results are bitwise reproducible run to run and
-// independent of the thread count. Any NaN or ±Inf in z makes every output NaN.
+// independent of the thread count. Any NaN or ±Inf in z, or no rescaling 2^−E that fits, makes every
+// output NaN.
 //
 // The kernel source mmd_agg_cpu.cpp is compiled once per instruction-set path, included by each
 // isa_<name>.cpp after mmd_perm_cpu.cpp (whose pooled layouts, tiles and look-ups it uses), into the
@@ -39,6 +40,9 @@ struct AggProblem {
   const uint8_t* labels = nullptr;
   int64_t labellings = 0;              // P
   int64_t label_bytes = 0;             // ⌈N / 8⌉
+  // spec.rescale_bounds of all the bandwidths (see MmdProblem): z centred is multiplied by 2^−E and
+  // every bandwidth by 2^−2E.
+  int rescale_offset = 0, rescale_lower = -126, rescale_upper = 125;
   int threads = 1;                     // upper bound; small problems use fewer
 };
 

@@ -8,7 +8,9 @@
 // Design (a GEMM micro-kernel turned into a pairwise reduction):
 //   * Both point sets are copied once per call, centred on their common mean (distances and
 //     gradients are shift invariant; centring keeps float32 differences accurate for data far from the
-//     origin), into two layouts: row-major with d padded to the gradient vector width (`rp`,
+//     origin) and rescaled by 2^−E, the bandwidths by 2^−2E (spec.rescale_exponent: every distance and
+//     bandwidth stays inside the type for data of any magnitude; a power of two changes no rounding),
+//     into two layouts: row-major with d padded to the gradient vector width (`rp`,
 //     [rows_pad][dp]) and packed column panels (`soa`, [rows_pad/W][d][W]: the d coordinates of W
 //     consecutive points, so the distance loop streams memory). O((n+m)·d) extra memory.
 //   * A task owns TASK_ROWS rows of one set and sweeps column tiles of TILE_COLS columns, first of its
@@ -49,6 +51,7 @@
 #include "cpu/isa_info.h"
 #include "cpu/kernel_math.h"
 #include "cpu/parallel.h"
+#include "cpu/rescale.h"
 #include "cpu/simd.h"
 
 namespace wae_fast {
@@ -81,10 +84,12 @@ struct PointSet {
   AlignedBuf<T> soa;  // [rows_pad / W][d][W] packed panels, zero padded
 };
 
+// The copies of one set: v·2^−E − centre·2^−E (``centre`` holds the rescaled centre; the product is exact,
+// so the difference rounds as v − centre would, and data near the largest float do not overflow).
 template <typename T>
-static double prepare(PointSet<T>& s, const T* src, int64_t rows, int64_t d, const T* centre) {
+static double prepare(PointSet<T>& s, const T* src, int64_t rows, int64_t d, const T* centre, T scale) {
   s.rows = rows;
-  s.rows_pad = round_up(rows, TILE_COLS);
+  s.rows_pad = round_up(rows, Vec<T>::W);  // the sweeps read columns up to round_up(rows, W)
   s.wide_grad = d > Vec<T>::W3;
   s.dp = round_up(d, s.wide_grad ? Vec<T>::W : Vec<T>::W3);
   s.rp = AlignedBuf<T>(static_cast<size_t>(s.rows_pad * s.dp));
@@ -98,7 +103,7 @@ static double prepare(PointSet<T>& s, const T* src, int64_t rows, int64_t d, con
     for (int64_t k = 0; k < d; ++k) {
       T v = row[k];
       flag += v - v;
-      T c = v - centre[k];
+      T c = v * scale - centre[k];
       dst[k] = c;
       s.soa.ptr[(i / W) * d * W + k * W + (i % W)] = c;
     }
@@ -116,6 +121,7 @@ struct Problem {
   PointSet<T> set[2];      // 0: x, 1: y
   bool need_grad[2] = {false, false};
   T* grad_out[2] = {nullptr, nullptr};
+  double scale = 1.0;  // 2^−E: the gradients of the rescaled data times this are the gradients
   int64_t row_begin[2] = {0, 0};  // grad_out[s] holds rows row_begin[s] … of set s
   double coef_within[2] = {0, 0};  // ∂/∂a_i = Σ_blocks coef · Σ_j wpos_ij (a_i − b_j)
   double coef_cross = 0.0;
@@ -351,7 +357,7 @@ static void run_task(const Problem<T>& P, const Task& t, Scratch<T>& S, double* 
     for (int64_t r = 0; r < nrows; ++r) {
       const double* g = S.gsum.ptr + r * A.dp;
       T* dst = out + (t.i0 - P.row_begin[s] + r) * P.d;
-      for (int64_t k = 0; k < P.d; ++k) dst[k] = static_cast<T>(-g[k]);
+      for (int64_t k = 0; k < P.d; ++k) dst[k] = static_cast<T>(-g[k] * P.scale);
     }
   }
 }
@@ -391,40 +397,35 @@ static void fill_nan(T* out, int64_t count) {
 }
 
 template <typename T>
-static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* gy) {
+static void mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* gy) {
   const int64_t n = in.n, m = in.m, d = in.d;
   Problem<T> P;
   P.d = d;
   P.ker = static_cast<int>(in.kernel);
   P.unbiased = in.unbiased;
+  // Centre (spec.centre) and rescaling (spec.rescale_exponent).
+  LocalVector<T> centre(static_cast<size_t>(d));
+  const bool fits = centre_and_scale(x, n, y, m, d, RescaleBounds{in.rescale_offset, in.rescale_lower,
+                                     in.rescale_upper}, centre.data(), &P.scale);
   P.scales.count = std::min(in.num_bandwidths, kMaxScales);
   for (int q = 0; q < P.scales.count; ++q) {
-    P.scales.b[q] = static_cast<T>(in.bandwidths[q]);
-    P.scales.ib[q] = static_cast<T>(1.0 / in.bandwidths[q]);
-    P.scales.nib[q] = static_cast<T>(-1.0 / in.bandwidths[q]);
-  }
-  // Centre: the mean of all n + m rows, in double (spec.centre).
-  LocalVector<double> mean(static_cast<size_t>(d), 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(x[i * d + k]);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(y[i * d + k]);
-  LocalVector<T> centre(static_cast<size_t>(d));
-  for (int64_t k = 0; k < d; ++k) {
-    const double c = mean[k] / static_cast<double>(n + m);
-    centre[k] = std::isfinite(c) ? static_cast<T>(c) : T(0);
+    const double b = in.bandwidths[q] * P.scale * P.scale;
+    P.scales.b[q] = static_cast<T>(b);
+    P.scales.ib[q] = static_cast<T>(1.0 / b);
+    P.scales.nib[q] = static_cast<T>(-1.0 / b);
   }
   // The swept row ranges (all rows unless the caller gives ranges).
   const int64_t x_begin = in.x_begin, x_end = in.x_end < 0 ? n : in.x_end;
   const int64_t y_begin = in.y_begin, y_end = in.y_end < 0 ? m : in.y_end;
-  double nonfinite = prepare(P.set[0], x, n, d, centre.data());
-  nonfinite += prepare(P.set[1], y, m, d, centre.data());
-  if (nonfinite != 0.0) {  // NaN: some input is NaN or ±Inf
+  double nonfinite = fits ? 0.0 : std::numeric_limits<double>::quiet_NaN();
+  nonfinite += prepare(P.set[0], x, n, d, centre.data(), static_cast<T>(P.scale));
+  nonfinite += prepare(P.set[1], y, m, d, centre.data(), static_cast<T>(P.scale));
+  if (nonfinite != 0.0) {  // NaN: some input is NaN or ±Inf, or no rescaling fits
     fill_nan(gx, (x_end - x_begin) * d);
     fill_nan(gy, (y_end - y_begin) * d);
     if (in.block_sums != nullptr)
       for (int q = 0; q < 5; ++q) in.block_sums[q] = std::numeric_limits<double>::quiet_NaN();
-    return std::numeric_limits<double>::quiet_NaN();
+    return;
   }
 
   P.coef_within[0] = in.coef_within_x;
@@ -500,22 +501,17 @@ static double mmd_fused(const MmdProblem& in, const T* x, const T* y, T* gx, T* 
     in.block_sums[3] = s_diag[0];
     in.block_sums[4] = s_diag[1];
   }
-  if (!in.unbiased) {
-    s_within[0] += s_diag[0];
-    s_within[1] += s_diag[1];
-  }
-  return in.a_xx * s_within[0] + in.a_yy * s_within[1] + in.a_xy * s_cross;
 }
 
 }  // namespace
 
-double mmd_fused_f32(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y) {
-  return mmd_fused<float>(p, x, y, grad_x, grad_y);
+void mmd_fused_f32(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y) {
+  mmd_fused<float>(p, x, y, grad_x, grad_y);
 }
 
-double mmd_fused_f64(const MmdProblem& p, const double* x, const double* y, double* grad_x,
-                     double* grad_y) {
-  return mmd_fused<double>(p, x, y, grad_x, grad_y);
+void mmd_fused_f64(const MmdProblem& p, const double* x, const double* y, double* grad_x,
+                   double* grad_y) {
+  mmd_fused<double>(p, x, y, grad_x, grad_y);
 }
 
 }  // namespace WAE_FAST_ISA

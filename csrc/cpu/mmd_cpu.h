@@ -54,6 +54,10 @@ struct MmdProblem {
   double a_xx = 0.0, a_yy = 0.0, a_xy = 0.0;
   // spec.gradient_coefficients: the per-block factors of Σ_j wpos_ij (a_i − b_j).
   double coef_within_x = 0.0, coef_within_y = 0.0, coef_cross = 0.0;
+  // spec.rescale_bounds: the centred data are multiplied by 2^−E and the bandwidths by 2^−2E, with
+  // E = clamp(e_spread, max(rescale_lower, e_spread − rescale_offset), rescale_upper) and e_spread the
+  // frexp exponent of the largest centred |coordinate|; no such E makes everything NaN.
+  int rescale_offset = 0, rescale_lower = -126, rescale_upper = 125;
   int threads = 1;                     // upper bound; small problems use fewer
   // Row ranges (the distributed statistic: each process sweeps a range of the gathered rows against
   // all columns). Only rows [x_begin, x_end) of x and [y_begin, y_end) of y own tasks; an end below 0
@@ -77,9 +81,9 @@ struct IsaPath {
   int simd_bytes;              // vector width of the kernels, in bytes
   const char* const* cpu_features;  // CPU features the compiler was allowed to use, among those
                                    // dispatch.cpp can test (null-terminated)
-  // MMD² (accumulated in double); grad_x / grad_y may be null (not computed).
-  double (*mmd_f32)(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y);
-  double (*mmd_f64)(const MmdProblem& p, const double* x, const double* y, double* grad_x, double* grad_y);
+  // The block sums to p.block_sums and the gradients; grad_x / grad_y may be null (not computed).
+  void (*mmd_f32)(const MmdProblem& p, const float* x, const float* y, float* grad_x, float* grad_y);
+  void (*mmd_f64)(const MmdProblem& p, const double* x, const double* y, double* grad_x, double* grad_y);
   // Peak multiply-add rate of this path's vectors in GFLOP/s (2 flops per FMA lane), measured on
   // `threads` threads for about `seconds`; double precision when f64.
   double (*peak_fma_gflops)(int threads, double seconds, bool f64);

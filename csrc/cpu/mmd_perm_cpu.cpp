@@ -6,7 +6,8 @@
 // has internal linkage (see cpu/simd.h).
 //
 // Design: the product K₀·U by table look-up ("four Russians"), the labels never expanded.
-//   * The pooled rows are centred on their common mean (spec.centre, as the MMD kernels do) and
+//   * The pooled rows are centred on their common mean and rescaled by 2^−E (cpu/rescale.h, as the MMD
+//     kernels do) and
 //     copied twice: row-major ([N][d], the columns' coordinates) and in packed panels of W rows
 //     ([⌈N/W⌉][d][W], W = the vector lanes: the row block's coordinates as vectors).
 //   * A task owns TASK_ROWS rows; each row block of W rows (one vector, lanes = rows) sweeps the
@@ -52,6 +53,7 @@
 #include "cpu/mmd_cpu.h"
 #include "cpu/parallel.h"
 #include "cpu/perm_layout.h"
+#include "cpu/rescale.h"
 #include "cpu/simd.h"
 
 namespace wae_fast {
@@ -370,7 +372,9 @@ static double perm_sums(const PermProblem& in, const T* z, double* within, doubl
   const int64_t N = in.rows, P = in.labellings;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Pooled<T> pooled;
-  if (prepare_pooled(pooled, z, N, in.d) != 0.0) {  // NaN: some input is NaN or ±Inf
+  double scale = 1.0;
+  const RescaleBounds bounds{in.rescale_offset, in.rescale_lower, in.rescale_upper};
+  if (prepare_pooled(pooled, z, N, in.d, bounds, &scale) != 0.0) {  // NaN: non-finite input, or no E fits
     for (int64_t p = 0; p < P; ++p) within[p] = member_rows[p] = nan;
     return nan;
   }
@@ -379,9 +383,10 @@ static double perm_sums(const PermProblem& in, const T* z, double* within, doubl
   work.pooled = &pooled;
   work.scales.count = std::min(in.num_bandwidths, kMaxScales);
   for (int q = 0; q < work.scales.count; ++q) {
-    work.scales.b[q] = static_cast<T>(in.bandwidths[q]);
-    work.scales.ib[q] = static_cast<T>(1.0 / in.bandwidths[q]);
-    work.scales.nib[q] = static_cast<T>(-1.0 / in.bandwidths[q]);
+    const double bandwidth = in.bandwidths[q] * scale * scale;
+    work.scales.b[q] = static_cast<T>(bandwidth);
+    work.scales.ib[q] = static_cast<T>(1.0 / bandwidth);
+    work.scales.nib[q] = static_cast<T>(-1.0 / bandwidth);
   }
   // Tasks, heaviest (earliest rows: the longest triangle rows) first; the order only affects load
   // balance, never the result.

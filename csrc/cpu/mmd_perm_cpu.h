@@ -41,6 +41,8 @@ struct PermProblem {
   const uint8_t* labels = nullptr;
   int64_t labellings = 0;              // P
   int64_t label_bytes = 0;             // ⌈N / 8⌉
+  // spec.rescale_bounds (see MmdProblem).
+  int rescale_offset = 0, rescale_lower = -126, rescale_upper = 125;
   int threads = 1;                     // upper bound; small problems use fewer
 };
 

@@ -1,8 +1,9 @@
-// The permutation kernels' shared layouts of one instruction-set path: the pooled rows, centred, in two
-// layouts (Pooled, prepare_pooled), the tile shapes of the subset-sum look-ups (PermShape and the
-// AVX-512 float kernels' X16_* sizes), the tasks, a row block's label bits, and which kernel a type
-// takes. Included by mmd_perm_cpu.cpp (the permutation test) and mmd_agg_cpu.cpp (the aggregated
-// tests). Everything here lives in wae_fast::cpu::WAE_FAST_ISA with internal linkage (see cpu/simd.h).
+// The permutation kernels' shared layouts of one instruction-set path: the pooled rows, centred and
+// rescaled (cpu/rescale.h), in two layouts (Pooled, prepare_pooled), the tile shapes of the subset-sum
+// look-ups (PermShape and the AVX-512 float kernels' X16_* sizes), the tasks, a row block's label bits,
+// and which kernel a type takes. Included by mmd_perm_cpu.cpp (the permutation test) and mmd_agg_cpu.cpp
+// (the aggregated tests). Everything here lives in wae_fast::cpu::WAE_FAST_ISA with internal linkage
+// (see cpu/simd.h).
 #pragma once
 
 #ifndef WAE_FAST_ISA
@@ -11,8 +12,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
+#include "cpu/rescale.h"
 #include "cpu/simd.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -49,30 +52,26 @@ struct Pooled {
   AlignedBuf<T> soa;  // [⌈rows / W⌉][d][W] packed panels, zero padded
 };
 
-// Centres z on the mean of its rows (in double, as spec.centre; a non-finite mean is replaced by 0)
-// and fills both layouts. Returns 0, or NaN when some entry of z is NaN or ±Inf.
+// Centres z on the mean of its rows and rescales it by 2^−E (cpu/rescale.h; the bandwidths are rescaled by
+// the caller) and fills both layouts. Returns 0, or NaN when some entry of z is NaN or ±Inf or no E fits.
 template <typename T>
-static double prepare_pooled(Pooled<T>& s, const T* z, int64_t rows, int64_t d) {
+static double prepare_pooled(Pooled<T>& s, const T* z, int64_t rows, int64_t d, const RescaleBounds& bounds,
+                             double* scale) {
   constexpr int64_t W = PermShape<T>::W;
   s.rows = rows;
   s.d = d;
   s.rp = AlignedBuf<T>(static_cast<size_t>(rows * d));
   s.soa = AlignedBuf<T>(static_cast<size_t>(round_up(rows, W) * d));
-  LocalVector<double> mean(static_cast<size_t>(d), 0.0);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t k = 0; k < d; ++k) mean[k] += static_cast<double>(z[i * d + k]);
   LocalVector<T> centre(static_cast<size_t>(d));
-  for (int64_t k = 0; k < d; ++k) {
-    const double c = mean[k] / static_cast<double>(rows);
-    centre[k] = std::isfinite(c) ? static_cast<T>(c) : T(0);
-  }
-  double nonfinite = 0.0;
+  const bool fits = centre_and_scale<T>(z, rows, z, 0, d, bounds, centre.data(), scale);
+  const T factor = static_cast<T>(*scale);
+  double nonfinite = fits ? 0.0 : std::numeric_limits<double>::quiet_NaN();
   for (int64_t i = 0; i < rows; ++i) {
     T flag = 0;
     for (int64_t k = 0; k < d; ++k) {
       const T v = z[i * d + k];
       flag += v - v;
-      const T c = v - centre[k];
+      const T c = v * factor - centre[k];
       s.rp.ptr[i * d + k] = c;
       s.soa.ptr[(i / W) * d * W + k * W + (i % W)] = c;
     }

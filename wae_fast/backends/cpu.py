@@ -5,14 +5,15 @@ The maths is wae_fast.spec's, computed here and handed to the kernels:
     MMD² = a_xx Σ_{x–x pairs} k + a_yy Σ_{y–y pairs} k + a_xy Σ_{i,j} k(x_i, y_j)    spec.estimator_weights
     ∂MMD²/∂a_i = Σ_blocks coef_block · Σ_j w⁺(r_ij) (a_i − b_j)                      spec.gradient_coefficients
 
-with the kernel id spec.KERNEL_IDS[kernel]; the C++ keeps the centring, the w⁺ evaluation and the
-sweeps (spec.Sweep). The extension has no torch dependency: this launcher converts the tensors (CPU,
-contiguous, float32 or float64; float16/bfloat16 are upcast to float32, an O(n·d) copy), allocates
-the outputs with torch and passes numpy views of them (``tensor.numpy()``, no copy) through the
-buffer protocol; the extension checks shape, dtype, contiguity and overlap in C++, releases the GIL
-and computes the value and the requested gradients in one tiled, multi-threaded sweep (nothing n×m
-is allocated), writing every element of the gradient buffers. The thread count defaults to
-``torch.get_num_threads()``; the result does not depend on it (fixed reduction order).
+with the kernel id spec.KERNEL_IDS[kernel] and the rescaling bounds spec.rescale_bounds; the C++ keeps
+the centring, the w⁺ evaluation and the sweeps (spec.Sweep) and returns the five block sums, which
+spec.assemble combines. The extension has no torch dependency: this launcher hands it the addresses of
+the inputs (checked once, by wae_fast._problem: CPU, 2-D, one dtype; made contiguous here, float16/bfloat16
+upcast to float32, an O(n·d) copy) and of the outputs it allocates with torch; the extension checks the
+scalars, releases the GIL and computes the sums and the requested gradients in one tiled,
+multi-threaded sweep (nothing n×m is allocated), writing every element of the gradient buffers. The
+thread count defaults to ``torch.get_num_threads()``; the result does not depend on it (fixed
+reduction order).
 
 Instruction sets: the kernels are compiled once per path (on x86-64: baseline, avx2, avx512) and the
 extension picks the most capable one the CPU runs when it is imported; ``WAE_FAST_ISA=<path>`` set
@@ -23,6 +24,8 @@ Build: ``pip install -e . --no-build-isolation`` (or ``python setup.py build_ext
 ``WAE_FAST_NATIVE=1`` to build a single ``-march=native`` path for the building machine only.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -112,17 +115,11 @@ def peak_gflops(threads: int | None = None, seconds: float = 0.25, dtype: torch.
 
 
 def _as_kernel_input(t: torch.Tensor) -> torch.Tensor:
-    """t as the extension reads it: detached, contiguous, float32 or float64 (16-bit inputs upcast)."""
-    t = t.detach()
+    """t as the extension reads it: C-contiguous, float32 or float64 (16-bit inputs upcast). Read through
+    its address only, so a tensor requiring grad needs no detach."""
     if t.dtype not in (torch.float32, torch.float64):
-        t = t.to(torch.float32)
-    return t if t.is_contiguous() else t.contiguous()
-
-
-def _buffer(t: torch.Tensor | None):
-    """A numpy view of an output tensor (no copy), for the extension to check and write; None for none or
-    for a buffer without rows (an empty range: nothing to write, and the extension takes no empty arrays)."""
-    return None if t is None or t.shape[0] == 0 else t.numpy()
+        t = t.detach().to(torch.float32)
+    return t if t.is_contiguous() else t.detach().contiguous()
 
 
 def _rows(rows, total: int, name: str) -> tuple[int, int]:
@@ -132,6 +129,25 @@ def _rows(rows, total: int, name: str) -> tuple[int, int]:
     if not 0 <= begin <= end <= total:
         raise ValueError(f"{name} must be (begin, end) with 0 <= begin <= end <= {total}, got {tuple(rows)}")
     return begin, end
+
+
+def _check_out(name: str, out: torch.Tensor, shape, dtype) -> torch.Tensor:
+    """A caller's output buffer: what the extension will write through its address."""
+    if not isinstance(out, torch.Tensor) or out.device.type != "cpu" or out.dtype != dtype or \
+            tuple(out.shape) != tuple(shape) or not out.is_contiguous() or out.requires_grad:
+        raise ValueError(f"{name} must be a contiguous {dtype} CPU tensor of shape {tuple(shape)} that does not "
+                         f"require grad, got {out.dtype if isinstance(out, torch.Tensor) else type(out).__name__} "
+                         f"of shape {tuple(getattr(out, 'shape', ()))}")
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _constants(n: int, m: int, d: int, unbiased: bool, bandwidths: tuple[float, ...], wide: bool):
+    """(weights, gradient coefficients, rescale bounds) of a call's sizes: what spec computes for it."""
+    weights = spec.estimator_weights(n, m, unbiased)
+    compute = torch.float64 if wide else torch.float32
+    return (weights, tuple(spec.gradient_coefficients(weights)),
+            spec.rescale_bounds(spec.bandwidth_exponents(bandwidths), d, compute))
 
 
 def block_sums_and_grads(problem, x_rows=None, y_rows=None, *, want_sums: bool = False, threads=None,
@@ -147,19 +163,23 @@ def block_sums_and_grads(problem, x_rows=None, y_rows=None, *, want_sums: bool =
         raise ValueError(f"backend='cpu' needs CPU tensors, got x on {problem.x.device} and y on {problem.y.device}")
     x, y = _as_kernel_input(problem.x), _as_kernel_input(problem.y)
     (n, d), m = x.shape, y.shape[0]
-    x_rows, y_rows = _rows(x_rows, n, "x_rows"), _rows(y_rows, m, "y_rows")
-    weights = spec.estimator_weights(n, m, problem.unbiased)
-    coefficients = spec.gradient_coefficients(weights)
+    x_begin, x_end = _rows(x_rows, n, "x_rows")
+    y_begin, y_end = _rows(y_rows, m, "y_rows")
+    wide = x.dtype == torch.float64
+    weights, coefficients, rescale = _constants(n, m, d, problem.unbiased, problem.bandwidths, wide)
     grad_x = grad_y = None
     if problem.need_grad_x:
-        grad_x = backends.new_buffer((x_rows[1] - x_rows[0], d), x.dtype, "cpu") if out_grad_x is None else out_grad_x
+        shape = (x_end - x_begin, d)
+        grad_x = backends.new_buffer(shape, x.dtype, "cpu") if out_grad_x is None else \
+            _check_out("out_grad_x", out_grad_x, shape, x.dtype)
     if problem.need_grad_y:
-        grad_y = backends.new_buffer((y_rows[1] - y_rows[0], d), x.dtype, "cpu") if out_grad_y is None else out_grad_y
-    sums = module.mmd_block_sums(
-        x.numpy(), y.numpy(), kernel=problem.kernel_id, bandwidths=list(problem.bandwidths),
-        unbiased=problem.unbiased, weights=list(weights), coefficients=list(coefficients), x_rows=x_rows,
-        y_rows=y_rows, grad_x=_buffer(grad_x), grad_y=_buffer(grad_y),
-        threads=torch.get_num_threads() if threads is None else max(1, int(threads)), isa=isa)
+        shape = (y_end - y_begin, d)
+        grad_y = backends.new_buffer(shape, x.dtype, "cpu") if out_grad_y is None else \
+            _check_out("out_grad_y", out_grad_y, shape, x.dtype)
+    sums = module.mmd_sums(x.data_ptr(), y.data_ptr(), n, m, d, wide, problem.kernel_id, problem.bandwidths,
+                           problem.unbiased, weights, coefficients, rescale, x_begin, x_end, y_begin, y_end,
+                           0 if grad_x is None else grad_x.data_ptr(), 0 if grad_y is None else grad_y.data_ptr(),
+                           torch.get_num_threads() if threads is None else max(1, int(threads)), isa)
     value = torch.tensor(spec.assemble(sums, weights), dtype=problem.x.dtype)
     if x.dtype != problem.x.dtype:  # 16-bit inputs: computed in float32, returned in their dtype
         grad_x = None if grad_x is None else grad_x.to(problem.x.dtype)
@@ -182,13 +202,15 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     if labels.dtype != torch.uint8 or labels.dim() != 2 or labels.device.type != "cpu":
         raise ValueError(f"labels must be a 2-D uint8 CPU tensor, got {labels.dtype} of shape "
                          f"{tuple(labels.shape)} on {labels.device}")
-    z = _as_kernel_input(z)
+    z = _as_kernel_input(z.detach())
     labels = labels.contiguous()
     sums = backends.new_buffer((2, labels.shape[0]), torch.float64, "cpu")
     threads = torch.get_num_threads() if threads is None else int(threads)
-    total = module.mmd_perm_sums(z.numpy(), labels.numpy(), kernel=spec.KERNEL_IDS[kernel],
-                                 bandwidths=[float(b) for b in bandwidths], sums=sums.numpy(),
-                                 threads=max(1, threads), isa=isa)
+    bandwidths = tuple(float(b) for b in bandwidths)
+    rescale = spec.rescale_bounds(spec.bandwidth_exponents(bandwidths), z.shape[1],
+                                  torch.float64 if z.dtype == torch.float64 else torch.float32)
+    total = module.mmd_perm_sums(z.numpy(), labels.numpy(), kernel=spec.KERNEL_IDS[kernel], bandwidths=list(bandwidths),
+                                 sums=sums.numpy(), rescale=list(rescale), threads=max(1, threads), isa=isa)
     return sums[0], sums[1], torch.tensor(total, dtype=torch.float64)
 
 

@@ -9,7 +9,8 @@ zero diagonal, and u_ℓ the labels as a 0/1 vector:
 
     W_sℓ = u_ℓᵀK₀ˢu_ℓ,   R_sℓ = u_ℓᵀK₀ˢ1,   T_s = 1ᵀK₀ˢ1,   Q_s = Σ_{i≠j} (K₀ˢ)²_ij          (float64)
 
-The kernels centre z on its mean (spec.centre) and evaluate each pair i < j once: one squared distance
+The kernels centre z on its mean (spec.centre), rescale it by 2^−E (spec.rescale_bounds, as
+cpu.permutation_sums) and evaluate each pair i < j once: one squared distance
 shared by the S kernels, then per kernel the permutation test's table look-up over all L labellings
 (csrc/cpu/mmd_perm_cpu.cpp). Memory O(N·d) plus the labels plus O(S·L) for each of ≤ 64 result slots.
 As cpu.permutation_sums: numpy views of CPU tensors, checked in C++, GIL released, ``threads`` threads
@@ -49,7 +50,9 @@ def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, 
     sums = backends.new_buffer((2 * count, labels.shape[0]), torch.float64, "cpu")
     totals = backends.new_buffer((2, count), torch.float64, "cpu")
     threads = torch.get_num_threads() if threads is None else int(threads)
+    rescale = spec.rescale_bounds(spec.bandwidth_exponents(tuple(bandwidths)), z.shape[1],
+                                  torch.float64 if z.dtype == torch.float64 else torch.float32)
     module.mmd_agg_sums(z.numpy(), labels.numpy(), kernels=[spec.KERNEL_IDS[k] for k in kernels],
-                        bandwidths=bandwidths, sums=sums.numpy(), totals=totals.numpy(), threads=max(1, threads),
-                        isa=isa)
+                        bandwidths=bandwidths, sums=sums.numpy(), totals=totals.numpy(), rescale=list(rescale),
+                        threads=max(1, threads), isa=isa)
     return sums[:count], sums[count:], totals[0], totals[1]

@@ -4,13 +4,17 @@
     python -m wae_fast.stats x.npy y.npy --kernel rbf --sigma2 median --plot null.png --json result.json
 
 Each file holds a 2-D array [rows, features] (float16/32/64). Prints the unbiased MMD², the p-value and
-the time; --plot draws the null distribution with the statistic marked, --json writes the result.
-Exit status 2 on bad input.
+the time; --plot draws the null distribution with the statistic marked, --json writes the result. Both
+create missing folders. Checked before the test runs: the device, the memory the labellings need,
+(P + 1)·(⌈(n + m)/8⌉ + 64) bytes for P permutations (the labels as bits, then the float64 sums and the
+null), against the memory available, and that --plot and --json can be written. Bad input: one line on
+stderr, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,12 +23,21 @@ import torch
 
 from .permutation import MMDTestResult, mmd_test
 
+#: Bytes per labelling beyond its bits: the float64 sums uᵀK₀u and uᵀK₀1, the statistic, the null entry
+#: and the temporaries that combine them.
+LABELLING_BYTES = 64
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
 
 def _scales(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(s) for s in text.split(",") if s)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--scales: expected comma-separated numbers, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
 def _sigma2(text: str):
@@ -33,12 +46,12 @@ def _sigma2(text: str):
     try:
         return float(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--sigma2: expected a number or 'median', got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"expected a number or 'median', got {text!r}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wae_fast.stats", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineErrorParser(prog="python -m wae_fast.stats", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("x", help=".npy file: the first sample [n, d]")
     p.add_argument("y", help=".npy file: the second sample [m, d]")
     p.add_argument("--kernel", choices=("imq", "rbf"), default="imq")
@@ -53,6 +66,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write statistic, p-value, null and settings as JSON")
     add_aggregate_arguments(p)
     return p
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name}: not a device ({' '.join(str(exc).split())})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build that finds no GPU"
+        raise ValueError(f"--device {name}: CUDA is not available (torch {torch.__version__} is {build}); "
+                         "use --device cpu")
+    return device
+
+
+def _check_writable(option: str, path: str) -> None:
+    """ValueError naming ``option`` unless ``path`` can be written, its missing folders created."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; give a file name")
+    for folder in target.parents:
+        if folder.is_dir():
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ValueError(f"{option} {path}: {folder} is not writable")
+            return
+        if folder.exists():
+            raise ValueError(f"{option} {path}: {folder} is a file, not a folder")
+
+
+def memory_needed(n: int, m: int, permutations: int) -> int:
+    """Bytes of host memory the test of n + m rows with ``permutations`` relabellings needs beyond its
+    inputs: (P + 1)·(⌈(n + m)/8⌉ + LABELLING_BYTES)."""
+    return (permutations + 1) * (-(-(n + m) // 8) + LABELLING_BYTES)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable, else the free pages), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n_bytes < 1000 or unit == "PB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1000
+    raise AssertionError
+
+
+def _check_memory(n: int, m: int, permutations: int) -> None:
+    if permutations < 1:
+        return                                  # mmd_test names the argument
+    needed, available = memory_needed(n, m, permutations), available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"--permutations {permutations}: the test of {n} + {m} rows needs {_size(needed)} of "
+                         f"memory ((P + 1)·(⌈(n + m)/8⌉ + {LABELLING_BYTES}) bytes: the labels as bits, the sums "
+                         f"and the null), {_size(available)} is available; use fewer permutations")
 
 
 def _load(path: str, name: str) -> torch.Tensor:
@@ -92,14 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.aggregate:
         return run_aggregate(args)
     try:
-        x = _load(args.x, "x").to(args.device)
-        y = _load(args.y, "y").to(args.device)
+        device = _device(args.device)
+        for option, path in (("--plot", args.plot), ("--json", args.json)):
+            if path:
+                _check_writable(option, path)
+        x = _load(args.x, "x")
+        y = _load(args.y, "y")
+        _check_memory(*(t.shape[0] if t.dim() else 1 for t in (x, y)), args.permutations)
+        x, y = x.to(device), y.to(device)
         start = time.perf_counter()
         result = mmd_test(x, y, args.kernel, c=args.c, sigma2=args.sigma2, scales=args.scales,
                           permutations=args.permutations, seed=args.seed, backend=args.backend)
         seconds = time.perf_counter() - start
     except (ValueError, TypeError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(f"statistic (unbiased MMD²) {result.statistic:.6g}")
     print(f"p-value {result.p_value:.6g} ({result.permutations} permutations, seed {result.seed})")
@@ -111,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         row = dict(statistic=result.statistic, p_value=result.p_value, null=result.null.tolist(), n=result.n,
                    m=result.m, kernel=result.kernel, bandwidths=list(result.bandwidths),
                    permutations=result.permutations, seed=result.seed, backend=result.backend, seconds=seconds)
-        Path(args.json).write_text(json.dumps(row) + "\n")
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(row) + "\n")
+        print(f"result → {out}")
     return 0
 
 
@@ -182,15 +269,22 @@ def run_aggregate(args: argparse.Namespace) -> int:
     from .aggregate import mmd_agg_test
 
     try:
-        x = _load(args.x, "x").to(args.device)
-        y = _load(args.y, "y").to(args.device)
+        device = _device(args.device)
+        for option, path in (("--plot", args.plot), ("--json", args.json)):
+            if path:
+                _check_writable(option, path)
+        x = _load(args.x, "x")
+        y = _load(args.y, "y")
+        drawn = args.permutations * (2 if args.aggregate == "mmdagg" else 1)  # MMDAgg: two permutation sets
+        _check_memory(*(t.shape[0] if t.dim() else 1 for t in (x, y)), drawn)
+        x, y = x.to(device), y.to(device)
         start = time.perf_counter()
         result = mmd_agg_test(x, y, args.kernel, bandwidths=args.bandwidths, method=args.aggregate,
                               permutations=args.permutations, alpha=args.alpha, seed=args.seed,
                               backend=args.backend)
         seconds = time.perf_counter() - start
     except (ValueError, TypeError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     singles = [(1.0 + float((result.nulls[s] >= result.statistics[s]).sum())) / (1.0 + result.permutations)
                for s in range(len(result.bandwidths))]
@@ -212,7 +306,9 @@ def run_aggregate(args: argparse.Namespace) -> int:
                    thresholds=None if result.thresholds is None else result.thresholds.tolist(),
                    correction=result.correction, alpha=result.alpha, n=result.n, m=result.m,
                    permutations=result.permutations, seed=result.seed, backend=result.backend, seconds=seconds)
-        Path(args.json).write_text(json.dumps(row) + "\n")
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(row) + "\n")
     return 0
 
 

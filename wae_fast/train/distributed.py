@@ -71,11 +71,11 @@ class DistributedRun:
         if not wants_cuda:
             return torch.device(option if option != "auto" else "cpu")
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {option}: CUDA is not available on this machine (use --device cpu)")
+            raise ValueError(f"--device {option}: CUDA is not available on this machine (use --device cpu)")
         if self.local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"--device {option}: this node's process {self.local_rank} has no GPU of its own "
-                               f"({torch.cuda.device_count()} GPUs; NCCL needs one per process): start at most "
-                               f"{torch.cuda.device_count()} processes per node, or use --device cpu")
+            raise ValueError(f"--device {option}: this node's process {self.local_rank} has no GPU of its own "
+                             f"({torch.cuda.device_count()} GPUs; NCCL needs one per process): start at most "
+                             f"{torch.cuda.device_count()} processes per node, or use --device cpu")
         device = torch.device("cuda", self.local_rank)
         torch.cuda.set_device(device)
         return device

@@ -21,13 +21,16 @@ from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 COLUMNS = (("run", "run", "{}"), ("model", "model", "{}"), ("epochs", "epochs", "{}"),
            ("train_time_s", "train time (s)", "{:.0f}"),
            ("images_per_s", "images/s", "{:.0f}"), ("test_recon", "test recon ‖x−G(Q(x))‖²", "{:.2f}"),
-           ("test_mmd", "test MMD²(Q_Z,P_Z)", "{:.4f}"), ("test_mmd_p", "p (codes vs prior)", "{:.3f}"),
+           ("test_mmd", "test MMD²(Q_Z,P_Z)", "{:.4f}"), ("test_mmd_null_q95", "null's 95 %", "{:.2g}"),
+           ("test_mmd_p", "p (codes vs prior)", "{:.3f}"),
            ("fid_lenet", "FID-LeNet", "{:.2f}"),
            ("fid_lenet_floor", "FID floor", "{:.2f}"), ("kid", "KID", "{:.3f}"), ("kid_std", "KID std", "{:.3f}"),
            ("kid_floor", "KID floor", "{:.3f}"), ("fid_inception", "FID (Inception)", "{:.2f}"))
 
 
-def load_run(run_dir: Path, recompute: bool = False, overrides: dict | None = None) -> dict:
+def load_run(run_dir: Path, recompute: bool = False, overrides: dict | None = None, log=None) -> dict:
+    """A run's final metrics: its final_metrics.json, or (``recompute``, or no such file) a Trainer's
+    ``finish()`` from its checkpoint, logging to ``log`` (default: logging)."""
     run_dir = Path(run_dir)
     final = run_dir / "final_metrics.json"
     if final.is_file() and not recompute:
@@ -36,7 +39,7 @@ def load_run(run_dir: Path, recompute: bool = False, overrides: dict | None = No
         if not (run_dir / "checkpoint.pt").is_file():
             raise FileNotFoundError(f"{run_dir}: expected final_metrics.json or checkpoint.pt of a finished run")
         from .trainer import Trainer
-        trainer = Trainer.from_checkpoint(run_dir, overrides or {}, progress=False)
+        trainer = Trainer.from_checkpoint(run_dir, overrides or {}, progress=False, log=log)
         row = trainer.finish()
     row["run"] = run_dir.name
     row["path"] = str(run_dir)
@@ -48,7 +51,7 @@ def load_run(run_dir: Path, recompute: bool = False, overrides: dict | None = No
 
 # settings that do not change what is trained: runs differing only in these are grouped together
 _NOT_A_SETTING = {"seed", "out", "device", "threads", "cache_dir", "eval_every", "inception_weights", "data_dir",
-                  "checkpoint_every", "channels_last"}
+                  "checkpoint_every", "channels_last", "final_eval"}
 
 
 def _group_key(row: dict) -> str:
@@ -174,8 +177,10 @@ def _small_png(png: bytes) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m wae_fast.train.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import OneLineErrorParser
+
+    p = OneLineErrorParser(prog="python -m wae_fast.train.evaluate", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders written by python -m wae_fast.train")
     p.add_argument("--out", help="folder for comparison.{md,csv,json,png} (default: print the table only)")
     p.add_argument("--recompute", action="store_true", help="re-evaluate every run from its checkpoint")
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("fid_samples", args.fid_samples), ("cache_dir", args.cache_dir)) if v}
     try:
-        rows = [load_run(Path(r), args.recompute, overrides) for r in args.runs]
+        rows = [load_run(Path(r), args.recompute, overrides, log=print) for r in args.runs]
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

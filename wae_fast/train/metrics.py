@@ -13,6 +13,7 @@ Real FID (Inception-v3 features) runs through torchmetrics only when the user pa
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from .atomic import atomic_torch_save
 
 LENET_VERSION = 1
+LOG = logging.getLogger(__name__)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -109,8 +111,10 @@ def lenet_features(net: LeNet, images: torch.Tensor, batch_size: int = 500) -> n
     return torch.cat(out).numpy()
 
 
-def fid_classifier(data, seed: int = 0, epochs: int = 4, cache_dir=None, log=print) -> tuple[LeNet, dict]:
-    """The FID-LeNet classifier for ``data`` (trained on its training split, cached)."""
+def fid_classifier(data, seed: int = 0, epochs: int = 4, cache_dir=None, log=None) -> tuple[LeNet, dict]:
+    """The FID-LeNet classifier for ``data`` (trained on its training split, cached). ``log``: where the
+    two progress lines go (default: this module's logger at INFO level)."""
+    log = LOG.info if log is None else log
     if data.train_y is None or data.image_shape != (1, 28, 28):
         raise ValueError(f"FID-LeNet needs labelled 28×28 grey images; {data.name} has "
                          f"{'no labels' if data.train_y is None else 'images of shape ' + str(data.image_shape)}")
@@ -147,7 +151,7 @@ def fid_classifier(data, seed: int = 0, epochs: int = 4, cache_dir=None, log=pri
 
 
 def sample_quality(samples: torch.Tensor, data, seed: int = 0, classifier_epochs: int = 4,
-                   cache_dir=None, log=print, device="cpu") -> dict:
+                   cache_dir=None, log=None, device="cpu") -> dict:
     """FID-LeNet and KID of ``samples`` (float [N, 1, 28, 28] in [0, 1]) against the test images, with
     the floor (N training images against the test images). KID's products run on ``device``."""
     net, info = fid_classifier(data, seed, classifier_epochs, cache_dir, log)

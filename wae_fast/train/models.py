@@ -11,6 +11,11 @@
 
 Strided convolutions use TensorFlow's "SAME" padding (as the official code does): output = ⌈input/2⌉,
 the odd pixel of padding at the bottom/right. The paper decoders end with a stride-1 "SAME" layer.
+
+A convolution followed by a batch-norm has no bias: BN(Wx + b) = BN(Wx) in training mode (the batch mean
+absorbs b) and, with the running mean shifted by b, in evaluation mode, so the function class is the
+official code's. The bias's exact gradient is 0; what autograd returns for it is rounding noise, which
+Adam would turn into ±lr steps that differ with the thread count.
 The decoder returns pre-activations; ``Decoder.mean`` applies the output non-linearity (sigmoid for
 MNIST, tanh for CelebA), so a Bernoulli VAE can use the logits directly.
 """
@@ -46,21 +51,21 @@ def _same_pads(size: int, k: int, stride: int) -> tuple[tuple[int, int, int, int
 class Conv2dSame(nn.Module):
     """Conv2d with TensorFlow "SAME" padding for a known input size."""
 
-    def __init__(self, in_ch: int, out_ch: int, k: int, stride: int, size: int):
+    def __init__(self, in_ch: int, out_ch: int, k: int, stride: int, size: int, bias: bool = True):
         super().__init__()
         pads, self.out_size = _same_pads(size, k, stride)
         self.pad = nn.ZeroPad2d(pads)
-        self.conv = nn.Conv2d(in_ch, out_ch, k, stride)
+        self.conv = nn.Conv2d(in_ch, out_ch, k, stride, bias=bias)
 
     def forward(self, x):
         return self.conv(self.pad(x))
 
 
-def _deconv2x(in_ch: int, out_ch: int, k: int) -> nn.ConvTranspose2d:
+def _deconv2x(in_ch: int, out_ch: int, k: int, bias: bool = True) -> nn.ConvTranspose2d:
     """Transposed conv that exactly doubles the spatial size (k = 4: p = 1; k = 5: p = 2 + output_padding 1)."""
     if k % 2 == 0:
-        return nn.ConvTranspose2d(in_ch, out_ch, k, 2, padding=(k - 2) // 2)
-    return nn.ConvTranspose2d(in_ch, out_ch, k, 2, padding=(k - 1) // 2, output_padding=1)
+        return nn.ConvTranspose2d(in_ch, out_ch, k, 2, padding=(k - 2) // 2, bias=bias)
+    return nn.ConvTranspose2d(in_ch, out_ch, k, 2, padding=(k - 1) // 2, output_padding=1, bias=bias)
 
 
 class Encoder(nn.Module):
@@ -71,7 +76,7 @@ class Encoder(nn.Module):
         spec = ARCH_SPECS[arch]
         layers, ch, size = [], spec["in_ch"], spec["size"]
         for width in spec["enc"]:
-            conv = Conv2dSame(ch, width, spec["k"], 2, size)
+            conv = Conv2dSame(ch, width, spec["k"], 2, size, bias=False)   # a batch-norm follows
             layers += [conv, nn.BatchNorm2d(width), nn.ReLU()]
             ch, size = width, conv.out_size
         self.features = nn.Sequential(*layers)
@@ -92,7 +97,7 @@ class Decoder(nn.Module):
         self.project = nn.Linear(d_z, chans[0] * size * size)
         layers = []
         for c_in, c_out in zip(chans[:-1], chans[1:]):
-            layers += [_deconv2x(c_in, c_out, k), nn.BatchNorm2d(c_out), nn.ReLU()]
+            layers += [_deconv2x(c_in, c_out, k, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
             size *= 2
         if spec["final_same"]:
             pads, _ = _same_pads(size, k, 1)

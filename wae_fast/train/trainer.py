@@ -1,87 +1,69 @@
 """The training loop: WAE-GAN (Algorithm 1), WAE-MMD (Algorithm 2) and the VAE baseline.
 
 One ``Trainer`` owns the models, optimisers, per-epoch lr schedulers, random generators and the run
-folder. Each model has one step function, named after the paper and written to be read against it:
-``wae_gan_step`` (Algorithm 1), ``wae_mmd_step`` (Algorithm 2) and ``vae_step``. ``fit()`` trains to
-``cfg.epochs``, evaluating on held-out images and writing grids, metrics and an atomic checkpoint, then
-measures sample quality (FID-LeNet, KID) once at the end.
+folder. Each model has one step function, written to be read against the paper: ``wae_gan_step``,
+``wae_mmd_step`` and ``vae_step``. ``fit()`` trains to ``cfg.epochs``, evaluating on held-out images and
+writing grids, metrics and an atomic checkpoint, then measures sample quality (FID-LeNet, KID).
 
-Randomness: the data order comes from ``data_gen`` (CPU), prior samples and the VAE's reparametrisation
-noise from ``noise_gen`` (on the device); evaluation and pictures use freshly seeded generators of their
-own, so evaluating never changes the course of training and ``--resume`` continues exactly.
+Randomness: the data order comes from ``data_gen`` (CPU), prior samples and the VAE's noise from
+``noise_gen`` (on the device); evaluation and pictures seed generators of their own, so evaluating never
+changes the course of training and ``--resume`` continues exactly.
 
-Speed: the images live on the training device as one uint8 tensor and mini-batches are indexed there.
-The step functions return their loss terms as tensors; the loop reads them back, and checks that they
-are finite, every step on the CPU but only every ``GPU_CHECK_EVERY`` steps on a GPU, so that the GPU is
-never left waiting for the host. ``amp="bf16"`` runs the networks under bfloat16 autocast and
-``channels_last`` keeps the convolution nets channels-last; the losses and the MMD stay float32.
-
-The MMD backend is checked once against the dense reference on a batch of the run's shape. If the fused
-backend fails (then, or later during training), the run carries on with the dense reference and says so
-loudly: a RuntimeWarning, a line in the log, and ``mmd_backend_fallback`` in final_metrics.json.
-
-Data-parallel (``dist``, a wae_fast.train.distributed.DistributedRun, under torchrun): each rank trains on
-its share of every global batch, with the exact global-batch MMD, batch-norm over the global batch and
-DDP; rank 0 alone evaluates and writes. wae_fast/train/distributed.py says why W ranks take the same steps
-as one process.
+The step functions return their loss terms as tensors; the loop checks that they are finite every step
+on the CPU and every ``GPU_CHECK_EVERY`` steps on a GPU, so that the GPU never waits for the host. The
+MMD backend and its fallback: wae_fast/train/mmd_penalty.py. Data-parallel (``dist``, under torchrun):
+wae_fast/train/distributed.py.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import random
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import distributed as global_mmd
-from .. import select_backend
 from . import distributed as ddp
 from . import objectives as obj
 from .atomic import atomic_write_json, atomic_write_text
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from .config import TrainConfig
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, restore_states, rng_state, save_checkpoint
+from .config import StepSchedule, TrainConfig
 from .data import Dataset, load_dataset
+from .mmd_penalty import MMDPenalty
 from .models import Decoder, Discriminator, Encoder, image_shape
-from .plots import to_unit
+from .plots import decode_prior, draw_run, to_unit
+from .progress import Progress
 
+LOG = logging.getLogger(__name__)
 EVAL_BATCH = 500
-MAX_MMD_CODES = 2000
+MAX_MMD_CODES = 2000          # held-out codes (and as many prior samples) in the held-out MMD test
 GPU_CHECK_EVERY = 25          # steps between two read-backs of the loss terms on a GPU
 PAPER_SCALES = (1.0,)         # the paper's single IMQ kernel: every run's held-out MMD uses it
-PRIOR_TEST_CODES = 1000       # held-out codes (and as many prior samples) in the permutation test
-PRIOR_TEST_PERMUTATIONS = 200  # its relabellings: p-values from 1/201 up
+PRIOR_TEST_PERMUTATIONS = 200  # relabellings of the held-out test: p-values from 1/201 up
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops (the last checkpoint is left untouched)."""
 
 
-class StepSchedule:
-    """lr multiplier after ``epoch`` completed epochs: 1, then factors[i] once epoch ≥ milestones[i]."""
-
-    def __init__(self, milestones, factors):
-        self.milestones, self.factors = list(milestones), list(factors)
-
-    def __call__(self, epoch: int) -> float:
-        factor = 1.0
-        for milestone, f in zip(self.milestones, self.factors):
-            if epoch >= milestone:
-                factor = f
-        return factor
-
-
 def resolve_device(name: str) -> torch.device:
+    """The device of --device ``name``; ValueError naming --device when this torch cannot use it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name}: not a device ({' '.join(str(exc).split())})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        raise ValueError(f"--device {name}: CUDA is not available (torch {torch.__version__}"
+                         f"{' is a CPU-only build' if torch.version.cuda is None else ' finds no GPU'}); "
+                         "use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: the trainer runs on cpu or cuda devices")
     return device
 
 
@@ -97,46 +79,22 @@ def frozen(module: torch.nn.Module):
         module.requires_grad_(True)
 
 
-class Progress:
-    """A one-line progress bar on a terminal (silent otherwise; the epoch summary is logged anyway)."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True, stream=None):
-        self.total, self.desc, self.stream = total, desc, stream or sys.stderr
-        self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last = 0.0
-        self.start = time.time()
-
-    def update(self, n: int, read_terms) -> None:
-        """``read_terms()`` gives the running means; it is called only when the bar is redrawn."""
-        now = time.time()
-        if not self.enabled or (now - self.last < 0.2 and n < self.total):
-            return
-        self.last = now
-        filled = int(20 * n / self.total)
-        text = " ".join(f"{k} {v:.4g}" for k, v in read_terms().items())
-        self.stream.write(f"\r{self.desc} [{'=' * filled}{' ' * (20 - filled)}] {n}/{self.total} "
-                          f"{text} ({now - self.start:.1f}s)\033[K")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
 class Trainer:
-    STEP_FUNCTIONS = {"wae-gan": "wae_gan_step", "wae-mmd": "wae_mmd_step", "vae": "vae_step"}
+    """``log``: where progress lines go (default: this module's logger at INFO level). ``final_eval``:
+    overrides cfg.final_eval when given."""
 
-    def __init__(self, cfg: TrainConfig, out_dir, data: Dataset | None = None, *, log=print,
-                 progress: bool = True, plots: bool = True, final_eval: bool = True,
+    def __init__(self, cfg: TrainConfig, out_dir, data: Dataset | None = None, *, log=None,
+                 progress: bool = True, plots: bool = True, final_eval: bool | None = None,
                  dist: ddp.DistributedRun | None = None):
         self.cfg = cfg.validate()
         self.out = Path(out_dir)
         self.dist = dist if dist is not None and dist.world_size > 1 else None
         self.world_size = 1 if self.dist is None else self.dist.world_size
         self.is_main = self.dist is None or self.dist.is_main
-        self.log, self.progress, self.plots, self.final_eval = log, progress, plots, final_eval
-        if cfg.threads:
+        self.log = LOG.info if log is None else log
+        self.progress, self.plots = progress, plots
+        self.final_eval = cfg.final_eval if final_eval is None else final_eval
+        if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device) if self.dist is None else self.dist.device(cfg.device)
         if cfg.batch_size % self.world_size:
@@ -150,9 +108,7 @@ class Trainer:
             raise ValueError(f"batch size {cfg.batch_size} is larger than the {self.data.train_x.shape[0]} "
                              "training images")
         self.decoder_kind = "bernoulli" if self.data.value_range == (0.0, 1.0) else "gaussian"
-        self.mmd_backend, self.mmd_fallback = self.choose_mmd_backend()
-        if self.dist is not None:
-            self.agree_on_mmd_backend()
+        self.penalty = MMDPenalty(cfg, self.device, self.log, self.dist)
 
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -183,7 +139,8 @@ class Trainer:
             self.decoder = ddp.wrap(self.decoder, self.device)
             if self.disc is not None:
                 self.disc = ddp.wrap(self.disc, self.device)
-        self.train_step = getattr(self, self.STEP_FUNCTIONS[cfg.model])
+        self.train_step = {"wae-gan": self.wae_gan_step, "wae-mmd": self.wae_mmd_step,
+                           "vae": self.vae_step}[cfg.model]
         self.train_x = self.data.train_x.to(self.device)
         self.test_x = self.data.test_x.to(self.device)
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
@@ -214,27 +171,26 @@ class Trainer:
             "history": self.history,
         }
 
-    def load_state_dict(self, blob: dict) -> None:
-        for k, m in self.modules().items():
-            m.load_state_dict(blob["models"][k])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(blob["optimizers"][k])
-        for k, s in self.schedulers.items():
-            s.load_state_dict(blob["schedulers"][k])
+    def load_state_dict(self, blob: dict, source="the checkpoint") -> None:
+        """Restore a ``state_dict()``; a state that does not fit raises ValueError naming ``source``."""
+        restore_states(source, blob, self.modules(), self.optimizers, self.schedulers)
         restore_rng_state(blob["rng"], self.data_gen, self.noise_gen)
         self.epoch, self.step, self.elapsed = blob["epoch"], blob["step"], blob["elapsed"]
         self.checkpoint_epoch = self.epoch
         self.history = list(blob["history"])
 
     RESUME_OVERRIDABLE = ("epochs", "device", "threads", "eval_every", "cache_dir", "inception_weights",
-                          "fid_samples", "out", "checkpoint_every")
+                          "fid_samples", "out", "checkpoint_every", "final_eval")
 
     @classmethod
     def from_checkpoint(cls, path, overrides: dict | None = None, out_dir=None, data=None, **kwargs):
         """Rebuild a trainer from a checkpoint (file or run folder) to continue training exactly.
         Only ``RESUME_OVERRIDABLE`` settings may change."""
         blob = load_checkpoint(path)
-        cfg = TrainConfig.from_dict(blob["config"])
+        try:
+            cfg = TrainConfig.from_dict(blob["config"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--resume: {path}: the saved config is not this version's ({exc})") from None
         changes = {}
         for key, value in (overrides or {}).items():
             if value is None or getattr(cfg, key) == value:
@@ -248,7 +204,7 @@ class Trainer:
             raise ValueError(f"--epochs {cfg.epochs} is fewer than the {blob['epoch']} epochs already trained")
         run_dir = Path(path) if Path(path).is_dir() else Path(path).parent
         trainer = cls(cfg, out_dir or run_dir, data=data, **kwargs)
-        trainer.load_state_dict(blob)
+        trainer.load_state_dict(blob, run_dir / CHECKPOINT_NAME if Path(path).is_dir() else Path(path))
         return trainer
 
     def save(self) -> Path:
@@ -256,86 +212,13 @@ class Trainer:
         self.checkpoint_epoch = self.epoch
         return path
 
-    # ------------------------------------------------------------------------------ the MMD backend
+    @property
+    def mmd_backend(self) -> str:
+        return self.penalty.backend
 
-    def choose_mmd_backend(self) -> tuple[str, str | None]:
-        """(the backend this run passes to imq_mmd, why it fell back to the dense reference or None)."""
-        requested = self.cfg.mmd_backend
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)   # the CPU fallback: logged by fit()
-                chosen = select_backend(requested, self.device)
-        except RuntimeError as exc:
-            if requested != "auto":
-                raise
-            return self.fall_back_to_reference(str(exc))
-        if chosen == "reference":
-            return "reference", None
-        problem = self.probe_mmd_backend(chosen)
-        return (chosen, None) if problem is None else self.fall_back_to_reference(problem)
-
-    def probe_mmd_backend(self, backend: str) -> str | None:
-        """Why ``backend`` cannot train this run (it raises, or its value or gradient disagrees with the
-        dense reference on codes and prior samples of the run's batch shape), or None."""
-        gen = torch.Generator().manual_seed(12345)
-        n, d = self.cfg.batch_size, self.cfg.d_z
-        codes = (1.5 * torch.randn(n, d, generator=gen) + 0.3).to(self.device)
-        prior = (math.sqrt(self.cfg.sigma_z2) * torch.randn(n, d, generator=gen)).to(self.device)
-        results = {}
-        for name in (backend, "reference"):
-            z = codes.clone().requires_grad_(True)
-            try:
-                value = obj.mmd_penalty(z, prior, self.cfg.sigma_z2, self.cfg.mmd_scales, name)
-                value.backward()
-            except Exception as exc:  # noqa: BLE001 - whatever breaks a fused backend, the run goes on
-                if name == "reference":
-                    raise
-                return f"the {backend} MMD backend failed on a {n}×{d} batch ({type(exc).__name__}: {exc})"
-            results[name] = (float(value.detach()), z.grad.double().cpu())
-        (value, grad), (ref_value, ref_grad) = results[backend], results["reference"]
-        grad_error = float((grad - ref_grad).abs().max())
-        grad_scale = float(ref_grad.abs().max())
-        if not (abs(value - ref_value) <= 1e-5 + 1e-3 * abs(ref_value) and grad_error <= 1e-3 * grad_scale + 1e-9):
-            return (f"the {backend} MMD backend disagrees with the dense reference on a {n}×{d} batch "
-                    f"(MMD² {value:.6g} vs {ref_value:.6g}, gradient error {grad_error:.3g} of {grad_scale:.3g})")
-        return None
-
-    def agree_on_mmd_backend(self) -> None:
-        """Under DDP every rank must run the same MMD backend: if any rank fell back to the dense
-        reference, all do."""
-        fused_here = torch.tensor([self.mmd_backend != "reference"])
-        if self.mmd_backend != "reference" and not bool(ddp.all_true(fused_here)):
-            self.fall_back_to_reference("another rank's fused MMD backend failed its check")
-
-    def fall_back_to_reference(self, reason: str) -> tuple[str, str]:
-        self.mmd_backend, self.mmd_fallback = "reference", reason
-        message = f"WARNING: {reason}; this run uses the dense reference MMD instead (correct, slower)"
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-        self.log(message)
-        return self.mmd_backend, self.mmd_fallback
-
-    def mmd(self, z_code: torch.Tensor, z_prior: torch.Tensor, scales: tuple[float, ...] | None = None):
-        """MMD²_U(Q_Z, P_Z): IMQ kernel, C = 2·d_z·σ_z², summed over the run's scales unless given."""
-        scales = self.cfg.mmd_scales if scales is None else scales
-        if self.mmd_backend != "reference":
-            try:
-                return obj.mmd_penalty(z_code, z_prior, self.cfg.sigma_z2, scales, self.mmd_backend)
-            except Exception as exc:  # noqa: BLE001 - see probe_mmd_backend
-                self.fall_back_to_reference(f"the {self.mmd_backend} MMD backend failed at step {self.step + 1} "
-                                            f"({type(exc).__name__}: {exc})")
-        return obj.mmd_penalty(z_code, z_prior, self.cfg.sigma_z2, scales, "reference")
-
-    def batch_mmd(self, z_code: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
-        """The training penalty MMD²_U of the global batch. In one process: ``mmd``. Under DDP: every
-        rank's codes and prior samples together (wae_fast.distributed), each rank receiving its rows of
-        the gradient, which is multiplied by the number of ranks to survive DDP's averaging (the value is
-        unchanged). No per-rank fallback here: a failure raises on the ranks it hits."""
-        if self.dist is None:
-            return self.mmd(z_code, z_prior)
-        c = 2.0 * z_code.shape[1] * self.cfg.sigma_z2
-        value = global_mmd.imq_mmd(z_code.float(), z_prior.float(), c=c, scales=self.cfg.mmd_scales,
-                                   backend=self.mmd_backend)
-        return global_mmd.scale_gradient_for_ddp(value)
+    @property
+    def mmd_fallback(self) -> str | None:
+        return self.penalty.fallback
 
     # ------------------------------------------------------------------------------ building blocks
 
@@ -428,7 +311,7 @@ class Trainer:
         with self.autocast():
             x_rec = self.decoder.mean(z_code)
         recon = obj.squared_cost(x, x_rec)
-        penalty = self.batch_mmd(z_code, z_prior)
+        penalty = self.penalty.batch(z_code, z_prior, where=f"step {self.step + 1}")
         loss = cfg.recon_factor * recon + cfg.lam * penalty
         self.descend(self.ae_opt, loss)
         return {"loss": loss, "recon": recon, "mmd": penalty}
@@ -525,8 +408,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Held-out reconstruction cost (mean code, decoder mean) and MMD²(Q_Z, P_Z) of the test codes
-        (unbiased, the paper's single IMQ kernel with C = 2·d_z·σ_z², whatever kernel trained the model)."""
+        """Held-out reconstruction cost (mean code, decoder mean) and the permutation test of up to
+        MAX_MMD_CODES test codes against as many prior samples (the paper's single IMQ kernel, C = 2·d_z·σ_z²,
+        whatever kernel trained the model): test_mmd = MMD²_U, its p-value test_mmd_p and the 95 % quantile
+        of its null, test_mmd_null_q95 (test_mmd above it: the codes are told apart from the prior)."""
         with self.eval_mode():
             gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 10_000)
             recon_sum, codes, kl_sum, nll_sum = 0.0, [], 0.0, 0.0
@@ -537,74 +422,31 @@ class Trainer:
                 codes.append(z)
                 if logvar is not None:
                     kl_sum += float(obj.gaussian_kl(mu, logvar, self.cfg.sigma_z2)) * x.shape[0]
-                    nll_sum += float(obj.vae_reconstruction_nll(x, self.decoder(z), self.decoder_kind,
-                                                                self.cfg.vae_sigma_g2, self.decoder.activate)) * x.shape[0]
+                    nll = obj.vae_reconstruction_nll(x, self.decoder(z), self.decoder_kind, self.cfg.vae_sigma_g2,
+                                                     self.decoder.activate)
+                    nll_sum += float(nll) * x.shape[0]
             n_test = self.test_x.shape[0]
             codes = torch.cat(codes)[:MAX_MMD_CODES]
             result = {"test_recon": recon_sum / n_test}
             if codes.shape[0] >= 2:
                 prior = self.prior(codes.shape[0], gen)
-                result["test_mmd"] = float(self.mmd(codes, prior, PAPER_SCALES))
-                result["test_mmd_p"] = self.prior_test_p_value(codes, prior)
+                test = self.penalty.prior_test(codes, prior, PRIOR_TEST_PERMUTATIONS, self.cfg.seed + 50_000,
+                                               PAPER_SCALES)
+                result.update(test_mmd=test.statistic, test_mmd_p=test.p_value,
+                              test_mmd_null_q95=float(torch.quantile(test.null, 0.95)))
             if self.cfg.model == "vae":
                 result.update(test_kl=kl_sum / n_test, test_nll=nll_sum / n_test)
         return result
-
-    def prior_test_p_value(self, codes: torch.Tensor, prior: torch.Tensor) -> float:
-        """The p-value of the MMD permutation test "held-out codes vs prior samples" (H0: Q_Z = P_Z):
-        the first PRIOR_TEST_CODES of each, the paper's IMQ kernel (C = 2·d_z·σ_z²), a fixed seed, the
-        run's MMD backend (the dense reference if that fails)."""
-        from ..stats import mmd_test
-        codes = codes[:PRIOR_TEST_CODES].float()
-        prior = prior[:PRIOR_TEST_CODES].float()
-        options = dict(c=2.0 * codes.shape[1] * self.cfg.sigma_z2, scales=PAPER_SCALES,
-                       permutations=PRIOR_TEST_PERMUTATIONS, seed=self.cfg.seed + 50_000)
-        try:
-            return mmd_test(codes, prior, "imq", backend=self.mmd_backend, **options).p_value
-        except RuntimeError:
-            return mmd_test(codes, prior, "imq", backend="reference", **options).p_value
 
     def unit_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images of the data's value range → [0, 1], on the CPU."""
         return to_unit(images, self.data.value_range)
 
-    @torch.no_grad()
-    def decode_prior(self, n: int, seed: int) -> torch.Tensor:
-        """n decoded prior samples, in [0, 1], on the CPU."""
-        with self.eval_mode():
-            gen = torch.Generator(device=self.device).manual_seed(seed)
-            out = [self.unit_images(self.decoder.mean(self.prior(min(EVAL_BATCH, n - i), gen)))
-                   for i in range(0, n, EVAL_BATCH)]
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def draw(self) -> None:
-        """reconstructions.png, samples.png, interpolations.png (fixed images and noise every time)."""
-        from .plots import interleave_rows, save_grid
-        with self.eval_mode():
-            n_test = self.test_x.shape[0]
-            x = self.data.to_float(self.test_x[:min(50, n_test)])
-            _, mu, _ = self.encode(x, None)
-            save_grid(self.out / "reconstructions.png",
-                      interleave_rows(self.unit_images(x), self.unit_images(self.decoder.mean(mu)), 10), 10)
-            save_grid(self.out / "samples.png", self.decode_prior(100, self.cfg.seed + 20_000), 10)
-            pairs = torch.randperm(n_test, generator=torch.Generator().manual_seed(self.cfg.seed + 30_000))
-            n_pairs = min(8, n_test // 2)
-            a = self.data.to_float(self.test_x[pairs[:n_pairs].to(self.device)])
-            b = self.data.to_float(self.test_x[pairs[n_pairs:2 * n_pairs].to(self.device)])
-            _, za, _ = self.encode(a, None)
-            _, zb, _ = self.encode(b, None)
-            t = torch.linspace(0, 1, 10, device=self.device).view(1, -1, 1)
-            z = (za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t).reshape(-1, self.cfg.d_z)
-            steps = self.unit_images(self.decoder.mean(z)).view(n_pairs, 10, *x.shape[1:])
-            rows = torch.cat([self.unit_images(a).unsqueeze(1), steps, self.unit_images(b).unsqueeze(1)], dim=1)
-            save_grid(self.out / "interpolations.png", rows.flatten(0, 1), 12)
-
     def sample_quality(self) -> dict:
         """FID-LeNet / KID of cfg.fid_samples prior samples against the test images (+ floor)."""
         from .metrics import inception_fid, sample_quality
         cfg = self.cfg
-        samples = self.decode_prior(cfg.fid_samples, cfg.seed + 40_000)
+        samples = decode_prior(self, cfg.fid_samples, cfg.seed + 40_000)
         result = {}
         if self.data.train_y is not None and self.data.image_shape == (1, 28, 28):
             result.update(sample_quality(samples, self.data, cfg.fid_seed, cfg.fid_classifier_epochs,
@@ -652,7 +494,7 @@ class Trainer:
             if self.is_main and (last or (cfg.eval_every and self.epoch % cfg.eval_every == 0)):
                 row.update(self.evaluate())
                 if self.plots:
-                    self.draw()
+                    draw_run(self)
             epoch_time = time.time() - t0
             self.elapsed += epoch_time
             row.update(epoch_time=epoch_time, elapsed=self.elapsed, wall=time.time())

