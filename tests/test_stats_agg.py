@@ -267,6 +267,20 @@ def test_statistics_are_wae_fast_mmd_per_bandwidth(backend, device, dtype):
         assert float(res.statistics[s]) == pytest.approx(want, abs=tol), (kernel, bw)
 
 
+@pytest.mark.parametrize("backend, device", BACKENDS, ids=BACKEND_IDS)
+def test_data_at_the_edge_of_float32(backend, device):
+    """float32 data spread over 1e19 (squared distances ~1e39 overflow float32) with bandwidths ~1e38: the
+    statistics and nulls are those of the data and bandwidths scaled down by 1e19 and 1e38 (both kernels
+    are scale-invariant), not Inf or NaN."""
+    x, y = _data(25, 21, 8, seed=13, shift=0.2)
+    big = mmd_agg_test((x * 1e19).float().to(device), (y * 1e19).float().to(device), ("rbf", "imq"),
+                       ((4e38 / 4, 4e38 / 40), (4e38 / 20,)), permutations=20, seed=2, backend=backend)
+    small = mmd_agg_test(x, y, ("rbf", "imq"), ((1.0, 0.1), (0.2,)), permutations=20, seed=2, backend="reference")
+    assert bool(torch.isfinite(big.statistics).all())
+    assert torch.allclose(big.statistics, small.statistics, rtol=0, atol=3e-6)
+    assert torch.allclose(big.nulls, small.nulls, rtol=0, atol=3e-6)
+
+
 @pytest.mark.parametrize("method", ["fuse", "mmdagg"])
 def test_same_seed_same_decision_on_every_backend(method):
     """Under H0 and under two alternatives: the decision, the p-value and û agree across backends; run to
