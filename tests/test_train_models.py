@@ -191,7 +191,7 @@ def test_evaluation_and_pictures_leave_the_model_untouched(model, tmp_path):
 
 
 def test_the_held_out_mmd_test_gives_the_statistic_and_the_null_quantile(tmp_path):
-    from wae_fast.stats import mmd_test
+    from wae_fast.stats import mmd_agg_test, mmd_test
     trainer = tiny_trainer("wae-mmd", tmp_path)
     trainer.train_step(trainer.data.to_float(trainer.train_x[:10]))
     result = trainer.evaluate()
@@ -208,6 +208,10 @@ def test_the_held_out_mmd_test_gives_the_statistic_and_the_null_quantile(tmp_pat
     test = mmd_test(codes, prior, "imq", c=c, permutations=200, seed=trainer.cfg.seed + 50_000)
     assert result["test_mmd_p"] == test.p_value
     assert result["test_mmd_null_q95"] == pytest.approx(float(np.quantile(test.null.numpy(), 0.95)), rel=1e-9)
+    aggregated = mmd_agg_test(codes, prior, kernel="rbf", method="fuse", permutations=200,
+                              seed=trainer.cfg.seed + 50_001)
+    assert 0.0 < result["test_mmd_agg_p"] <= 1.0
+    assert result["test_mmd_agg_p"] == aggregated.p_value
 
 
 def test_the_mmd_panel_draws_the_statistic_against_the_null_quantile(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ COLUMNS = (("run", "run", "{}"), ("model", "model", "{}"), ("epochs", "epochs", 
            ("train_time_s", "train time (s)", "{:.0f}"),
            ("images_per_s", "images/s", "{:.0f}"), ("test_recon", "test recon ‖x−G(Q(x))‖²", "{:.2f}"),
            ("test_mmd", "test MMD²(Q_Z,P_Z)", "{:.4f}"), ("test_mmd_null_q95", "null's 95 %", "{:.2g}"),
-           ("test_mmd_p", "p (codes vs prior)", "{:.3f}"),
+           ("test_mmd_p", "p (codes vs prior)", "{:.3f}"), ("test_mmd_agg_p", "p, MMD-FUSE", "{:.3f}"),
            ("fid_lenet", "FID-LeNet", "{:.2f}"),
            ("fid_lenet_floor", "FID floor", "{:.2f}"), ("kid", "KID", "{:.3f}"), ("kid_std", "KID std", "{:.3f}"),
            ("kid_floor", "KID floor", "{:.3f}"), ("fid_inception", "FID (Inception)", "{:.2f}"))

@@ -127,3 +127,16 @@ class MMDPenalty:
             return mmd_test(codes, prior, "imq", backend=self.backend, **options)
         except RuntimeError:
             return mmd_test(codes, prior, "imq", backend="reference", **options)
+
+    def aggregate_prior_test(self, codes: torch.Tensor, prior: torch.Tensor, permutations: int, seed: int):
+        """The aggregated test "codes vs prior samples" with no bandwidth to choose: MMD-FUSE over the default
+        collection of RBF bandwidths (wae_fast.stats.mmd_agg_test); its p-value."""
+        from ..stats import mmd_agg_test
+
+        options = dict(kernel="rbf", bandwidths=None, method="fuse", permutations=permutations, alpha=0.05,
+                       seed=seed)
+        codes, prior = codes.float(), prior.float()
+        try:
+            return mmd_agg_test(codes, prior, backend=self.backend, **options).p_value
+        except RuntimeError:
+            return mmd_agg_test(codes, prior, backend="reference", **options).p_value

@@ -411,7 +411,8 @@ class Trainer:
         """Held-out reconstruction cost (mean code, decoder mean) and the permutation test of up to
         MAX_MMD_CODES test codes against as many prior samples (the paper's single IMQ kernel, C = 2·d_z·σ_z²,
         whatever kernel trained the model): test_mmd = MMD²_U, its p-value test_mmd_p and the 95 % quantile
-        of its null, test_mmd_null_q95 (test_mmd above it: the codes are told apart from the prior)."""
+        of its null, test_mmd_null_q95 (test_mmd above it: the codes are told apart from the prior); and
+        test_mmd_agg_p, the p-value of MMD-FUSE over a collection of RBF bandwidths (no bandwidth to choose)."""
         with self.eval_mode():
             gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 10_000)
             recon_sum, codes, kl_sum, nll_sum = 0.0, [], 0.0, 0.0
@@ -433,7 +434,9 @@ class Trainer:
                 test = self.penalty.prior_test(codes, prior, PRIOR_TEST_PERMUTATIONS, self.cfg.seed + 50_000,
                                                PAPER_SCALES)
                 result.update(test_mmd=test.statistic, test_mmd_p=test.p_value,
-                              test_mmd_null_q95=float(torch.quantile(test.null, 0.95)))
+                              test_mmd_null_q95=float(torch.quantile(test.null, 0.95)),
+                              test_mmd_agg_p=self.penalty.aggregate_prior_test(
+                                  codes, prior, PRIOR_TEST_PERMUTATIONS, self.cfg.seed + 50_001))
             if self.cfg.model == "vae":
                 result.update(test_kl=kl_sum / n_test, test_nll=nll_sum / n_test)
         return result
