@@ -210,3 +210,10 @@ def test_reference_computes_in_the_input_dtype_under_autocast():
     (grad_cast,) = torch.autograd.grad(cast, x)
     assert cast.dtype == torch.float32
     assert torch.equal(cast, plain) and torch.equal(grad_cast, grad_plain)
+
+
+def test_mmd_test_refuses_more_permutations_than_memory_holds():
+    """10¹² relabellings need terabytes for their labels: a ValueError naming the argument and the memory,
+    before anything is drawn (numpy's MemoryError traceback otherwise)."""
+    with pytest.raises(ValueError, match=r"permutations = 1000000000000: the test of 5 \+ 6 rows needs .* available"):
+        mmd_test(torch.randn(5, 2), torch.randn(6, 2), permutations=10 ** 12)

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import torch
 
+from .labels import LABELLING_BYTES, available_memory, check_label_memory, memory_needed  # noqa: F401
+
 from .permutation import MMDTestResult, mmd_test
 
-#: Bytes per labelling beyond its bits: the float64 sums uᵀK₀u and uᵀK₀1, the statistic, the null entry
-#: and the temporaries that combine them.
-LABELLING_BYTES = 64
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -94,43 +93,8 @@ def _check_writable(option: str, path: str) -> None:
             raise ValueError(f"{option} {path}: {folder} is a file, not a folder")
 
 
-def memory_needed(n: int, m: int, permutations: int) -> int:
-    """Bytes of host memory the test of n + m rows with ``permutations`` relabellings needs beyond its
-    inputs: (P + 1)·(⌈(n + m)/8⌉ + LABELLING_BYTES)."""
-    return (permutations + 1) * (-(-(n + m) // 8) + LABELLING_BYTES)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable, else the free pages), or None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _size(n_bytes: float) -> str:
-    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
-        if n_bytes < 1000 or unit == "PB":
-            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.3g} {unit}"
-        n_bytes /= 1000
-    raise AssertionError
-
-
 def _check_memory(n: int, m: int, permutations: int) -> None:
-    if permutations < 1:
-        return                                  # mmd_test names the argument
-    needed, available = memory_needed(n, m, permutations), available_memory()
-    if available is not None and needed > available:
-        raise ValueError(f"--permutations {permutations}: the test of {n} + {m} rows needs {_size(needed)} of "
-                         f"memory ((P + 1)·(⌈(n + m)/8⌉ + {LABELLING_BYTES}) bytes: the labels as bits, the sums "
-                         f"and the null), {_size(available)} is available; use fewer permutations")
+    check_label_memory(n, m, permutations, "--permutations")
 
 
 def _load(path: str, name: str) -> torch.Tensor:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,6 +15,51 @@ import torch
 
 #: Permutations drawn and packed together (a [chunk, N] boolean block at a time).
 _LABEL_CHUNK = 64
+
+#: Bytes per labelling beyond its bits: the float64 sums uᵀK₀u and uᵀK₀1, the statistic, the null entry
+#: and the temporaries that combine them.
+LABELLING_BYTES = 64
+
+
+def memory_needed(n: int, m: int, permutations: int) -> int:
+    """Bytes of host memory the test of n + m rows with ``permutations`` relabellings needs beyond its
+    inputs: (P + 1)·(⌈(n + m)/8⌉ + LABELLING_BYTES)."""
+    return (permutations + 1) * (-(-(n + m) // 8) + LABELLING_BYTES)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable, else the free pages), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n_bytes < 1000 or unit == "PB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1000
+    raise AssertionError
+
+
+def check_label_memory(n: int, m: int, permutations: int, argument: str = "permutations") -> None:
+    """Raise a ValueError naming ``argument`` when the labels and sums of ``permutations`` relabellings of
+    n + m rows need more memory than is available (checked before anything is drawn)."""
+    if permutations < 1:
+        return  # the count's own check names the argument
+    needed, available = memory_needed(n, m, permutations), available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"{argument} {permutations}: the test of {n} + {m} rows needs {_size(needed)} of "
+                         f"memory ((P + 1)·(⌈(n + m)/8⌉ + {LABELLING_BYTES}) bytes: the labels as bits, the sums "
+                         f"and the null), {_size(available)} is available; use fewer permutations")
 
 
 def check_count(name: str, value, minimum: int) -> int:

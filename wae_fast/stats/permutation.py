@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import _dispatch, _problem, spec
-from .labels import check_count, check_seed, permutation_labels, permutations, unpack_labels
+from .labels import check_count, check_label_memory, check_seed, permutation_labels, permutations, unpack_labels
 
 __all__ = ["MMDTestResult", "mmd_test", "labelling_statistics", "p_value", "tie_tolerance", "permutations",
            "permutation_labels", "unpack_labels"]
@@ -135,6 +135,7 @@ def mmd_test(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", *, c=None, s
                              f"diagonal out), got {name} of shape {tuple(t.shape)}")
     permutations = check_count("permutations", permutations, 1)
     seed = check_seed(seed)
+    check_label_memory(x.shape[0], y.shape[0], permutations, "permutations =")
     opts = _problem.options(kernel, c, sigma2, scales, "unbiased", backend, x.shape[1], x.dtype, x.device,
                             "permutation")
     bandwidths = _problem.bandwidths_for(opts, x, y)
