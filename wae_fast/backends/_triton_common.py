@@ -763,16 +763,23 @@ class Launcher:
             self.compiled[key] = (handle, tuple(constexprs[name] for name in _constexpr_names(self.kernel)))
             return
         handle, tail = compiled
+        if handle is None:  # this key's kernel takes arguments the direct call does not pass: the JIT's way
+            self.kernel[grid](*args, **constexprs, **options)
+            return
         driver = triton.runtime.driver.active
         stream = driver.get_current_stream(driver.get_current_device())
         knobs = triton.knobs.runtime
         enter, leave = knobs.launch_enter_hook, knobs.launch_exit_hook
-        grid = tuple(grid) + (1, 1)
+        dims = tuple(grid) + (1, 1)
         # What the JIT passes, without building the hooks' metadata when no hook is installed.
         hooked = enter is not None and getattr(enter, "calls", True)
-        metadata = handle.launch_metadata(grid, stream, *args, *tail) if hooked else None
-        handle.run(grid[0], grid[1], grid[2], stream, handle.function, handle.packed_metadata, metadata, enter, leave,
-                   *args, *tail)
+        metadata = handle.launch_metadata(dims, stream, *args, *tail) if hooked else None
+        try:
+            handle.run(dims[0], dims[1], dims[2], stream, handle.function, handle.packed_metadata, metadata, enter,
+                       leave, *args, *tail)
+        except TypeError:  # the arguments did not parse (before any launch): this key goes through the JIT
+            self.compiled[key] = (None, tail)
+            self.kernel[grid](*args, **constexprs, **options)
 
 
 @functools.lru_cache(maxsize=None)
