@@ -328,7 +328,8 @@ class Sweep:
             **self.peaks, "build_info": info.get("build_info"), "build_info_note": info.get("build_info_note"),
             "torch": info["torch"], "triton": info.get("triton"), "pykeops": info.get("pykeops"),
             "wae_fast": info["wae_fast"], "wae_fast_path": info["wae_fast_path"], "python": info["python"],
-            **git_info()}
+            "triton_configs": os.environ.get("WAE_FAST_TRITON_CONFIGS"),
+            "imq_pairs": os.environ.get("WAE_FAST_IMQ_PAIRS"), **git_info()}
         self.reference_ms: dict = {}
         self.compile_times: dict = {}
         self.provider_seconds: dict = {}  # wall time of each provider's workers so far (--provider-budget)

@@ -157,6 +157,68 @@ if [ ${#BENCH_KEOPS[@]} -gt 0 ]; then
   step bench-keops 70 $PY benchmarks/mmd_speed.py "${BENCH_KEOPS[@]}" --out "$BENCH_OUT"
 fi
 
+# 6. issue 18: the Triton rows at n = m = 65,536 against their targets, the GPU peers side by side, KeOps'
+#    check, accuracy against float64 on two distributions, and the table with the special-function limit:
+#    bench-i18         triton, float32, IMQ, one scale: d = 8 fwd and fwd+bwd, d = 64 fwd+bwd
+#    bench-i18-bf16    triton, bfloat16, d = 64 fwd+bwd
+#    bench-i18-pairs0, -pairs1, -pairs2   triton, float32, d = 8 fwd+bwd, the seven official IMQ scales with
+#                      0, 1 and 2 shared reciprocals (WAE_FAST_IMQ_PAIRS)
+#    bench-i18-rbf7    the same with seven RBF scales
+#    bench-peers       torch.compile of the dense formula, the dense formula in row blocks, the dense
+#                      reference and triton at n = m = 16,384 and 65,536, d = 8 and 64, fwd+bwd
+#    keops-check       scripts/keops_check.py (whatever makes pykeops run, or why not; keops_env.sh)
+#    bench-keops-i18   KeOps at 16,384 and 65,536 under the environment keops-check found
+#    accuracy          scripts/gpu_accuracy.py: value and ∂/∂x against float64, two distributions
+#    limits            scripts/gpu_limits.py: the table (pairs/s, of target, of the special-function limit,
+#                      speed-up over each peer, accuracy)
+# They are part of the default steps (after the others), and of GPU_CHECK_STEPS by name.
+if [ -z "${GPU_CHECK_STEPS:-}" ]; then
+  STEPS="${STEPS}bench-i18,bench-i18-bf16,bench-i18-pairs0,bench-i18-pairs1,bench-i18-pairs2,bench-i18-rbf7,"
+  STEPS="${STEPS}bench-peers,keops-check,bench-keops-i18,accuracy,limits,"
+fi
+I18_OUT="$OUT/mmd_speed_i18.jsonl"
+if [ "$DRY_RUN" = 1 ]; then
+  I18_OUT="$OUT/mmd_speed_dry_run.jsonl"
+  I18_COMMON=(--device cpu --isolation group --allow-interpreter --threads 1 --min-time 0 --sizes 64)
+  I18=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 1 --dims 8 --modes fwd,fwd+bwd)
+  I18_BF16=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 1 --dims 8 --modes fwd+bwd
+            --dtype bfloat16)
+  I18_SCALES=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 7 --dims 8 --modes fwd+bwd)
+  I18_PEERS=(--device cpu --isolation group --threads 1 --min-time 0 --sizes 48 --dims 8 --kernels imq
+             --scales 1 --modes fwd+bwd --providers reference,compiled,chunked --chunk-elements 1000)
+  I18_KEOPS=()
+  ACCURACY=(--dry-run)
+else
+  I18_COMMON=(--device cuda --timeout 60 --f64-budget 20)
+  I18=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 1 --sizes 65536 --dims 8,64
+       --modes fwd,fwd+bwd --provider-budget triton=100)
+  I18_BF16=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 1 --sizes 65536 --dims 8,64
+            --modes fwd+bwd --dtype bfloat16 --provider-budget triton=50)
+  I18_SCALES=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 7 --sizes 65536 --dims 8
+              --modes fwd+bwd --provider-budget triton=40)
+  I18_PEERS=(--device cuda --timeout 45 --f64-budget 10 --sizes 16384,65536 --dims 8,64 --kernels imq --scales 1
+             --modes fwd+bwd --providers reference,compiled,chunked,triton
+             --provider-budget reference=20,compiled=60,chunked=60,triton=30)
+  I18_KEOPS=(--device cuda --timeout 45 --f64-budget 0 --sizes 16384,65536 --dims 8,64 --kernels imq --scales 1
+             --modes fwd,fwd+bwd --providers keops --provider-budget keops=60)
+  ACCURACY=()
+fi
+step bench-i18 150 $PY benchmarks/mmd_speed.py "${I18[@]}" --out "$I18_OUT"
+step bench-i18-bf16 70 $PY benchmarks/mmd_speed.py "${I18_BF16[@]}" --out "$I18_OUT"
+for pairs in 0 1 2; do  # the seven official IMQ scales with 0, 1 and 2 shared reciprocals
+  step "bench-i18-pairs$pairs" 60 env WAE_FAST_IMQ_PAIRS=$pairs $PY benchmarks/mmd_speed.py "${I18_SCALES[@]}" \
+    --out "$I18_OUT"
+done
+step bench-i18-rbf7 60 $PY benchmarks/mmd_speed.py "${I18_SCALES[@]}" --kernels rbf --out "$I18_OUT"
+step bench-peers 200 $PY benchmarks/mmd_speed.py "${I18_PEERS[@]}" --out "$I18_OUT"
+step keops-check 130 $PY scripts/keops_check.py --out "$OUT" --timeout 40
+if [ ${#I18_KEOPS[@]} -gt 0 ]; then  # under the environment keops-check found, if it found one
+  step bench-keops-i18 80 bash -c '[ -s "$1" ] && . "$1"; shift; exec "$@"' keops "$OUT/keops_env.sh" \
+    $PY benchmarks/mmd_speed.py "${I18_KEOPS[@]}" --out "$I18_OUT"
+fi
+step accuracy 120 $PY scripts/gpu_accuracy.py "${ACCURACY[@]}" --out "$OUT/gpu_accuracy.jsonl"
+step limits 30 $PY scripts/gpu_limits.py "$I18_OUT" "$OUT/gpu_accuracy.jsonl"
+
 say "results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 $PY benchmarks/mmd_speed.py --show "$BENCH_OUT" 2>&1 | tail -60
 [ ${#SKIPPED[@]} -gt 0 ] && say "SKIPPED steps (budget): ${SKIPPED[*]}"

@@ -25,7 +25,9 @@ BLOCK_M·BLOCK_N/threads of its pairs, so
 spills, per tile) the figure the issue rate bounds: an H100 SM issues 4 warp instructions (128 thread instructions) a
 clock. The loops are named in code order (x rows: within, cross; y rows: within, and cross with ∂/∂y);
 "call" weighs them by the pairs each sweeps in a value + ∂/∂x call at n = m (x–x full: n², x–y: n², y–y
-triangle: n²/2) per pair counted (n² + n(n − 1)/2 + m(m − 1)/2 ≈ 2n²).
+triangle: n²/2) per pair counted (n² + n(n − 1)/2 + m(m − 1)/2 ≈ 2n²), and "clk" is what a counted pair
+then costs an SM at best: max(instructions/128, special-function instructions/16) clocks, "issue" or
+"sfu" saying which binds (pairs/s ≤ SMs · clock / clk).
 """
 from __future__ import annotations
 
@@ -413,22 +415,28 @@ def sweep_loop_names(const: dict) -> list[tuple[str, float]]:
 def sass_report(compiled, const: dict, warps: int, scales: int = 1) -> str:
     """Instructions per pair of each column-tile loop of a sweep kernel, and of a value + ∂/∂x call."""
     pairs_per_thread = const["BLOCK_M"] * const["BLOCK_N"] / (32 * warps)
-    # the column-tile loops: at least three instructions a pair (the prologue's loop over the scales is shorter)
-    loops = [loop for loop in sass_loops(compiled.asm["cubin"]) if loop["path"] >= 3 * pairs_per_thread]
+    # the column-tile loops: a tensor-core product or a special-function instruction for every other pair at
+    # least (the prologue's loop over the scales has neither)
+    loops = [loop for loop in sass_loops(compiled.asm["cubin"])
+             if any(loop["ops"].get(op) for op in _MMA_OPS) or loop["ops"].get("MUFU", 0) >= pairs_per_thread / 2]
     names = sweep_loop_names(const)
     named = len(loops) == len(names)
-    parts, total = [], 0.0
+    parts, total, total_mufu = [], 0.0, 0.0
     for index, loop in enumerate(loops):
         name, weight = names[index] if named else (f"loop{index}", 0.0)
         count = loop["path"] + (scales - 1) * sum(loop["inner"][:1])
         per_pair = count / pairs_per_thread
         total += weight * per_pair
+        total_mufu += weight * loop["ops"].get("MUFU", 0) / pairs_per_thread
         top = ",".join(f"{op}={c}" for op, c in sorted(loop["ops"].items(), key=lambda kv: -kv[1])[:12])
         mufu = loop["ops"].get("MUFU", 0) / pairs_per_thread
         local = loop["ops"].get("LDL", 0) + loop["ops"].get("STL", 0)
         parts.append(f"[{name}: {count}/tile {per_pair:.1f}/pair mufu={mufu:.1f}/pair local={local} "
                      f"inner={loop['inner']} {top}]")
-    call = f"call={total / 2.0:.1f}/pair " if named else ""
+    # clocks a counted pair costs an SM: 128 thread instructions issued a clock, 16 special-function results
+    call = (f"call={total / 2.0:.1f}/pair mufu={total_mufu / 2.0:.1f}/pair "
+            f"clk={max(total / 256.0, total_mufu / 32.0):.3f}/pair({'issue' if total / 128.0 >= total_mufu / 16.0 else 'sfu'}) "
+            if named else "")
     return f"sass: {call}" + " ".join(parts)
 
 
@@ -507,6 +515,7 @@ def main() -> None:
     parser.add_argument("--blocks", default="64,64", help="BM,BN pairs separated by ';'")
     parser.add_argument("--warps", default="4,8")
     parser.add_argument("--precision", default="tf32x3", help="the float32 dots (triton_configs.F32_DOT_PRECISIONS)")
+    parser.add_argument("--grad-precision", default=None, help="the gradient's dot, if not --precision")
     parser.add_argument("--perm", action="store_true", help="the permutation test's kernel instead")
     parser.add_argument("--sass", action="store_true",
                         help="SASS instructions per pair of the sweep's column-tile loops (module docstring)")
@@ -521,9 +530,9 @@ def main() -> None:
         warps = [int(w) for w in args.warps.split(",")]
         kernel_id = 0 if args.kernel == "imq" else 1
         variants = [(f"sweep {args.dtype} d={args.d} kernel={kernel_id} grad=10 final=1 blocks={bm}x{bn} warps={w} "
-                     f"dots={args.precision}",
+                     f"dots={args.precision}/{args.grad_precision or args.precision}",
                      sweep_variant(args.dtype, args.d, kernel_id, True, False, True, bm, bn, args.precision,
-                                   scales=args.scales), w)
+                                   args.grad_precision, scales=args.scales), w)
                     for (bm, bn), w in itertools.product(blocks, warps)]
     elif args.sass:
         variants = table_variants(args.kernel, args.scales)
