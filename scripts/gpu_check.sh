@@ -84,8 +84,8 @@ else
   TUNE_ARGS=(--n 65536 --dims 8,64 --dtypes float32,bfloat16)
   XDIST=()
   if $PY -c "import xdist" 2>/dev/null; then XDIST=(-n 12); fi
-  TEST_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_triton_backend.py tests/test_backends.py
-             tests/test_stats_triton.py tests/test_distributed_backends.py -k "not cpu")
+  TEST_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_triton_backend.py tests/test_triton_numerics.py
+             tests/test_backends.py tests/test_stats_triton.py tests/test_distributed_backends.py -k "not cpu")
   BENCH_COMMON=(--device cuda --kernels imq --scales 1 --timeout 45)
   BENCH=("${BENCH_COMMON[@]}" --providers reference,triton --sizes 4096,16384,65536 --dims 8,64
          --modes fwd,fwd+bwd --f64-budget 20 --provider-budget reference=25,triton=60)

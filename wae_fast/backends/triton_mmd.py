@@ -22,8 +22,8 @@ differences, Σ_k (a_k − z_k)² and Σ_j w_ij (a_i − z_j), in a second pass:
 kernel (PASS_REFINE) that does nothing unless that is so.
 
 A call is one of two launch sequences, with no eager work between them:
-    n + m ≤ SMALL_ROWS (d ≤ 128)   _small_kernel: one program centres, sweeps every block (both passes)
-                                   and writes the value and the gradients
+    n + m ≤ SMALL_ROWS (d ≤ 128)   _small_kernel: one program centres, sweeps every block (the
+                                   refinement pass after the main one) and writes the value and gradients
     otherwise                      _prepare_kernel (centre, rescaling, padded copies, norms, the
                                    non-finite flag, the norms' bound) → _sweep_kernel (the row blocks of
                                    x and of y in one grid) → _sweep_kernel PASS_REFINE → _finish_kernel
@@ -52,10 +52,9 @@ from ._triton_common import (KERNEL_IMQ, LOG2_E, PREPARE, PREPARE_HEADER, SWEEP_
 
 __all__ = ["is_available", "block_sums_and_grads", "padded_width"]
 
-# The sweep's passes (_sweep_block): the tiles the norm expansion resolves, the refined ones, both.
+# The sweep's passes (_sweep_block): the tiles the norm expansion resolves, and the refined ones.
 PASS_MAIN = tl.constexpr(0)
 PASS_REFINE = tl.constexpr(1)
-PASS_BOTH = tl.constexpr(2)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -162,14 +161,14 @@ def _sweep_block(b_a, b_a_mid, b_a_lo, b_ca, o_m, m_m, row_start, row_end, p_a, 
     Returns (Σ_j k_ij per row in float64 [BM], b_rw + Σ_j w_ij [BM], b_wz + Σ_j w_ij z_j[o_g] [BM, BG]); the
     caller applies the block's coefficient to the last two. ROWSUM_BY_DOT: Σ_j w_ij rides in the gradient
     dot as column d of b_wz, against a column of ones in the column tile, and b_rw is unchanged.
-    PASS (PASS_MAIN, PASS_REFINE or PASS_BOTH): the tiles the norm expansion resolves, a tile with columns
-    past the end or on the diagonal through the masked copy of the tile code, every other tile through the
-    unmasked one; the tiles it leaves when refine is set (_tile); or both, one after the other."""
+    PASS: PASS_MAIN, the tiles the norm expansion resolves, a tile with columns past the end or on the
+    diagonal through the masked copy of the tile code, every other tile through the unmasked one; or
+    PASS_REFINE, the tiles it leaves when refine is set (_tile)."""
     b_ks = tl.zeros([BLOCK_M], dtype=tl.float64)  # [BM]
     col_begin = col_lo
     if MODE == SWEEP_TRIANGLE:  # tiles left of the row block hold no pair j > i
         col_begin = tl.maximum(col_lo, (row_start // BLOCK_N) * BLOCK_N)
-    if PASS != PASS_REFINE:
+    if PASS == PASS_MAIN:
         for start_n in range(col_begin, col_hi, BLOCK_N):
             edge = start_n + BLOCK_N > n_z
             if MODE != SWEEP_CROSS:
@@ -188,7 +187,7 @@ def _sweep_block(b_a, b_a_mid, b_a_lo, b_ca, o_m, m_m, row_start, row_end, p_a, 
                                          KERNEL, COMPUTE_VALUE, COMPUTE_GRAD, MATH, DIST_PRECISION, GRAD_PRECISION,
                                          GRAD_SPLIT_BF16, DOT_UPCAST, ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES,
                                          PAIRS, QS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
-    if PASS != PASS_MAIN:
+    else:
         if refine:
             for start_n in range(col_begin, col_hi, BLOCK_N):
                 b_ks, b_rw, b_wz = _tile(b_a, b_a_mid, b_a_lo, b_ca, o_m, m_m, start_n, p_a, stride_a, p_z, stride_z,
@@ -469,30 +468,58 @@ def _small_kernel(p_x, p_y, p_bw, p_value, p_sums, p_grad_x, p_grad_y, n, m, d, 
     bw_factor = scale * scale
     bw0 = (tl.load(p_bw) * bw_factor).to(ACC)
     lam, offset, unit, refine, tau = _units(norm_bound, bw_factor, p_bw, n_scales, ACC, KERNEL, N_SCALES)
+    b_wx, b_cx, b_wy = _small_pass(p_x, p_y, p_bw, p_grad_x, p_grad_y, n, m, d, n_scales, stride_x, stride_y,
+                                   b_centre, scale, poison, lam, offset, unit, refine, tau, bw0, bw_factor,
+                                   coef_within_x, coef_within_y, coef_cross, ACC, PASS_MAIN, KERNEL, WITHIN_X,
+                                   WITHIN_Y, GRAD_X, GRAD_Y, MATH, DIST_PRECISION, GRAD_PRECISION, GRAD_SPLIT_BF16,
+                                   DOT_UPCAST, ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES, PAIRS, QS, BLOCK, BLOCK_D)
+    if refine:  # the tiles the main pass left, added to its sums and gradients
+        tl.debug_barrier()
+        b_wx2, b_cx2, b_wy2 = _small_pass(p_x, p_y, p_bw, p_grad_x, p_grad_y, n, m, d, n_scales, stride_x, stride_y,
+                                          b_centre, scale, poison, lam, offset, unit, refine, tau, bw0, bw_factor,
+                                          coef_within_x, coef_within_y, coef_cross, ACC, PASS_REFINE, KERNEL,
+                                          WITHIN_X, WITHIN_Y, GRAD_X, GRAD_Y, MATH, DIST_PRECISION, GRAD_PRECISION,
+                                          GRAD_SPLIT_BF16, DOT_UPCAST, ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES,
+                                          PAIRS, QS, BLOCK, BLOCK_D)
+        b_wx += b_wx2
+        b_cx += b_cx2
+        b_wy += b_wy2
+    _value(tl.sum(b_wx, axis=0), tl.sum(b_wy, axis=0), tl.sum(b_cx, axis=0), n, m, k0, a_xx, a_yy, a_xy, poison,
+           p_value, p_sums, WITHIN_X, WITHIN_Y, UNBIASED, STORE_SUMS)
+
+
+@triton.jit
+def _small_pass(p_x, p_y, p_bw, p_grad_x, p_grad_y, n, m, d, n_scales, stride_x, stride_y, b_centre, scale, poison,
+                lam, offset, unit, refine, tau, bw0, bw_factor, coef_within_x, coef_within_y, coef_cross,
+                ACC: tl.constexpr, PASS: tl.constexpr, KERNEL: tl.constexpr, WITHIN_X: tl.constexpr,
+                WITHIN_Y: tl.constexpr, GRAD_X: tl.constexpr, GRAD_Y: tl.constexpr, MATH: tl.constexpr,
+                DIST_PRECISION: tl.constexpr, GRAD_PRECISION: tl.constexpr, GRAD_SPLIT_BF16: tl.constexpr,
+                DOT_UPCAST: tl.constexpr, ROWSUM_BY_DOT: tl.constexpr, AUGMENTED: tl.constexpr,
+                N_SCALES: tl.constexpr, SQUARES: tl.constexpr, PAIRS: tl.constexpr, QS: tl.constexpr,
+                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One pass (PASS_MAIN or PASS_REFINE) of _small_kernel over every row block of x, then of y: (the x
+    rows' within sums, their cross sums, the y rows' within sums), each [BLOCK] float64 summed over blocks."""
     b_wx = tl.zeros([BLOCK], dtype=tl.float64)
     b_cx = tl.zeros([BLOCK], dtype=tl.float64)
     b_wy = tl.zeros([BLOCK], dtype=tl.float64)
     for pid_m in range(0, tl.cdiv(n, BLOCK)):
         b_sw, b_sc, o_m, m_m = _task(p_x, stride_x, p_x, n, p_y, stride_y, p_y, m, 0, n, pid_m, 0, 0, n, 0, m,
                                      d, b_centre, scale, poison, lam, offset, unit, refine, tau, bw0, p_bw, bw_factor,
-                                     n_scales, coef_within_x, coef_cross, p_grad_x, 0, ACC, True, PASS_BOTH, WITHIN_X,
-                                     True, GRAD_X, True,
-                                     KERNEL, MATH, DIST_PRECISION, GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST,
-                                     ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES, PAIRS, QS, BLOCK, BLOCK, BLOCK_D,
-                                     BLOCK_D, BLOCK_D)
+                                     n_scales, coef_within_x, coef_cross, p_grad_x, 0, ACC, True, PASS, WITHIN_X,
+                                     True, GRAD_X, True, KERNEL, MATH, DIST_PRECISION, GRAD_PRECISION,
+                                     GRAD_SPLIT_BF16, DOT_UPCAST, ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES, PAIRS,
+                                     QS, BLOCK, BLOCK, BLOCK_D, BLOCK_D, BLOCK_D)
         b_wx += tl.where(m_m, b_sw, 0.0)  # rows past n are computed, never counted
         b_cx += tl.where(m_m, b_sc, 0.0)
     for pid_m in range(0, tl.cdiv(m, BLOCK)):
         b_sw, b_sc, o_m, m_m = _task(p_y, stride_y, p_y, m, p_x, stride_x, p_x, n, 0, m, pid_m, 0, 0, m, 0, n,
                                      d, b_centre, scale, poison, lam, offset, unit, refine, tau, bw0, p_bw, bw_factor,
-                                     n_scales, coef_within_y, coef_cross, p_grad_y, 0, ACC, True, PASS_BOTH, WITHIN_Y,
-                                     False, GRAD_Y, True,
-                                     KERNEL, MATH, DIST_PRECISION, GRAD_PRECISION, GRAD_SPLIT_BF16, DOT_UPCAST,
-                                     ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES, PAIRS, QS, BLOCK, BLOCK, BLOCK_D,
-                                     BLOCK_D, BLOCK_D)
+                                     n_scales, coef_within_y, coef_cross, p_grad_y, 0, ACC, True, PASS, WITHIN_Y,
+                                     False, GRAD_Y, True, KERNEL, MATH, DIST_PRECISION, GRAD_PRECISION,
+                                     GRAD_SPLIT_BF16, DOT_UPCAST, ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES, PAIRS,
+                                     QS, BLOCK, BLOCK, BLOCK_D, BLOCK_D, BLOCK_D)
         b_wy += tl.where(m_m, b_sw, 0.0)
-    _value(tl.sum(b_wx, axis=0), tl.sum(b_wy, axis=0), tl.sum(b_cx, axis=0), n, m, k0, a_xx, a_yy, a_xy, poison,
-           p_value, p_sums, WITHIN_X, WITHIN_Y, UNBIASED, STORE_SUMS)
+    return b_wx, b_cx, b_wy
 
 
 # ----------------------------------------------------------------------------------------------------
