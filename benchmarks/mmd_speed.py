@@ -17,7 +17,12 @@ seed 0, rounded to --dtype):
                interpreter (rows marked "interpreter": true, "triton(interp)" in the table: a dry run of
                the GPU path, not a speed)
     keops      the same estimator with pykeops LazyTensor sum reductions (if pykeops imports)
-A provider that cannot run here gets a row with status "unavailable" and the reason.
+    compiled   torch.compile of the dense formula (mmd_worker.dense_mmd: the norm expansion by one matmul per
+               block, clamped at 0, the kernel summed over the scales, the block sums combined)
+    chunked    the dense formula in row blocks of at most --chunk-elements pairs (what a careful user
+               writes to fit memory), each block under torch.utils.checkpoint so that the backward
+               recomputes it instead of keeping every block's matrices
+(compiled and chunked run only when named in --providers.) A provider that cannot run here gets a row with status "unavailable" and the reason.
 
 Modes: "fwd" (under torch.no_grad) and "fwd+bwd" (x requires grad, as the WAE codes do; y does not; the
 timed step is value + .backward()).
@@ -99,7 +104,10 @@ def parse_args(argv):
     parser.add_argument("--scales", help="comma list from 1,7 (7 = the official WAE code's scales)")
     parser.add_argument("--modes", help="comma list from fwd,fwd+bwd")
     parser.add_argument("--providers", default=None,
-                        help="comma list from reference,cpu,triton,keops (default: all)")
+                        help="comma list from reference,cpu,triton,keops,compiled,chunked (default: the first "
+                             "four)")
+    parser.add_argument("--chunk-elements", type=int, default=2 ** 26,
+                        help="chunked: pairs per row block (default 2^26: 256 MB of float32 per matrix)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto: cuda when a GPU is present, else cpu")
     parser.add_argument("--dtype", default="float32", choices=mmd_sweep.DTYPES)
@@ -223,7 +231,7 @@ def main(argv=None) -> int:
     if args.show is not None:
         print(mmd_sweep.show_file(Path(args.show)))
         return 0
-    providers = mmd_sweep.parse_csv(args.providers or ",".join(mmd_sweep.PROVIDERS), "--providers",
+    providers = mmd_sweep.parse_csv(args.providers or ",".join(mmd_sweep.DEFAULT_PROVIDERS), "--providers",
                                     mmd_sweep.PROVIDERS)
     cases = mmd_sweep.build_cases(args)
     if args.dry_run:

@@ -22,7 +22,9 @@ from _harness import git_info, loadavg_1m, mem_available_gb, utc_now
 
 WORKER = Path(__file__).resolve().parent / "mmd_worker.py"
 
-PROVIDERS = ("reference", "cpu", "triton", "keops")
+PROVIDERS = ("reference", "cpu", "triton", "keops", "compiled", "chunked")
+#: The providers a run without --providers times (compiled and chunked are asked for by name).
+DEFAULT_PROVIDERS = ("reference", "cpu", "triton", "keops")
 MODES = mmd_flops.MODES
 KERNELS = mmd_flops.KERNELS
 SCALES = (1, 7)
@@ -326,7 +328,8 @@ class Sweep:
             **self.peaks, "build_info": info.get("build_info"), "build_info_note": info.get("build_info_note"),
             "torch": info["torch"], "triton": info.get("triton"), "pykeops": info.get("pykeops"),
             "wae_fast": info["wae_fast"], "wae_fast_path": info["wae_fast_path"], "python": info["python"],
-            **git_info()}
+            "triton_configs": os.environ.get("WAE_FAST_TRITON_CONFIGS"),
+            "imq_pairs": os.environ.get("WAE_FAST_IMQ_PAIRS"), **git_info()}
         self.reference_ms: dict = {}
         self.compile_times: dict = {}
         self.provider_seconds: dict = {}  # wall time of each provider's workers so far (--provider-budget)
@@ -362,7 +365,7 @@ class Sweep:
         args = self.args
         timing = {"dtype": args.dtype, "warmup": args.warmup, "min_repeats": args.min_repeats,
                   "repeats": args.repeats, "min_time_s": args.min_time, "case_cap_s": args.case_cap,
-                  "tune_n": args.tune_n}
+                  "tune_n": args.tune_n, "chunk_elements": getattr(args, "chunk_elements", 2 ** 26)}
         groups = plan_groups(cases, providers, args.isolation)
         runnable = sum(len(cs) for p, cs in groups if self.info["provider_status"][p][0])
         done = 0

@@ -95,12 +95,59 @@ def keops_mmd(x, y, kernel: str, bandwidths: tuple[float, ...], unbiased: bool =
     return within_x + within_y - pair_sum(x, y) * (2.0 / (n * m))
 
 
-def mmd_function(provider: str, kernel: str, scales: tuple[float, ...], d: int):
+def dense_block_sum(a, b, kernel: str, bandwidths: tuple[float, ...]):
+    """Σ_ij k(‖a_i − b_j‖²) the way dense MMD code writes it: the squared distances by the norm expansion
+    (one matmul, an [rows a, rows b] matrix), clamped at 0, the kernel summed over the scales."""
+    r = ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)).clamp_min(0.0)  # [rows a, rows b]
+    k = bandwidths[0] / (bandwidths[0] + r) if kernel == "imq" else (-r / bandwidths[0]).exp()
+    for bw in bandwidths[1:]:
+        k = k + (bw / (bw + r) if kernel == "imq" else (-r / bw).exp())
+    return k.sum()
+
+
+def dense_mmd(x, y, kernel: str, bandwidths: tuple[float, ...], unbiased: bool = True, rows: int | None = None):
+    """The MMD² estimator from dense block sums: the three blocks whole (rows None), or in row blocks of
+    at most ``rows`` rows, each under torch.utils.checkpoint (its matrices recomputed in the backward
+    instead of kept). Σ_{i≠j} k_ij = Σ_{i,j} k_ij − n·k(0), k(0) = the number of scales."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    def pair_sum(a, b):
+        if rows is None or a.shape[0] <= rows:
+            return dense_block_sum(a, b, kernel, bandwidths)
+        total = None
+        for start in range(0, a.shape[0], rows):
+            block = a[start:start + rows]
+            part = checkpoint(dense_block_sum, block, b, kernel, bandwidths, use_reentrant=False) \
+                if torch.is_grad_enabled() and (block.requires_grad or b.requires_grad) \
+                else dense_block_sum(block, b, kernel, bandwidths)
+            total = part if total is None else total + part
+        return total
+
+    n, m, k0 = x.shape[0], y.shape[0], float(len(bandwidths))
+    if unbiased:
+        within_x = (pair_sum(x, x) - n * k0) / (n * (n - 1))
+        within_y = (pair_sum(y, y) - m * k0) / (m * (m - 1))
+    else:
+        within_x = pair_sum(x, x) / (n * n)
+        within_y = pair_sum(y, y) / (m * m)
+    return within_x + within_y - pair_sum(x, y) * (2.0 / (n * m))
+
+
+def mmd_function(provider: str, kernel: str, scales: tuple[float, ...], d: int, chunk_elements: int = 2 ** 26):
     """fn(x, y) → MMD² (unbiased, bandwidth base 2·d) for a provider."""
-    wae_fast = import_wae_fast()
+    bandwidths = tuple(s * 2.0 * d for s in scales)  # wae_fast's default: base 2·d for both kernels
     if provider == "keops":
-        bandwidths = tuple(s * 2.0 * d for s in scales)  # wae_fast's default: base 2·d for both kernels
         return lambda x, y: keops_mmd(x, y, kernel, bandwidths)
+    if provider == "compiled":
+        import torch
+
+        compiled = torch.compile(dense_mmd, fullgraph=True)
+        return lambda x, y: compiled(x, y, kernel, bandwidths)
+    if provider == "chunked":
+        return lambda x, y: dense_mmd(x, y, kernel, bandwidths, rows=max(1, chunk_elements // max(x.shape[0],
+                                                                                                   y.shape[0])))
+    wae_fast = import_wae_fast()
     return lambda x, y: wae_fast.mmd(x, y, kernel, scales=scales, backend=provider)
 
 
@@ -204,7 +251,8 @@ class Worker:
     def _prewarm(self, case: dict, fn, device, timer) -> tuple[float | None, bool]:
         """First call of a (provider, dtype, d, kernel, scales, mode) at tune_n rows (CUDA; on the CPU at
         most the case's size): Triton compilation and autotuning (keyed on d, not n, so a later large case
-        uses the configuration chosen here), KeOps' formula compilation. Returns (seconds of that first
+        uses the configuration chosen here), KeOps' formula compilation, torch.compile's first graph (a
+        new shape may compile again: the untimed warmup runs take that). Returns (seconds of that first
         call, whether this case paid it)."""
         torch = self.torch
         key = json.dumps([case[k] for k in ("provider", "dtype", "d", "kernel", "scales", "mode")])
@@ -232,13 +280,14 @@ class Worker:
         on_cuda = device.type == "cuda"
         timer = Timer(device)
         out: dict = {"timer": timer.name}
-        fn = mmd_function(case["provider"], case["kernel"], scales_of(case["scales"]), case["d"])
+        fn = mmd_function(case["provider"], case["kernel"], scales_of(case["scales"]), case["d"],
+                          case.get("chunk_elements", 2 ** 26))
         x = y = None
         times: list[float] = []
         value = None
         baseline_mb = 0.0
         try:
-            if case["provider"] in ("triton", "keops"):
+            if case["provider"] in ("triton", "keops", "compiled"):
                 phase("first call")
                 out["compile_s"], out["compile_paid"] = self._prewarm(case, fn, device, timer)
             elif not on_cuda:
@@ -412,6 +461,14 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001
                     info["pykeops"] = None
                     status[name] = (False, f"pykeops does not import ({describe(exc)}); optional: pip install pykeops")
+            elif name == "compiled":
+                try:
+                    import torch._inductor  # noqa: F401  (torch.compile's default backend)
+                    status[name] = (hasattr(torch, "compile"), "" if hasattr(torch, "compile") else "no torch.compile")
+                except Exception as exc:  # noqa: BLE001
+                    status[name] = (False, f"torch.compile's inductor does not import ({describe(exc)})")
+            elif name == "chunked":
+                status[name] = (True, "")
             elif name == "triton" and device.type != "cuda" and not task.get("allow_interpreter"):
                 status[name] = (False, "the Triton backend is benchmarked on CUDA tensors (no GPU here); "
                                        "--allow-interpreter times Triton's CPU interpreter instead")

@@ -20,7 +20,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-COLORS = {"reference": "tab:red", "cpu": "tab:blue", "triton": "tab:green", "keops": "tab:purple"}
+COLORS = {"reference": "tab:red", "cpu": "tab:blue", "triton": "tab:green", "keops": "tab:purple",
+          "compiled": "tab:orange", "chunked": "tab:brown"}
 DTYPE_STYLES = {"float32": "-", "bfloat16": "--", "float16": "-.", "float64": ":"}
 FLOOR_STYLES = {"float32": (0, (5, 3)), "bfloat16": (0, (1, 2)), "float16": (0, (3, 1, 1, 1)),
                 "float64": (0, (8, 2))}

@@ -96,9 +96,9 @@ else
   TUNE_ARGS=(--n 65536 --dims 8,64 --dtypes float32,bfloat16)
   XDIST=()
   if $PY -c "import xdist" 2>/dev/null; then XDIST=(-n 12); fi
-  TEST_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_triton_backend.py tests/test_backends.py
-             tests/test_stats_triton.py tests/test_distributed_backends.py tests/test_small_batch.py
-             tests/test_extreme_inputs.py -k "not cpu")
+  TEST_ARGS=(-q -p no:cacheprovider "${XDIST[@]}" tests/test_triton_backend.py tests/test_triton_numerics.py
+             tests/test_backends.py tests/test_stats_triton.py tests/test_distributed_backends.py
+             tests/test_small_batch.py tests/test_extreme_inputs.py -k "not cpu")
   SMALL_ARGS=()
   TRAIN_ARGS=(--device cuda --steps 200)
   BENCH_COMMON=(--device cuda --kernels imq --scales 1 --timeout 45)
@@ -184,9 +184,79 @@ if [ ${#BENCH_KEOPS[@]} -gt 0 ]; then
   step bench-keops 70 $PY benchmarks/mmd_speed.py "${BENCH_KEOPS[@]}" --out "$BENCH_OUT"
 fi
 
+# 6. issue 18: the Triton rows at n = m = 65,536 against their targets, the GPU peers side by side, KeOps'
+#    check, accuracy against float64 on two distributions, and the table with the special-function limit:
+#    bench-i18         triton, float32, IMQ, one scale: d = 8 fwd and fwd+bwd, d = 64 fwd+bwd
+#    bench-i18-bf16    triton, bfloat16, d = 64 fwd+bwd
+#    bench-i18-pairs0, -pairs1, -pairs2   triton, float32, d = 8 fwd+bwd, the seven official IMQ scales with
+#                      0, 1 and 2 shared reciprocals (WAE_FAST_IMQ_PAIRS)
+#    bench-i18-rbf7    the same with seven RBF scales
+#    bench-peers       torch.compile of the dense formula, the dense formula in row blocks, the dense
+#                      reference and triton at n = m = 16,384 and 65,536, d = 8 and 64, fwd+bwd
+#    keops-check       scripts/keops_check.py (whatever makes pykeops run, or why not; keops_env.sh)
+#    bench-keops-i18   KeOps at 16,384 and 65,536 under the environment keops-check found
+#    accuracy          scripts/gpu_accuracy.py: value and ∂/∂x against float64, two distributions, n = 32,768
+#    limits            scripts/gpu_limits.py: the table (pairs/s, of target, of the special-function limit,
+#                      speed-up over each peer, accuracy)
+# They are part of the default steps (after the others, in this order of value), and of GPU_CHECK_STEPS by name.
+if [ -z "${GPU_CHECK_STEPS:-}" ]; then
+  STEPS="${STEPS}bench-i18,bench-i18-bf16,bench-i18-pairs1,bench-i18-pairs0,accuracy,bench-peers,keops-check,"
+  STEPS="${STEPS}bench-keops-i18,bench-i18-pairs2,bench-i18-rbf7,limits,"
+fi
+I18_OUT="$OUT/mmd_speed_i18.jsonl"
+if [ "$DRY_RUN" = 1 ]; then
+  I18_OUT="$OUT/mmd_speed_dry_run.jsonl"
+  I18_COMMON=(--device cpu --isolation group --allow-interpreter --threads 1 --min-time 0 --sizes 64)
+  I18=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 1 --dims 8 --modes fwd,fwd+bwd)
+  I18_BF16=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 1 --dims 8 --modes fwd+bwd
+            --dtype bfloat16)
+  I18_SCALES=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 7 --dims 8 --modes fwd+bwd)
+  I18_PEERS=(--device cpu --isolation group --threads 1 --min-time 0 --sizes 48 --dims 8 --kernels imq
+             --scales 1 --modes fwd+bwd --providers reference,compiled,chunked --chunk-elements 1000)
+  I18_KEOPS=()
+  ACCURACY=(--dry-run)
+else
+  I18_COMMON=(--device cuda --timeout 60 --f64-max-pairs 0)  # accuracy: its own step
+  I18=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 1 --sizes 65536 --dims 8,64
+       --modes fwd,fwd+bwd --provider-budget triton=100)
+  I18_BF16=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 1 --sizes 65536 --dims 8,64
+            --modes fwd+bwd --dtype bfloat16 --provider-budget triton=50)
+  I18_SCALES=("${I18_COMMON[@]}" --providers triton --kernels imq --scales 7 --sizes 65536 --dims 8
+              --modes fwd+bwd --provider-budget triton=40)
+  I18_PEERS=(--device cuda --timeout 45 --f64-max-pairs 0 --sizes 16384,65536 --dims 8,64 --kernels imq --scales 1
+             --modes fwd+bwd --providers reference,compiled,chunked,triton
+             --provider-budget reference=20,compiled=60,chunked=60,triton=30)
+  I18_KEOPS=(--device cuda --timeout 45 --f64-max-pairs 0 --sizes 16384,65536 --dims 8,64 --kernels imq --scales 1
+             --modes fwd,fwd+bwd --providers keops --provider-budget keops=60)
+  ACCURACY=(--n 32768)
+fi
+i18_pairs() {  # step bench-i18-pairsP: the seven official IMQ scales with P shared reciprocals
+  step "bench-i18-pairs$1" 60 env WAE_FAST_IMQ_PAIRS="$1" $PY benchmarks/mmd_speed.py "${I18_SCALES[@]}" \
+    --out "$I18_OUT"
+}
+step bench-i18 150 $PY benchmarks/mmd_speed.py "${I18[@]}" --out "$I18_OUT"
+step bench-i18-bf16 70 $PY benchmarks/mmd_speed.py "${I18_BF16[@]}" --out "$I18_OUT"
+i18_pairs 1
+i18_pairs 0
+step accuracy 120 $PY scripts/gpu_accuracy.py "${ACCURACY[@]}" --out "$OUT/gpu_accuracy.jsonl"
+step bench-peers 200 $PY benchmarks/mmd_speed.py "${I18_PEERS[@]}" --out "$I18_OUT"
+step keops-check 130 $PY scripts/keops_check.py --out "$OUT" --timeout 40
+if [ ${#I18_KEOPS[@]} -gt 0 ]; then  # under the environment keops-check found, if it found one
+  step bench-keops-i18 80 bash -c '[ -s "$1" ] && . "$1"; shift; exec "$@"' keops "$OUT/keops_env.sh" \
+    $PY benchmarks/mmd_speed.py "${I18_KEOPS[@]}" --out "$I18_OUT"
+fi
+i18_pairs 2
+step bench-i18-rbf7 60 $PY benchmarks/mmd_speed.py "${I18_SCALES[@]}" --kernels rbf --out "$I18_OUT"
+step limits 30 $PY scripts/gpu_limits.py "$I18_OUT" "$OUT/gpu_accuracy.jsonl"
+
 say "results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 $PY benchmarks/mmd_speed.py --show "$BENCH_OUT" 2>&1 | tail -60
 [ ${#SKIPPED[@]} -gt 0 ] && say "SKIPPED steps (budget): ${SKIPPED[*]}"
+# The device machine sends back at most 8 files: past that, all but the log travel in one archive.
+if [ "$(ls "$OUT" | wc -l)" -gt 8 ]; then
+  (cd "$OUT" && ls | grep -vx "gpu_check.log" > .packed && tar -czf gpu_check_results.tar.gz -T .packed \
+     && xargs rm -f < .packed && rm -f .packed) && say "packed the results into $OUT/gpu_check_results.tar.gz"
+fi
 if [ ${#FAILED[@]} -gt 0 ]; then
   say "FAILED steps: ${FAILED[*]}"
   exit 1

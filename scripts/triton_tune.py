@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 #: GpuConfig fields tried: (BLOCK_M, BLOCK_N, num_warps, num_stages) by padded width (d ≤ 16, else),
 #: then the float32 dots (distance, gradient) and IMQ's reciprocal. The tiles are the fastest of a wider
-#: sweep on an H100 (benchmarks/results/gpu/); ptxas (scripts/triton_aot.py --ptxas) finds register
-#: spills only for 256×64 at d = 8, and for all but 128×32 at d = 64.
+#: sweep on an H100 (benchmarks/results/gpu/) and the library's table; scripts/triton_aot.py --sass gives
+#: each one's registers, spills and instructions a pair without a GPU.
 TILES = {16: [(128, 32, 8, 2), (128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)],
          0: [(256, 64, 8, 2), (128, 64, 8, 2), (128, 32, 8, 2), (64, 32, 4, 2)]}
-MATH = [("tf32split", "tf32split", "rcp.approx"), ("tf32x3", "tf32x3", "rcp.approx"),
-        ("bf16p3", "bf16p3", "rcp.approx"), ("bf16p2", "bf16p2", "rcp.approx")]
+MATH = [("tf32split", "bf16p3", "rcp.approx"), ("tf32split", "tf32split", "rcp.approx"),
+        ("tf32x3", "tf32x3", "rcp.approx"), ("bf16p3", "bf16p3", "rcp.approx"), ("bf16p2", "bf16p2", "rcp.approx")]
 BF16_TILES = [(64, 64, 4, 2), (64, 32, 4, 2), (128, 64, 8, 2), (128, 64, 4, 2)]
 DRY_RUN_TILES = [(64, 64, 4, 2), (32, 32, 4, 2)]
 #: float32 dots that keep float32-level products; "bf16p2" (16-bit parts) is timed and its accuracy

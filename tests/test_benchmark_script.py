@@ -670,3 +670,100 @@ def test_the_permutation_test_benchmark_writes_a_row_per_provider(tmp_path):
         assert row["seconds"] > 0 and row["n"] == 40 and "git_commit" in row and "load" in row
     assert fused["permutations_run"] == 50 and not fused["extrapolated"]
     assert index["extrapolated"] and index["permutations_run"] < 50
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
+def test_dense_peers_match_float64_direct_differences(kernel, unbiased):
+    """The GPU peers' dense formula (mmd_worker.dense_mmd: norm expansion by matmul, clamped), whole and in
+    row blocks under checkpointing (the chunked peer), against float64 direct differences: value and both
+    gradients through autograd, blocks of 7 rows over 30 (the last one ragged)."""
+    from helpers import direct_differences_mmd
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 5, generator=g, dtype=torch.float64) * 1.3
+    y = torch.randn(23, 5, generator=g, dtype=torch.float64) + 0.2
+    bandwidths = (10.0, 2.5)
+    want, want_gx, want_gy = direct_differences_mmd(x, y, kernel, bandwidths, unbiased)
+    for rows in (None, 7):
+        xg, yg = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        value = mmd_worker.dense_mmd(xg, yg, kernel, bandwidths, unbiased, rows=rows)
+        value.backward()
+        assert abs(value.item() - want.item()) < 1e-12, rows
+        torch.testing.assert_close(xg.grad, want_gx, rtol=0, atol=1e-12)
+        torch.testing.assert_close(yg.grad, want_gy, rtol=0, atol=1e-12)
+
+
+def test_gpu_peers_run_side_by_side_on_the_cpu(tmp_path):
+    """--providers reference,compiled,chunked: torch.compile of the dense formula and the chunked dense
+    code (blocks of 20 rows: --chunk-elements 1000 over 48 columns) time the same cases as the reference,
+    and give its value."""
+    out = tmp_path / "rows.jsonl"
+    _run("--device", "cpu", "--providers", "reference,compiled,chunked", "--sizes", "48", "--dims", "4",
+         "--kernels", "imq", "--scales", "1", "--modes", "fwd+bwd", "--chunk-elements", "1000", "--isolation",
+         "group", *FAST, "--out", str(out), timeout=600)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["provider"] for r in rows] == ["reference", "compiled", "chunked"]
+    assert all(r["status"] == "ok" for r in rows), rows
+    reference = rows[0]["value"]
+    for row in rows[1:]:
+        assert abs(row["value"] - reference) <= 1e-5 * abs(reference) + 1e-7, row
+        assert row["speedup_vs_reference"] is not None
+
+
+def test_keops_check_records_each_attempt(tmp_path):
+    """scripts/keops_check.py with a stand-in pykeops that crashes (SIGSEGV) until CUDA_HOME and the library
+    path are set: the attempts are run in order, the crash is a row, the first one that works stops the
+    list and its environment goes to keops_env.sh; the script exits 0 either way."""
+    stub = tmp_path / "stub" / "pykeops"
+    (stub / "torch").mkdir(parents=True)
+    (stub / "__init__.py").write_text(textwrap.dedent("""
+        import os, signal
+        __version__ = "0.stub"
+        def check_health():
+            return True
+        def clean_pykeops():
+            pass
+        if not (os.environ.get("CUDA_HOME") and "keops_libs" in os.environ.get("LD_LIBRARY_PATH", "")):
+            os.kill(os.getpid(), signal.SIGSEGV)
+    """))
+    (stub / "torch" / "__init__.py").write_text(textwrap.dedent("""
+        class LazyTensor:
+            def __init__(self, t):
+                self.t = t
+            def _wrap(self, v):
+                return LazyTensor(v)
+            def __sub__(self, o):
+                return self._wrap(self.t - o.t)
+            def __pow__(self, p):
+                return self._wrap(self.t ** p)
+            def __neg__(self):
+                return self._wrap(-self.t)
+            def exp(self):
+                return self._wrap(self.t.exp())
+            def sum(self, dim):
+                return self._wrap(self.t.sum(dim)) if dim == -1 else self.t.sum(dim)
+    """))
+    toolkit = tmp_path / "cuda"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "bin" / "nvcc").write_text("")
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.argv = ["keops_check.py", "--out", {str(tmp_path / 'out')!r}, "--links", {str(tmp_path / 'keops_libs')!r},
+                    "--timeout", "120"]
+        sys.path.insert(0, {str(ROOT / 'scripts')!r})
+        import keops_check
+        keops_check.matching_toolkit = lambda version: {str(toolkit)!r}
+        sys.exit(keops_check.main())
+    """)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "stub") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("CUDA_HOME", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "keops_check.json").read_text())
+    statuses = [(a["attempt"], a["status"]) for a in report["attempts"]]
+    assert statuses[0] == ("as is", "crashed") and report["attempts"][0]["signal"] == "SIGSEGV", statuses
+    assert statuses[1][1] == "crashed" and statuses[2][1] == "ok", statuses
+    assert report["result"].startswith("works: and torch's CUDA libraries")
+    env_file = (tmp_path / "out" / "keops_env.sh").read_text()
+    assert "export CUDA_HOME=" in env_file and "LD_LIBRARY_PATH" in env_file

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,17 +17,26 @@ def test_gpu_check_dry_run(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "all steps passed" in result.stdout
     files = sorted(os.listdir(tmp_path))
-    assert files == ["agg_speed_dry_run.jsonl", "celeba_throughput.json", "gpu_check.log", "mmd_small_batch.jsonl",
+    assert files == ["gpu_check.log", "gpu_check_results.tar.gz"]  # more than the device machine's 8 files
+    with tarfile.open(tmp_path / "gpu_check_results.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    files = sorted(os.listdir(tmp_path))
+    assert files == ["agg_speed_dry_run.jsonl", "celeba_throughput.json", "gpu_accuracy.jsonl", "gpu_check.log",
+                     "gpu_check_results.tar.gz", "keops_check.json", "mmd_small_batch.jsonl",
                      "mmd_speed_dry_run.jsonl", "triton_tune.json", "triton_tune_rows.jsonl"]
-    assert len(files) <= 8  # what the GPU machine sends back
     tuned = json.loads((tmp_path / "triton_tune.json").read_text())
     assert set(tuned) == {"float32"} and all(len(entry) == 7 for entry in tuned["float32"].values())
     tune_rows = [json.loads(line) for line in (tmp_path / "triton_tune_rows.jsonl").read_text().splitlines()]
     assert tune_rows and all(row["status"] == "ok" and row["reproducible"] for row in tune_rows), tune_rows
     assert all(row["grad_rel_err"] < 1e-4 and row["value_rel_err"] < 1e-4 for row in tune_rows), tune_rows
     rows = [json.loads(line) for line in (tmp_path / "mmd_speed_dry_run.jsonl").read_text().splitlines()]
-    assert {row["provider"] for row in rows} >= {"reference", "triton"}
+    assert {row["provider"] for row in rows} >= {"reference", "triton", "compiled", "chunked"}
     assert all(row["status"] == "ok" for row in rows), [row for row in rows if row["status"] != "ok"]
+    assert {row["imq_pairs"] for row in rows if row["scales"] == 7} == {"0", "1", "2", None}
+    accuracy = [json.loads(line) for line in (tmp_path / "gpu_accuracy.jsonl").read_text().splitlines()]
+    assert {row["distribution"] for row in accuracy} == {"same", "shifted"}
+    assert all(row["grad_rel_err"] < 1e-2 for row in accuracy), accuracy
+    assert "result" in json.loads((tmp_path / "keops_check.json").read_text())
     log = (tmp_path / "gpu_check.log").read_text()
     assert "step tests ok" in log and "step tune ok" in log and "step bench-small ok" in log
     small = [json.loads(line) for line in (tmp_path / "mmd_small_batch.jsonl").read_text().splitlines()]
@@ -39,6 +49,10 @@ def test_gpu_check_dry_run(tmp_path):
     assert {row["provider"] for row in agg_rows} == {"fuse", "mmdagg"}
     assert all(row["status"] == "ok" for row in agg_rows)
     assert "step tests-agg ok" in log
+    for name in ("bench-i18", "bench-i18-bf16", "bench-i18-pairs1", "bench-i18-rbf7", "bench-peers", "keops-check",
+                 "accuracy", "limits"):
+        assert f"step {name} ok" in log, name
+    assert "special-function limit" in log
 
 
 def test_gpu_check_rejects_unknown_arguments():

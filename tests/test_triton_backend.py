@@ -392,21 +392,26 @@ def _bf16_parts(values, precision):
 
 @pytest.mark.parametrize("precision", ["bf16p2", "bf16p3"])
 def test_bf16_split_rounds_to_nearest_and_reconstructs(precision):
-    """The split's first part is x rounded to nearest bfloat16 (the interpreter's own conversion
-    truncates: the bits are rounded first); hi + mid (+ lo) rebuild x to 2⁻¹⁶ (two parts) or 2⁻²³
-    (three) of |x|, over magnitudes from 1e-30 to 1e30 and both signs."""
+    """bf16p2: the first part is x rounded to nearest bfloat16 (the interpreter's own conversion truncates:
+    the bits are rounded first) and hi + mid rebuild x to 2⁻¹⁶ of |x|; bf16p3: the first part is x cut
+    to its leading 8 significant bits and hi + mid + lo == x exactly; over magnitudes from 1e-30 to 1e30
+    and both signs."""
     g = torch.Generator().manual_seed(0)
     mantissas = torch.rand(1024, generator=g, dtype=torch.float64) + 1.0
     exponents = torch.randint(-99, 100, (1024,), generator=g).double()
     signs = torch.where(torch.rand(1024, generator=g) < 0.5, -1.0, 1.0).double()
     values = (signs * mantissas * 2.0 ** exponents).float().to(DEVICE)
     hi, mid, lo = _bf16_parts(values, precision)
+    if precision == "bf16p3":
+        cut = (values.view(torch.int32) & -65536).view(torch.float32)
+        assert torch.equal(hi, cut), "hi is not x's leading 8 significant bits"
+        assert torch.equal(hi.double() + mid.double() + lo.double(), values.double())
+        for part in (mid, lo):
+            assert (part.view(torch.int32) & 0xFFFF).eq(0).all(), "a part is not a bfloat16 value"
+        return
     assert torch.equal(hi, values.to(torch.bfloat16).float()), "hi is not x rounded to nearest bfloat16"
-    parts = hi.double() + mid.double() + (lo.double() if precision == "bf16p3" else 0.0)
-    error = ((parts - values.double()).abs() / values.double().abs()).max().item()
-    assert error <= (2.0 ** -23 if precision == "bf16p3" else 2.0 ** -16), error
-    if precision == "bf16p2":  # two parts really stop at 16 bits: some values keep an error above 2⁻²³
-        assert error > 2.0 ** -23
+    error = ((hi.double() + mid.double() - values.double()).abs() / values.double().abs()).max().item()
+    assert 2.0 ** -23 < error <= 2.0 ** -16, error  # two parts really stop at 16 bits
 
 
 def test_tf32_split_is_exact_with_an_11_bit_big_part():
@@ -434,15 +439,16 @@ def test_tf32_split_is_exact_with_an_11_bit_big_part():
 def test_prepare_centres_rescales_and_pads():
     """The sweep's inputs (common.prepare): the centred copies of x then y, multiplied by 2^−E
     (spec.rescale_exponent from the largest centred |coordinate|), rounded to the input dtype (bfloat16
-    here) and padded with zero columns to BLOCK_D (so loads mask rows only); their squared norms in
-    float64; then 2^−E and the poison (0)."""
+    here) and padded with zero columns to BLOCK_D (so loads mask rows only); their squared norms in the
+    compute type (float32 here) at the start of the scratch; then 2^−E, the poison (0) and a bound on the
+    squared norms (Σ_k of the squared column spreads, rescaled)."""
     g = torch.Generator().manual_seed(2)
     x = (torch.randn(37, 9, generator=g) * 5 + 100).to(torch.bfloat16).to(DEVICE)
     y = (torch.randn(20, 9, generator=g) * 3 + 90).to(torch.bfloat16).to(DEVICE)
     bandwidths = (18.0, 1.8)
     copy, scratch = common.prepare(x, y, bandwidths, 3)
     assert copy.shape == (57, 16) and copy.dtype == torch.bfloat16 and copy.is_contiguous()
-    assert scratch.shape == (57 + 2 + 3,) and scratch.dtype == torch.float64
+    assert scratch.shape == (57 + common.PREPARE_HEADER + 3,) and scratch.dtype == torch.float64
     assert copy[:, 9:].eq(0).all()
     pooled = torch.cat([x, y]).double().cpu()
     centre = pooled.mean(0)
@@ -453,7 +459,12 @@ def test_prepare_centres_rescales_and_pads():
     assert scratch[58].item() == 0.0
     want = ((pooled * 2.0 ** -exponent).float() - (centre * 2.0 ** -exponent).float()).to(torch.bfloat16).double()
     assert torch.equal(copy[:, :9].double().cpu(), want)
-    torch.testing.assert_close(scratch[:57].cpu(), (want * want).sum(1), rtol=1e-6, atol=0)
+    norms = common.norms_view(scratch, 57, x.dtype)
+    assert norms.dtype == torch.float32
+    torch.testing.assert_close(norms.double().cpu(), (want * want).sum(1), rtol=1e-6, atol=0)
+    spreads = torch.maximum(pooled.max(0).values - centre, centre - pooled.min(0).values) * 2.0 ** -exponent
+    assert scratch[59].item() == pytest.approx((spreads * spreads).sum().item(), rel=1e-12)
+    assert scratch[59].item() >= norms.max().item()
 
 
 @pytest.mark.parametrize("d, blocks, grad, expected", [

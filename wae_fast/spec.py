@@ -171,6 +171,24 @@ def rescale_exponent(spread_exponent: int, bandwidth_exponents: tuple[int, int],
     return min(max(spread_exponent, lower), upper)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Accuracy of the norm expansion (the Triton kernels' r = ‖a‖² + ‖z‖² − 2 a·z)
+# ----------------------------------------------------------------------------------------------------
+
+#: |Δr| ≤ EXPANSION_ERROR·(‖a‖² + ‖z‖²) for centred rows in the compute type (a bound with a factor of
+#: about 4 to spare over 22-bit split products and float32 sums).
+EXPANSION_ERROR = {torch.float32: 2.0 ** -20, torch.float64: 2.0 ** -49}
+
+#: A kernel's error from |Δr| ≤ δ is at most δ/b per pair (both kernels are 1/b-Lipschitz in r). Where
+#: δ/b exceeds REFINE_RATIO for a bandwidth b, with δ = EXPANSION_ERROR·2·Σ_k s_k² (s_k: the column
+#: spreads after centring), the Triton kernels recompute the pairs that bandwidth can see by direct
+#: differences: r < δ + t(b), t = b(√(δ/(ηb)) − 1) (IMQ) or b·ln(δ/(ηb)) (RBF), η = REFINE_RATIO, past
+#: which the kernel's error from δ is below η: IMQ's is (δ/b)·k², RBF's (δ/b)·k.
+#: The bound δ is worst-case (the largest spread in every column, the products' error bound): standard
+#: normal data of any size and the official scales (b_min = 0.1·2d) stay 4× or more below it.
+REFINE_RATIO = 2.0 ** -10
+
+
 def bandwidth_exponents(bandwidths: tuple[float, ...]) -> tuple[int, int]:
     """(frexp exponent of the smallest bandwidth, of the largest)."""
     return frexp_exponent(min(bandwidths)), frexp_exponent(max(bandwidths))

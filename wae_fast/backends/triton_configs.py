@@ -6,7 +6,7 @@ Float32 dot precisions (F32_DOT_PRECISIONS), for the distance dot (float32 input
 weighted-rows dot (float32 and float16 inputs; bfloat16 splits its weights into two bfloat16 parts):
     "tf32split"  three TF32 products of a big/small split (one mask, one subtraction)   float32-level
     "tf32x3"     Triton's three TF32 products (a guarded rounding split)                 float32-level
-    "bf16p3"     six bfloat16 products of three-part splits                              float32-level
+    "bf16p3"     six bfloat16 products of three-part splits (exact: leading 8 bits each)   float32-level
     "bf16p2"     three bfloat16 products of two-part splits                              16 significant bits
     "ieee"       FMA on the CUDA cores
 """
@@ -26,6 +26,21 @@ RECIPROCALS = ("div.full", "rcp.approx")
 MAX_RESIDENT_D = 128
 CHUNK_D = 64
 
+#: Scales evaluated unrolled, each with its own compile-time q_s (more run through a loop).
+MAX_UNROLLED_SCALES = 8
+#: IMQ scale pairs that share one reciprocal (float32; kernel_terms): each pair trades a special-function
+#: instruction (1/16 of the issue rate) for about three multiply-adds; with seven scales, one pair
+#: balances the two pipes best (scripts/triton_aot.py --sass --scales 7). WAE_FAST_IMQ_PAIRS replaces it.
+IMQ_SHARED_RECIPROCALS = 1
+IMQ_PAIRS_ENV = "WAE_FAST_IMQ_PAIRS"
+
+
+def imq_shared_reciprocals() -> int:
+    """How many IMQ scale pairs share a reciprocal: WAE_FAST_IMQ_PAIRS, else IMQ_SHARED_RECIPROCALS."""
+    value = os.environ.get(IMQ_PAIRS_ENV)
+    return IMQ_SHARED_RECIPROCALS if value in (None, "") else int(value)
+
+
 #: n + m at most SMALL_ROWS and a padded width at most SMALL_MAX_D: the whole call is one program of one
 #: launch (_small_kernel), which centres, sweeps every block and finishes the value itself.
 SMALL_ROWS = 512
@@ -33,11 +48,13 @@ SMALL_MAX_D = 64
 
 
 def small_config(dtype: torch.dtype, block_d: int) -> tuple[int, int]:
-    """(tile, warps) of the small-problem kernel: the largest square tile ptxas (sm_90a) compiles without
-    register spills."""
+    """(tile, warps) of the small-problem kernel: the square tile with the fewest register spills ptxas
+    (sm_90a, triton 3.6) reports for it, none up to d = 16 (its refinement pass included)."""
     if dtype == torch.float64:
-        return (32, 8) if block_d <= 16 else (16, 4)
-    return (64, 4) if block_d <= 16 else (32, 4)
+        return (32, 8) if block_d <= 16 else (16, 8)
+    if block_d <= 16:
+        return (32, 4)
+    return (16, 4) if dtype == torch.float32 else (32, 4)
 
 
 class GpuConfig(NamedTuple):
@@ -51,17 +68,23 @@ class GpuConfig(NamedTuple):
     reciprocal: str = "div.full"
 
 
-_F32_NARROW = GpuConfig(64, 64, 4, 2, "tf32split", "tf32split", "rcp.approx")
+_F32_NARROW = GpuConfig(128, 64, 8, 2, "tf32split", "bf16p3", "rcp.approx")
 _F32_RESIDENT = GpuConfig(128, 64, 8, 2, "bf16p3", "bf16p3", "rcp.approx")
-_HALF_RESIDENT = GpuConfig(128, 64, 4, 2, "tf32x3", "tf32x3", "rcp.approx")
-_WIDE = GpuConfig(64, 32, 8, 2)
-#: By dtype and padded width BLOCK_D (0: any other width): the fastest float32-level variants of the H100
-#: tuning sweep (scripts/triton_tune.py). d = 32 reuses d = 64; float16 reuses bfloat16's tiles; wider
-#: rows and float64 are not measured (ptxas reports no register spills for them).
+_BF16_RESIDENT = GpuConfig(128, 64, 8, 2, "tf32x3", "tf32x3", "rcp.approx")
+_F16_RESIDENT = GpuConfig(128, 64, 8, 2, "tf32x3", "bf16p2", "rcp.approx")
+_WIDE = GpuConfig(64, 16, 4, 2, "bf16p3", "bf16p3", "rcp.approx")
+#: By dtype and padded width BLOCK_D (0: any other width). Chosen on the CPU from ahead-of-time sm_90a
+#: compiles (scripts/triton_aot.py --sass: the fewest instructions a pair without register spills in the
+#: column-tile loops) until scripts/triton_tune.py times them on a GPU. Distance dots: 16-bit inputs
+#: take their own dtype; the gradient's weights: bfloat16 inputs two bfloat16 parts against the exact
+#: column tile, float16 inputs two against the column tile's two exact bfloat16 parts ("bf16p2"), float32
+#: three ("bf16p3"): no layout conversion of the weights, which 32-bit (TF32) operands need. Rows wider
+#: than 64 spill registers in every variant tried (the row block's parts and the gradient's accumulator
+#: no longer fit); float64 is not measured.
 GPU_CONFIGS = {
     torch.float32: {16: _F32_NARROW, 32: _F32_RESIDENT, 64: _F32_RESIDENT, 0: _WIDE},
-    torch.float16: {16: _HALF_RESIDENT, 32: _HALF_RESIDENT, 64: _HALF_RESIDENT, 0: _WIDE},
-    torch.bfloat16: {16: _HALF_RESIDENT, 32: _HALF_RESIDENT, 64: _HALF_RESIDENT, 0: _WIDE},
+    torch.float16: {16: _F16_RESIDENT, 32: _F16_RESIDENT, 64: _F16_RESIDENT, 0: _WIDE},
+    torch.bfloat16: {16: _BF16_RESIDENT, 32: _BF16_RESIDENT, 64: _BF16_RESIDENT, 0: _WIDE},
     torch.float64: {0: GpuConfig(32, 32, 8, 2, "ieee", "ieee")},
 }
 #: A JSON file {"float32": {"64": [BM, BN, warps, stages, dist_precision, grad_precision, reciprocal],

@@ -77,7 +77,8 @@ def _perm_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member, p_to
     o_d = tl.arange(0, BLOCK_D)
     b_a = tl.load(p_z + o_m[:, None] * BLOCK_D + o_d[None, :], mask=m_m[:, None],
                   other=0.0)  # [BM, BD]
-    b_na = tl.load(p_scratch + o_m, mask=m_m, other=0.0).to(ACC)  # [BM] squared row norms
+    p_norms = p_scratch.to(tl.pointer_type(ACC))  # the squared norms, in ACC (common.prepare)
+    b_na = tl.load(p_norms + o_m, mask=m_m, other=0.0)  # [BM] squared row norms
     scale = tl.load(p_scratch + n_rows)
     bw_factor = scale * scale
     b_centre = tl.zeros([BLOCK_D], dtype=ACC)  # unused: the copy is centred
@@ -87,7 +88,7 @@ def _perm_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member, p_to
     for start_n in range((row_start // BLOCK_N) * BLOCK_N, n_rows, BLOCK_N):
         o_n = start_n + tl.arange(0, BLOCK_N)
         m_n = o_n < n_rows
-        b_r, b_unused = tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, p_z, BLOCK_D, p_scratch, o_n, m_n, d,
+        b_r, b_unused = tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, p_z, BLOCK_D, p_norms, o_n, m_n, d,
                                        b_centre, 1.0, ACC, False, DIST_PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_D,
                                        BLOCK_D)
         b_k, b_wpos = kernel_eval(b_r, bw0, p_bw, bw_factor, n_scales, KERNEL, MATH)  # [BM, BN] each
