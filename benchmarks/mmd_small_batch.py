@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     what.add_argument("--host", action="store_true", help="the Triton path's host work on the CPU (null GPU)")
     what.add_argument("--cpu", action="store_true", help="the C++ backend and the dense formulas on the CPU")
     parser.add_argument("--quick", action="store_true", help="n = m = 100, d = 8 only")
-    parser.add_argument("--sizes", help="comma-separated n = m (default: %s)" % ",".join(map(str, SIZES)))
+    parser.add_argument("--sizes", help=f"comma-separated n = m (default: {','.join(map(str, SIZES))})")
     parser.add_argument("--widths", help="comma-separated d (default: 8,64)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "mmd_small_batch.jsonl")

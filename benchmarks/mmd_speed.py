@@ -22,7 +22,8 @@ seed 0, rounded to --dtype):
     chunked    the dense formula in row blocks of at most --chunk-elements pairs (what a careful user
                writes to fit memory), each block under torch.utils.checkpoint so that the backward
                recomputes it instead of keeping every block's matrices
-(compiled and chunked run only when named in --providers.) A provider that cannot run here gets a row with status "unavailable" and the reason.
+(compiled and chunked run only when named in --providers.) A provider that cannot run here gets a row with status
+"unavailable" and the reason.
 
 Modes: "fwd" (under torch.no_grad) and "fwd+bwd" (x requires grad, as the WAE codes do; y does not; the
 timed step is value + .backward()).

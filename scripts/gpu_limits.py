@@ -87,7 +87,7 @@ def main() -> int:
     for r in rows:
         latest[(r["provider"], r["dtype"], r["d"], r["mode"], r["kernel"], r["scales"], r["n"], r["m"],
                 r.get("imq_pairs"))] = r
-    for (provider, dtype, d, mode, kernel, scales, n, m, pairs), r in sorted(latest.items(), key=str):
+    for (provider, dtype, d, mode, kernel, scales, n, m, _pairs), r in sorted(latest.items(), key=str):
         if provider != "triton":
             continue
         rate = r.get("pairs_per_s")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: a fresh virtual environment, the CPU build of torch, the package (its C++ extension
-# is compiled here) with its test extras, then the whole test suite and the packaging check (sdist and
-# wheel). Then the Triton tests once more in a second environment with the GPU machines' Triton (3.6; its
-# interpreter needs numpy < 2.3). Used by the README and by .ci/run. WAE_FAST_SKIP_TRITON36=1 skips the
+# is compiled here) with its test extras, then the linter, the whole test suite and the packaging check
+# (sdist and wheel). Then the Triton tests once more in a second environment with the GPU machines' Triton
+# (3.6; its interpreter needs numpy < 2.3). Used by the README and by .ci/run. WAE_FAST_SKIP_TRITON36=1 skips the
 # second environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ python -m pip install -q torch==2.13.0            # the CPU build; a bare 'torch
 python -m pip install -q -e ".[test]"
 # A failed extension build or a missing triton must fail the run, not skip tests.
 export WAE_FAST_REQUIRE_BACKENDS=${WAE_FAST_REQUIRE_BACKENDS:-cpu,triton}
+ruff check .                                     # the lint rules of pyproject.toml ([tool.ruff])
 python -m pytest -q tests "$@"
 # The source distribution and the wheel installed into fresh environments.
 PYTHON=python bash scripts/check_packaging.sh

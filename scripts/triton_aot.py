@@ -66,7 +66,8 @@ def _torch_dtype(dtype: str):
 def scale_switches(dtype: str, d: int, kernel: int, scales: int) -> dict:
     """N_SCALES, SQUARES, PAIRS and QS of the library's scale plan for one scale (bandwidth 2d) or the
     official seven."""
-    from wae_fast.backends import triton_configs as C, triton_mmd as T
+    from wae_fast.backends import triton_configs as C
+    from wae_fast.backends import triton_mmd as T
     from wae_fast.kernels import OFFICIAL_SCALES
 
     chosen = (1.0,) if scales == 1 else tuple(OFFICIAL_SCALES)[:scales]
@@ -78,7 +79,9 @@ def sweep_variant(dtype, d, kernel, grad_x, grad_y, final, block_m, block_n, pre
                   scales=1, reciprocal="rcp.approx", refine_pass=0):
     """(kernel, constexprs, pointer types) of one _sweep_kernel launch (refine_pass: its PASS, 0 the main
     sweep, 1 the refinement launch)."""
-    from wae_fast.backends import _triton_common as common, triton_configs as C, triton_mmd as T
+    from wae_fast.backends import _triton_common as common
+    from wae_fast.backends import triton_configs as C
+    from wae_fast.backends import triton_mmd as T
 
     block_d = common.padded_width(d)
     blocks = C.d_blocks(block_d, grad_x or grad_y)
@@ -98,7 +101,11 @@ def sweep_variant(dtype, d, kernel, grad_x, grad_y, final, block_m, block_n, pre
 def small_variant(dtype, d, kernel, grad_x, grad_y, unbiased, precision, block=None):
     """(kernel, constexprs, pointer types) of one _small_kernel launch (block: triton_configs.small_config's)."""
     import torch
-    from wae_fast.backends import _triton_common as common, triton_configs as C, triton_mmd as T
+
+    from wae_fast.backends import _triton_common as common
+    from wae_fast.backends import _triton_prepare as prep
+    from wae_fast.backends import triton_configs as C
+    from wae_fast.backends import triton_mmd as T
 
     block_d = common.padded_width(d)
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}[dtype]
@@ -109,7 +116,7 @@ def small_variant(dtype, d, kernel, grad_x, grad_y, unbiased, precision, block=N
                  ROWSUM_BY_DOT=C.rowsum_by_dot(d, block_d, block_d, block_d, grad_x or grad_y),
                  AUGMENTED=T.augmented(torch_dtype, d, block_d, block_d), **scale_switches(dtype, d, kernel, 1),
                  STORE_SUMS=False,
-                 EXP_LO=lo, EXP_HI=hi, BLOCK=block, BLOCK_D=block_d, BLOCK_R=common.moment_rows(block_d))
+                 EXP_LO=lo, EXP_HI=hi, BLOCK=block, BLOCK_D=block_d, BLOCK_R=prep.moment_rows(block_d))
     t = TYPES[dtype]
     pointers = dict(p_x=t, p_y=t, p_bw="fp64", p_value=t, p_sums=t, p_grad_x=t, p_grad_y=t)
     return T._small_kernel, const, pointers
@@ -117,12 +124,13 @@ def small_variant(dtype, d, kernel, grad_x, grad_y, unbiased, precision, block=N
 
 def prepare_variant(dtype, d):
     from wae_fast.backends import _triton_common as common
+    from wae_fast.backends import _triton_prepare as prep
 
     lo, hi = (-1021, 1024) if dtype == "fp64" else (-125, 128)
-    const = dict(EXP_LO=lo, EXP_HI=hi, AUGMENT=dtype == "fp32", BLOCK_R=common.moment_rows(common.padded_width(d)),
+    const = dict(EXP_LO=lo, EXP_HI=hi, AUGMENT=dtype == "fp32", BLOCK_R=prep.moment_rows(common.padded_width(d)),
                  BLOCK_D=common.padded_width(d))
     t = TYPES[dtype]
-    return common._prepare_kernel, const, dict(p_x=t, p_y=t, p_copy=t, p_scratch="fp64")
+    return prep._prepare_kernel, const, dict(p_x=t, p_y=t, p_copy=t, p_scratch="fp64")
 
 
 def finish_variant(dtype, reduce_x, reduce_y):
@@ -137,6 +145,7 @@ def finish_variant(dtype, reduce_x, reduce_y):
 def perm_variant(dtype, d, kernel):
     """(kernel, constexprs, pointer types, warps, stages) of the permutation test's kernel."""
     import torch
+
     from wae_fast.backends import triton_perm as P
 
     torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
@@ -160,6 +169,7 @@ def perm_checks():
 def agg_variant(dtype, d, count):
     """(kernel, constexprs, pointer types) and config of the aggregated tests' kernel for ``count`` kernels."""
     import torch
+
     from wae_fast.backends import triton_agg as A
 
     torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
@@ -459,9 +469,9 @@ def sass_report(compiled, const: dict, warps: int, scales: int = 1) -> str:
         parts.append(f"[{name}: {count}/tile {per_pair:.1f}/pair mufu={mufu:.1f}/pair local={local} "
                      f"inner={loop['inner']} {top}]")
     # clocks a counted pair costs an SM: 128 thread instructions issued a clock, 16 special-function results
+    bound = "issue" if total / 128.0 >= total_mufu / 16.0 else "sfu"
     call = (f"call={total / 2.0:.1f}/pair mufu={total_mufu / 2.0:.1f}/pair "
-            f"clk={max(total / 256.0, total_mufu / 32.0):.3f}/pair({'issue' if total / 128.0 >= total_mufu / 16.0 else 'sfu'}) "
-            if named else "")
+            f"clk={max(total / 256.0, total_mufu / 32.0):.3f}/pair({bound}) " if named else "")
     return f"sass: {call}" + " ".join(parts)
 
 
@@ -492,7 +502,9 @@ TABLE_CASES = [("fp32", 8, True), ("fp32", 8, False), ("fp32", 16, True), ("fp32
 def table_variants(kernel: str = "imq", scales: int = 1):
     """The sweep kernel under the library's launch table (triton_configs.gpu_config) for TABLE_CASES."""
     import torch
-    from wae_fast.backends import _triton_common as common, triton_configs as C
+
+    from wae_fast.backends import _triton_common as common
+    from wae_fast.backends import triton_configs as C
 
     kernel_id = 0 if kernel == "imq" else 1
     torch_dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
@@ -516,10 +528,13 @@ def check_set():
         yield (f"sweep {dtype} d={d} kernel={kernel} grad={int(gx)}{int(gy)} final={int(final)} blocks={bm}x{bn} "
                f"warps={warps} dots={dots}"), sweep_variant(dtype, d, kernel, gx, gy, final, bm, bn, dots), warps
     import torch
-    from wae_fast.backends import _triton_common as common, triton_configs as C
+
+    from wae_fast.backends import _triton_common as common
+    from wae_fast.backends import triton_configs as C
 
     for dtype, d, kernel, gx, gy, unbiased, dots in SMALL_CHECKS:
-        torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}[dtype]
+        torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+                       "fp64": torch.float64}[dtype]
         block, warps = C.small_config(torch_dtype, common.padded_width(d))
         yield (f"small {dtype} d={d} kernel={kernel} grad={int(gx)}{int(gy)} unbiased={int(unbiased)} "
                f"blocks={block}x{block} warps={warps} dots={dots}"), \

@@ -153,7 +153,7 @@ def _timing_worker(jobs, min_time: float, conn) -> None:
             x64, y64, want_value, want_grad = references[d]
             x, y = x64.to(getattr(torch, dtype_name)), y64.to(getattr(torch, dtype_name))
             value, grad = _run(x, y, config)
-            ms = _median_ms(lambda: _run(x, y, config), device, min_time, 3)
+            ms = _median_ms(lambda x=x, y=y, config=config: _run(x, y, config), device, min_time, 3)
             value_again, grad_again = _run(x, y, config)
             row = _row(job, device_name, status="ok", ms=ms, pairs_per_s=pairs / (ms * 1e-3),
                        value_rel_err=abs(value.double().item() - want_value.item()) / abs(want_value.item()),
@@ -243,7 +243,7 @@ def main() -> None:
     if args.jobs > 1:
         ctx = mp.get_context("spawn")
         with ctx.Pool(args.jobs, maxtasksperchild=1) as pool:  # one process each: a crash names its variant
-            for job, seconds, error in pool.imap_unordered(_compile_worker, jobs):
+            for job, _seconds, error in pool.imap_unordered(_compile_worker, jobs):
                 errors[job] = error
     else:
         for job in jobs:

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import wae_fast
+from helpers import fused_backends, reference_value_and_grads, required_backends
 from wae_fast.nn import MMDLoss
 from wae_fast.spec import MAX_SCALES
-
-from helpers import fused_backends, reference_value_and_grads, required_backends
 
 ALL_BACKENDS = ["reference"] + fused_backends("cpu")
 

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wae_fast
-
 from helpers import assert_close, direct_differences_mmd, fused_backend_devices, reference_value_and_grads
 
 BACKEND_DEVICES = fused_backend_devices()

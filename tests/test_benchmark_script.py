@@ -525,7 +525,7 @@ def test_case_rows_are_well_formed(case_run):
     if "cpu" in required_backends():
         assert cpu_ok
     for r in rows:
-        assert ROW_KEYS <= r.keys(), ROW_KEYS - r.keys()
+        assert r.keys() >= ROW_KEYS, ROW_KEYS - r.keys()
         assert r["status"] in STATUSES and r["isolation"] == "case"
         assert r["pairs"] == mmd_flops.pair_count(r["n"], r["m"])
         assert r["min_flops"] == mmd_flops.minimal_work(r["n"], r["m"], 8, 7, "imq", True, False).min_flops
@@ -534,7 +534,7 @@ def test_case_rows_are_well_formed(case_run):
         if r["build_info"] is None:
             assert "build_info" in r["build_info_note"]
         if r["status"] == "ok":
-            assert TIMED_KEYS <= r.keys(), TIMED_KEYS - r.keys()
+            assert r.keys() >= TIMED_KEYS, TIMED_KEYS - r.keys()
             assert 0 < r["min_ms"] <= r["q25_ms"] <= r["median_ms"] <= r["q75_ms"] <= r["max_ms"]
             assert r["repeats"] == len(r["times_ms"]) >= 3
             assert r["speedup_vs_reference"] > 0 and r["pairs_per_s"] > 0
@@ -706,8 +706,8 @@ def test_gpu_peers_run_side_by_side_on_the_cpu(tmp_path):
     assert [r["provider"] for r in rows] == ["reference", "compiled", "chunked"]
     assert all(r["status"] == "ok" for r in rows), rows
     reference = rows[0]["value"]
-    for row in rows[1:]:
-        assert abs(row["value"] - reference) <= 1e-5 * abs(reference) + 1e-7, row
+    for row in rows[1:]:  # float32: the value is a difference of three kernel means ≤ 1, summed in any order
+        assert abs(row["value"] - reference) <= 1e-5, row
         assert row["speedup_vs_reference"] is not None
 
 

@@ -26,11 +26,10 @@ import pytest
 import torch
 
 import wae_fast
+from helpers import assert_close, direct_differences_mmd, float64_reference, mmd_and_grads, required_backends
 from wae_fast import spec
 from wae_fast.backends import cpu
 from wae_fast.kernels import OFFICIAL_SCALES
-
-from helpers import assert_close, direct_differences_mmd, float64_reference, mmd_and_grads, required_backends
 
 _OK, _REASON = cpu.is_available()
 
@@ -170,8 +169,9 @@ def test_gradcheck_float64_public_api():
     x.requires_grad_(True)
     y.requires_grad_(True)
     for kernel, est in (("imq", "unbiased"), ("rbf", "biased"), ("imq", "biased"), ("rbf", "unbiased")):
-        fn = (lambda a, b, k=kernel, e=est:
-              wae_fast.mmd(a, b, k, scales=(0.5, 2.0), estimator=e, backend="cpu"))
+        def fn(a, b, k=kernel, e=est):
+            return wae_fast.mmd(a, b, k, scales=(0.5, 2.0), estimator=e, backend="cpu")
+
         assert torch.autograd.gradcheck(fn, (x, y), eps=1e-6, atol=1e-9, rtol=1e-6)
 
 

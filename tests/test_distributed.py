@@ -181,7 +181,7 @@ def launch(argv_of_rank, timeout_s: float, env=None) -> list[subprocess.Complete
             proc.kill()
         logs = [proc.communicate()[0][-3000:] for proc in procs]
         raise AssertionError(f"the {WORLD} processes did not finish within {timeout_s} s (a hang?):\n"
-                             + "\n---\n".join(logs))
+                             + "\n---\n".join(logs)) from None
     return outputs
 
 
@@ -280,6 +280,7 @@ def test_without_a_process_group_it_says_what_to_do():
 
 def test_a_group_of_one_process_equals_the_single_process_call():
     import torch.distributed as dist
+
     from wae_fast import distributed as wd
 
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)

@@ -9,9 +9,8 @@ Triton kernels run with small blocks so that a range's first row block straddles
 import pytest
 import torch
 
-from wae_fast import spec
-
 from helpers import block_sums_and_grads, fused_backend_devices, mmd_and_grads
+from wae_fast import spec
 
 BACKEND_DEVICES = fused_backend_devices()
 

@@ -54,7 +54,7 @@ def torchrun(args, tmp_path, nproc=2) -> subprocess.CompletedProcess:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        raise AssertionError(f"torchrun did not finish within {LAUNCH_TIMEOUT_S} s:\n{out[-4000:]}")
+        raise AssertionError(f"torchrun did not finish within {LAUNCH_TIMEOUT_S} s:\n{out[-4000:]}") from None
     return subprocess.CompletedProcess(command, proc.returncode, out, "")
 
 

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 import wae_fast
+from helpers import direct_differences_mmd, fused_backend_devices
 from wae_fast import spec
 from wae_fast.stats import mmd_test
-
-from helpers import direct_differences_mmd, fused_backend_devices
 
 BACKENDS = [("reference", "cpu")] + fused_backend_devices()
 IDS = [b for b, _ in BACKENDS]

@@ -27,7 +27,6 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import wae_fast
-
 from helpers import fused_backends
 
 BACKENDS = ["reference"] + fused_backends("cpu")

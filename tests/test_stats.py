@@ -20,12 +20,10 @@ import pytest
 import torch
 
 import wae_fast
-from wae_fast.kernels import OFFICIAL_SCALES
-from wae_fast.stats import (MMDTestResult, mmd_test, p_value, permutation_labels, permutations,
-                            unpack_labels)
-from wae_fast.stats.__main__ import main as cli_main
-
 from helpers import fused_backend_devices, tiny_config
+from wae_fast.kernels import OFFICIAL_SCALES
+from wae_fast.stats import MMDTestResult, mmd_test, p_value, permutation_labels, permutations, unpack_labels
+from wae_fast.stats.__main__ import main as cli_main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = fused_backend_devices() + [("reference", "cpu")]
@@ -306,6 +304,7 @@ def test_trainer_reports_and_plots_the_p_value(tmp_path):
     assert 1 / (1 + PRIOR_TEST_PERMUTATIONS) <= p <= 1
     assert abs(p * (1 + PRIOR_TEST_PERMUTATIONS) - round(p * (1 + PRIOR_TEST_PERMUTATIONS))) < 1e-9
     assert trainer.evaluate()["test_mmd_p"] == p  # fixed seeds: the same codes, prior samples and null
-    history = [{"epoch": 1, "train_loss": 2.0, **result, "lr": 1e-3}, {"epoch": 2, "train_loss": 1.0, **result, "lr": 1e-3}]
+    history = [{"epoch": 1, "train_loss": 2.0, **result, "lr": 1e-3},
+               {"epoch": 2, "train_loss": 1.0, **result, "lr": 1e-3}]
     path = loss_curves(tmp_path / "curves.png", history)
     assert path.read_bytes()[:4] == b"\x89PNG"

@@ -20,11 +20,10 @@ import pytest
 import torch
 
 import wae_fast
+from helpers import required_backends
 from wae_fast.backends import cpu as cpu_perm
 from wae_fast.kernels import OFFICIAL_SCALES
 from wae_fast.stats import labelling_statistics, permutation_labels, unpack_labels
-
-from helpers import required_backends
 
 _OK, _REASON = cpu_perm.is_available(operation="permutation")
 
@@ -44,10 +43,7 @@ def _oracle(z, labels, kernel, bandwidths):
     """(uᵀK₀u, uᵀK₀1, 1ᵀK₀1) in float64: K₀ from direct differences, u unpacked, literal products."""
     zd = z.double()
     r = ((zd[:, None, :] - zd[None, :, :]) ** 2).sum(-1)
-    if kernel == "imq":
-        k = sum(b / (b + r) for b in bandwidths)
-    else:
-        k = sum(torch.exp(-r / b) for b in bandwidths)
+    k = sum(b / (b + r) if kernel == "imq" else torch.exp(-r / b) for b in bandwidths)
     k.fill_diagonal_(0.0)
     u = unpack_labels(labels, z.shape[0]).double()
     return torch.einsum("pi,ij,pj->p", u, k, u), torch.einsum("pi,ij->p", u, k), k.sum()
@@ -120,7 +116,8 @@ def test_binding_checks_its_buffers():
     with pytest.raises(ValueError, match="sums must be a float64 array of shape \\(2, 5\\)"):
         _C.mmd_perm_sums(z, labels, kernel=0, bandwidths=[1.0], sums=np.empty((2, 4)), rescale=RESCALE)
     with pytest.raises(ValueError, match="z must have at least 2 rows"):
-        _C.mmd_perm_sums(z[:1], np.ascontiguousarray(labels[:, :1]), kernel=0, bandwidths=[1.0], sums=sums, rescale=RESCALE)
+        _C.mmd_perm_sums(z[:1], np.ascontiguousarray(labels[:, :1]), kernel=0, bandwidths=[1.0], sums=sums,
+                         rescale=RESCALE)
     with pytest.raises(ValueError, match="kernel must be a kernel id"):
         _C.mmd_perm_sums(z, labels, kernel=4, bandwidths=[1.0], sums=sums, rescale=RESCALE)
     with pytest.raises(ValueError, match="bandwidths must be positive"):

@@ -18,10 +18,9 @@ import sys
 import pytest
 import torch
 
+from helpers import required_backends
 from wae_fast.backends import triton_perm
 from wae_fast.stats import labelling_statistics, permutation_labels, unpack_labels
-
-from helpers import required_backends
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 _OK, _REASON = triton_perm.is_available(torch.device(DEVICE))
@@ -74,7 +73,8 @@ def test_argument_checks():
     with pytest.raises(ValueError, match="d <= 128"):
         triton_perm.permutation_sums(torch.randn(10, 129, device=DEVICE), labels, "imq", (1.0,))
     with pytest.raises(ValueError, match="config.product"):
-        triton_perm.permutation_sums(z, labels, "imq", (1.0,), config=triton_perm.GPU_CONFIGS[torch.float32]._replace(product="fp8"))
+        triton_perm.permutation_sums(z, labels, "imq", (1.0,),
+                                     config=triton_perm.GPU_CONFIGS[torch.float32]._replace(product="fp8"))
 
 
 def test_compiles_for_nvidia_gpus_without_one():

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tiny_config
 from wae_fast.train import atomic
 from wae_fast.train.atomic import atomic_write_json, checksum_path, read_checksums
 from wae_fast.train.checkpoint import load_checkpoint, save_checkpoint
 from wae_fast.train.cli import main as cli_main
 from wae_fast.train.data import synthetic_dataset
-from helpers import tiny_config
 from wae_fast.train.trainer import Trainer
 
 QUIET = dict(log=lambda *a: None, progress=False, plots=False, final_eval=False)
@@ -55,7 +55,7 @@ def test_resume_refuses_changed_settings(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected a checkpoint at"):
         Trainer.from_checkpoint(tmp_path / "elsewhere", {}, **QUIET)
     (tmp_path / "junk.pt").write_bytes(b"")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="no checksum file junk.pt.sha256"):
         load_checkpoint(tmp_path / "junk.pt")
 
 

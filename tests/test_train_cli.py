@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from test_train_checkpoint import write_digits_csv
+
 from wae_fast.kernels import OFFICIAL_SCALES
 from wae_fast.train.checkpoint import load_checkpoint
 from wae_fast.train.cli import build_parser

@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from wae_fast.train.data import synthetic_dataset
-from wae_fast.train.metrics import (fid_classifier, frechet_distance, inception_fid,
-                                    kernel_inception_distance, sample_quality)
+from wae_fast.train.metrics import (
+    fid_classifier,
+    frechet_distance,
+    inception_fid,
+    kernel_inception_distance,
+    sample_quality,
+)
 
 
 def test_frechet_distance_matches_scipy_sqrtm():

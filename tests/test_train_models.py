@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import wae_fast
+from helpers import tiny_config
 from wae_fast.train import make_config
 from wae_fast.train import objectives as obj
 from wae_fast.train.data import synthetic_dataset
 from wae_fast.train.models import ARCH_SPECS, Decoder, Discriminator, Encoder, image_shape
 from wae_fast.train.plots import draw_run
-from helpers import tiny_config
 from wae_fast.train.trainer import NonFiniteLossError, StepSchedule, Trainer
 
 MODELS = ("wae-mmd", "wae-gan", "vae")
@@ -216,6 +216,7 @@ def test_the_held_out_mmd_test_gives_the_statistic_and_the_null_quantile(tmp_pat
 
 def test_the_mmd_panel_draws_the_statistic_against_the_null_quantile(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
+
     from wae_fast.train.plots import loss_curves
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)

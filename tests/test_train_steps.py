@@ -14,8 +14,8 @@ import torch
 
 import wae_fast
 from helpers import tiny_config
-from wae_fast.train import objectives as obj
 from wae_fast.train import mmd_penalty as mmd_penalty_module
+from wae_fast.train import objectives as obj
 from wae_fast.train.data import synthetic_dataset
 from wae_fast.train.trainer import NonFiniteLossError, Trainer
 

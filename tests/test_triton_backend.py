@@ -21,12 +21,11 @@ import pytest
 import torch
 
 import wae_fast
-from wae_fast.backends import _triton_common as common
-from wae_fast import spec
-from wae_fast.backends import triton_configs, triton_mmd
-from wae_fast.kernels import OFFICIAL_SCALES
-
 from helpers import assert_close, float64_reference, mmd_and_grads, required_backends
+from wae_fast import spec
+from wae_fast.backends import _triton_common as common
+from wae_fast.backends import _triton_prepare, _triton_tiles, triton_configs, triton_mmd
+from wae_fast.kernels import OFFICIAL_SCALES
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 _OK, _REASON = triton_mmd.is_available(DEVICE)
@@ -380,7 +379,7 @@ def _bf16_parts(values, precision):
     def split_kernel(p_x, p_hi, p_mid, p_lo, PRECISION: tl.constexpr, BY_BITS: tl.constexpr,
                      BLOCK: tl.constexpr):
         o = tl.arange(0, BLOCK)
-        b_hi, b_mid, b_lo = common.split_bf16(tl.load(p_x + o), PRECISION, BY_BITS)
+        b_hi, b_mid, b_lo = _triton_tiles.split_bf16(tl.load(p_x + o), PRECISION, BY_BITS)
         tl.store(p_hi + o, b_hi.to(tl.float32))
         tl.store(p_mid + o, b_mid.to(tl.float32))
         tl.store(p_lo + o, b_lo.to(tl.float32))
@@ -423,7 +422,7 @@ def test_tf32_split_is_exact_with_an_11_bit_big_part():
     @triton.jit
     def split_kernel(p_x, p_big, p_small, BLOCK: tl.constexpr):
         o = tl.arange(0, BLOCK)
-        b_big, b_small = common.split_tf32(tl.load(p_x + o))
+        b_big, b_small = _triton_tiles.split_tf32(tl.load(p_x + o))
         tl.store(p_big + o, b_big)
         tl.store(p_small + o, b_small)
 
@@ -437,7 +436,7 @@ def test_tf32_split_is_exact_with_an_11_bit_big_part():
 
 
 def test_prepare_centres_rescales_and_pads():
-    """The sweep's inputs (common.prepare): the centred copies of x then y, multiplied by 2^−E
+    """The sweep's inputs (_triton_prepare.prepare): the centred copies of x then y, multiplied by 2^−E
     (spec.rescale_exponent from the largest centred |coordinate|), rounded to the input dtype (bfloat16
     here) and padded with zero columns to BLOCK_D (so loads mask rows only); their squared norms in the
     compute type (float32 here) at the start of the scratch; then 2^−E, the poison (0) and a bound on the
@@ -446,9 +445,9 @@ def test_prepare_centres_rescales_and_pads():
     x = (torch.randn(37, 9, generator=g) * 5 + 100).to(torch.bfloat16).to(DEVICE)
     y = (torch.randn(20, 9, generator=g) * 3 + 90).to(torch.bfloat16).to(DEVICE)
     bandwidths = (18.0, 1.8)
-    copy, scratch = common.prepare(x, y, bandwidths, 3)
+    copy, scratch = _triton_prepare.prepare(x, y, bandwidths, 3)
     assert copy.shape == (57, 16) and copy.dtype == torch.bfloat16 and copy.is_contiguous()
-    assert scratch.shape == (57 + common.PREPARE_HEADER + 3,) and scratch.dtype == torch.float64
+    assert scratch.shape == (57 + _triton_prepare.PREPARE_HEADER + 3,) and scratch.dtype == torch.float64
     assert copy[:, 9:].eq(0).all()
     pooled = torch.cat([x, y]).double().cpu()
     centre = pooled.mean(0)
@@ -459,7 +458,7 @@ def test_prepare_centres_rescales_and_pads():
     assert scratch[58].item() == 0.0
     want = ((pooled * 2.0 ** -exponent).float() - (centre * 2.0 ** -exponent).float()).to(torch.bfloat16).double()
     assert torch.equal(copy[:, :9].double().cpu(), want)
-    norms = common.norms_view(scratch, 57, x.dtype)
+    norms = _triton_prepare.norms_view(scratch, 57, x.dtype)
     assert norms.dtype == torch.float32
     torch.testing.assert_close(norms.double().cpu(), (want * want).sum(1), rtol=1e-6, atol=0)
     spreads = torch.maximum(pooled.max(0).values - centre, centre - pooled.min(0).values) * 2.0 ** -exponent

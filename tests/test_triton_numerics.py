@@ -15,12 +15,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import direct_differences_mmd, mmd_and_grads, required_backends
 from wae_fast import spec
 from wae_fast.backends import _triton_common as common
-from wae_fast.backends import triton_configs, triton_mmd
+from wae_fast.backends import _triton_tiles, triton_configs, triton_mmd
 from wae_fast.kernels import OFFICIAL_SCALES
-
-from helpers import direct_differences_mmd, mmd_and_grads, required_backends
 
 tl = common.tl  # the JIT functions below read triton.language under this name
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,12 +142,13 @@ def test_refinement_off_is_the_expansion_alone(monkeypatch):
 def _rho_kernel(p_a, p_rho, d, lam, offset, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     o = tl.arange(0, BLOCK)
     m = o < BLOCK
-    b_z, b_zf, b_nz = common.load_columns(p_a, BLOCK_D, p_a, o, m, d, tl.zeros([BLOCK_D], tl.float32), 1.0,
-                                          tl.float32, True, False, BLOCK_D)
-    b_a, b_a_mid, b_a_lo = common.split_rows(b_zf, "ieee", False)
-    b_rho, b_unused = common.tile_rho(b_a, b_a_mid, b_a_lo, b_nz * lam + offset, o, m, p_a, p_a, BLOCK_D, p_a, o, m,
-                                      d, tl.zeros([BLOCK_D], tl.float32), 1.0, lam, offset, tl.float32, True, False,
-                                      True, "ieee", False, BLOCK, BLOCK, BLOCK_D, BLOCK_D)
+    b_z, b_zf, b_nz = _triton_tiles.load_columns(p_a, BLOCK_D, p_a, o, m, d, tl.zeros([BLOCK_D], tl.float32),
+                                                 1.0, tl.float32, True, False, BLOCK_D)
+    b_a, b_a_mid, b_a_lo = _triton_tiles.split_rows(b_zf, "ieee", False)
+    b_rho, b_unused = _triton_tiles.tile_rho(b_a, b_a_mid, b_a_lo, b_nz * lam + offset, o, m, p_a, p_a, BLOCK_D,
+                                             p_a, o, m, d, tl.zeros([BLOCK_D], tl.float32), 1.0, lam, offset,
+                                             tl.float32, True, False, True, "ieee", False, BLOCK, BLOCK, BLOCK_D,
+                                             BLOCK_D)
     tl.store(p_rho + o[:, None] * BLOCK + o[None, :], b_rho)
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -35,7 +36,7 @@ class Engine(NamedTuple):
     collection_sums: Callable
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def engine(name: str) -> Engine:
     if name == "cpu":
         from .backends import cpu, cpu_agg

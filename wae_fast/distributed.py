@@ -248,14 +248,9 @@ def _row_ranges(meta, rank, world, need_x, need_y):
     share of the work."""
     n_r, m_r = [int(v) for v in meta[:, _N]], [int(v) for v in meta[:, _M]]
     n, m = sum(n_r), sum(m_r)
-    if need_x:
-        x_rows = (sum(n_r[:rank]), sum(n_r[:rank + 1]))
-    else:  # the triangle of x and the cross block's value
-        x_rows = _balanced_range(n, m, rank, world)
-    if need_y:
-        y_rows = (sum(m_r[:rank]), sum(m_r[:rank + 1]))
-    else:
-        y_rows = _balanced_range(m, 0, rank, world)
+    # without ∂/∂x, the triangle of x and the cross block's value split evenly
+    x_rows = (sum(n_r[:rank]), sum(n_r[:rank + 1])) if need_x else _balanced_range(n, m, rank, world)
+    y_rows = (sum(m_r[:rank]), sum(m_r[:rank + 1])) if need_y else _balanced_range(m, 0, rank, world)
     return x_rows, y_rows
 
 

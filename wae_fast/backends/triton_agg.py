@@ -20,7 +20,7 @@ BLOCK_P labellings and BLOCK_S kernels, and streams BLOCK_N-column tiles of the 
 (each pair once: W, T and Q are doubled at the end.) The kernels are sorted IMQ first on the host, so a
 tile runs two loops with a fixed formula each. Contributions go to float64 per tile; each program
 writes its own slots and the host adds them in a fixed order, so results are bitwise reproducible.
-Memory: the centred, rescaled copy (_triton_common.prepare, as triton_perm), the labels (transposed on the
+Memory: the centred, rescaled copy (_triton_prepare.prepare, as triton_perm), the labels (transposed on the
 device to [⌈N/8⌉, L]) and G·S·L partial sums. The bandwidths are rescaled by 2^−2E in the kernel.
 Precision of the product k·U: as triton_perm's (PRODUCTS; float32 default "bf16p3", float64 exact).
 """
@@ -33,7 +33,9 @@ import torch
 
 from .. import backends, spec
 from . import _triton_common as common
-from ._triton_common import kernel_eval_scale, tile_distances, tl, triton
+from ._triton_common import tl, triton
+from ._triton_prepare import prepare
+from ._triton_tiles import kernel_eval_scale, tile_distances
 
 PRODUCTS = ("bf16p3", "tf32x3", "ieee")
 _PRODUCT_IDS = {"bf16p3": 0, "tf32x3": 1, "ieee": 2}
@@ -103,7 +105,7 @@ def _collection_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member
                             PRODUCT_UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
     """Row blocks pid_m, pid_m + row_programs, … of z (n_rows × d: the padded copy and scratch of
-    common.prepare, whose squared norms, 2^−E and poison it reads) against the columns after them, for the
+    _triton_prepare.prepare, whose squared norms, 2^−E and poison it reads) against the columns after them, for the
     labellings [pid_p·BP, +BP) and the kernels [pid_s·BS, +BS) (0 … n_imq − 1 IMQ, the rest RBF;
     bandwidths p_bw, float64, unscaled). p_labels_t: uint8 [⌈n_rows/8⌉, n_labellings]. Writes
     p_within/p_member[pid_m, s, ℓ] and (pid_p == 0) p_total/p_squares[pid_m, s]: the program's shares of
@@ -118,6 +120,7 @@ def _collection_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member
     o_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     m_p = o_p < n_labellings
     o_d = tl.arange(0, BLOCK_D)
+    p_norms = p_scratch.to(tl.pointer_type(ACC))  # the squared norms, in ACC (_triton_prepare.prepare)
     scale = tl.load(p_scratch + n_rows)
     bw_factor = scale * scale  # 2^−2E: the bandwidths of the rescaled copy
     b_centre = tl.zeros([BLOCK_D], dtype=ACC)  # unused: the copy is centred
@@ -131,14 +134,14 @@ def _collection_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member
         o_m = row_start + tl.arange(0, BLOCK_M)
         m_m = o_m < n_rows
         b_a = tl.load(p_z + o_m[:, None] * BLOCK_D + o_d[None, :], mask=m_m[:, None], other=0.0)  # [BM, BD]
-        b_na = tl.load(p_scratch + o_m, mask=m_m, other=0.0).to(ACC)  # [BM] squared row norms
+        b_na = tl.load(p_norms + o_m, mask=m_m, other=0.0)  # [BM] squared row norms
         b_own = tl.load(p_labels_t + (o_m // 8)[:, None] * n_labellings + o_p[None, :],
                         mask=m_m[:, None] & m_p[None, :], other=0)  # [BM, BP] uint8
         b_uo = ((b_own >> (o_m % 8).to(tl.uint8)[:, None]) & 1).to(ACC)  # [BM, BP] u_i
         for start_n in range((row_start // BLOCK_N) * BLOCK_N, n_rows, BLOCK_N):
             o_n = start_n + tl.arange(0, BLOCK_N)
             m_n = o_n < n_rows
-            b_r, b_unused = tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, p_z, BLOCK_D, p_scratch, o_n, m_n, d,
+            b_r, b_unused = tile_distances(b_a, b_a, b_a, b_na, o_m, m_m, p_z, p_z, BLOCK_D, p_norms, o_n, m_n, d,
                                            b_centre, 1.0, ACC, False, DIST_PRECISION, False, BLOCK_M, BLOCK_N,
                                            BLOCK_D, BLOCK_D)  # [BM, BN]
             m_t = (o_n[None, :] > o_m[:, None]) & m_n[None, :]  # [BM, BN] j > i, j < N
@@ -262,7 +265,7 @@ def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, 
 
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
     z = z.detach().to(acc)  # 16-bit rows are upcast
-    zc, scratch = common.prepare(z, z[:0], bandwidths, 0)  # [N, BLOCK_D] centred, rescaled; norms, 2^−E, poison
+    zc, scratch = prepare(z, z[:0], bandwidths, 0)  # [N, BLOCK_D] centred, rescaled; norms, 2^−E, poison
     labels_t = labels.t().contiguous()  # [⌈N/8⌉, L]: a tile's labels contiguous
     p_bw = common.device_constants(tuple(bandwidths[s] for s in order), torch.float64, z.device)
 

@@ -6,8 +6,8 @@ strict upper TRIANGLE, doubled), then of the other set B (the cross block). Per 
 
     stage 1  ρ = λ r + offset, r = ‖a‖² + ‖z‖² − 2 a·z   centred, rescaled rows, one tl.dot on tensor
              cores (float32 rows with two spare padding columns: the norms and λ ride in the dot,
-             _triton_common.row_operand), clamped where r < 0
-    stage 2  Σ_s k_s and w = b₁ Σ_s w⁺_s                 the scales unrolled (_triton_common.kernel_terms):
+             _triton_tiles.row_operand), clamped where r < 0
+    stage 2  Σ_s k_s and w = b₁ Σ_s w⁺_s                 the scales unrolled (_triton_tiles.kernel_terms):
              one reciprocal (IMQ) or exp2 (RBF) a scale, fewer where scales share them
     stage 3  Σ_j w_ij, Σ_j w_ij z_j                      the second tl.dot, of the weights in bfloat16
              parts with the column tile
@@ -17,7 +17,7 @@ float64 and reduced in a fixed order: results are bitwise reproducible run to ru
 
 Where the norm expansion cannot resolve the smallest distances (its error bound, spec.EXPANSION_ERROR of
 the squared norms, above spec.REFINE_RATIO of a bandwidth), a tile holding a pair closer than the
-threshold _triton_common.refinement computes is left out of the sweep and computed again by direct
+threshold _triton_tiles.refinement computes is left out of the sweep and computed again by direct
 differences, Σ_k (a_k − z_k)² and Σ_j w_ij (a_i − z_j), in a second pass: a second launch of the sweep
 kernel (PASS_REFINE) that does nothing unless that is so.
 
@@ -43,12 +43,41 @@ import torch
 
 from .. import backends, spec
 from . import triton_configs as configs
-from ._triton_common import (KERNEL_IMQ, LOG2_E, PREPARE, PREPARE_HEADER, SWEEP_CROSS, SWEEP_FULL, SWEEP_TRIANGLE, Launcher,
-                             cdiv, centre_and_exponent, device_constants, direct_rho, direct_weighted_differences,
-                             dot_split_bf16, dot_split_tf32, exponent_range, interpreting, is_available, kernel_eval,
-                             kernel_terms, load_columns, moment_rows, padded_width, prepare, refinement,
-                             rescale_arguments, row_operand, scalar_as, split_bf16, split_rows, split_tf32, tile_rho,
-                             tl, triton, unspecialised)
+from ._triton_common import (
+    KERNEL_IMQ,
+    LOG2_E,
+    SWEEP_CROSS,
+    SWEEP_FULL,
+    SWEEP_TRIANGLE,
+    Launcher,
+    cdiv,
+    device_constants,
+    exponent_range,
+    interpreting,
+    is_available,
+    padded_width,
+    rescale_arguments,
+    tl,
+    triton,
+    unspecialised,
+)
+from ._triton_prepare import PREPARE, PREPARE_HEADER, centre_and_exponent, moment_rows, prepare
+from ._triton_tiles import (
+    direct_rho,
+    direct_weighted_differences,
+    dot_split_bf16,
+    dot_split_tf32,
+    kernel_eval,
+    kernel_terms,
+    load_columns,
+    refinement,
+    row_operand,
+    scalar_as,
+    split_bf16,
+    split_rows,
+    split_tf32,
+    tile_rho,
+)
 
 __all__ = ["is_available", "block_sums_and_grads", "padded_width"]
 
@@ -226,7 +255,8 @@ def _units(norm_bound, bw_factor, p_bw, n_scales, ACC: tl.constexpr, KERNEL: tl.
 def _task(p_a, stride_a, p_na, n_a, p_b, stride_b, p_nb, n_b, row_begin, row_stop, pid_m, pid_g,
           col_lo_a, col_hi_a, col_lo_b, col_hi_b, d, b_centre, scale, poison, lam, offset, unit, refine, tau, bw0,
           p_bw, bw_factor, n_scales, coef_within, coef_cross, p_grad, grad_offset, ACC: tl.constexpr,
-          ON_LOAD: tl.constexpr, PASS: tl.constexpr, WITHIN: tl.constexpr, CROSS_VALUE: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FINAL_GRAD: tl.constexpr,
+          ON_LOAD: tl.constexpr, PASS: tl.constexpr, WITHIN: tl.constexpr, CROSS_VALUE: tl.constexpr,
+          COMPUTE_GRAD: tl.constexpr, FINAL_GRAD: tl.constexpr,
           KERNEL: tl.constexpr, MATH: tl.constexpr, DIST_PRECISION: tl.constexpr, GRAD_PRECISION: tl.constexpr,
           GRAD_SPLIT_BF16: tl.constexpr, DOT_UPCAST: tl.constexpr, ROWSUM_BY_DOT: tl.constexpr,
           AUGMENTED: tl.constexpr, N_SCALES: tl.constexpr, SQUARES: tl.constexpr, PAIRS: tl.constexpr,
@@ -266,9 +296,9 @@ def _task(p_a, stride_a, p_na, n_a, p_b, stride_b, p_nb, n_b, row_begin, row_sto
     b_sw, b_rw, b_wz = _sweep_block(b_a, b_a_mid, b_a_lo, b_ca, o_m, m_m, row_start, row_end, p_a, stride_a, p_a,
                                     stride_a, p_na, n_a, col_lo_a, col_hi_a, d, o_g, m_g, b_centre, scale, lam, offset,
                                     refine, tau, bw0, p_bw, bw_factor, n_scales, b_rw, b_wz, ACC, ON_LOAD, WITHIN,
-                                    PASS, KERNEL, True, COMPUTE_GRAD, MATH, DIST_PRECISION, GRAD_PRECISION, GRAD_SPLIT_BF16,
-                                    DOT_UPCAST, ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES, PAIRS, QS, BLOCK_M,
-                                    BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
+                                    PASS, KERNEL, True, COMPUTE_GRAD, MATH, DIST_PRECISION, GRAD_PRECISION,
+                                    GRAD_SPLIT_BF16, DOT_UPCAST, ROWSUM_BY_DOT, AUGMENTED, N_SCALES, SQUARES, PAIRS, QS,
+                                    BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, BLOCK_G)
     b_sc = tl.zeros([BLOCK_M], dtype=tl.float64)
     if CROSS_VALUE or COMPUTE_GRAD:
         if COMPUTE_GRAD:  # the sweeps sum w unweighted: the within sums in units of coef_cross
@@ -334,7 +364,7 @@ def _sweep_kernel(p_copy, p_scratch, p_bw, p_grad_x, p_grad_y, n, m, d, n_scales
     bw0 = (tl.load(p_bw) * bw_factor).to(ACC)
     b_centre = tl.zeros([BLOCK_D], dtype=ACC)  # unused: the copies are centred
     p_x, p_y = p_copy, p_copy + n * BLOCK_D
-    p_norms = p_scratch.to(tl.pointer_type(ACC))  # the copies' squared norms in ACC (common.prepare)
+    p_norms = p_scratch.to(tl.pointer_type(ACC))  # the copies' squared norms in ACC (_triton_prepare.prepare)
     p_nx, p_ny = p_norms, p_norms + n
     p_sums = p_scratch + off_sums + pid_c * (2 * rows_x + rows_y)
     lo_x, hi_x = pid_c * chunk_x, tl.minimum(n, (pid_c + 1) * chunk_x)
@@ -398,7 +428,7 @@ def _value(within_x, within_y, cross, rows_x, rows_y, k0, a_xx, a_yy, a_xy, pois
 @triton.jit
 def _to_output(v, OUT: tl.constexpr):
     """A float64 value in the output dtype (16-bit outputs through float32)."""
-    if OUT == tl.float64:
+    if tl.float64 == OUT:
         return v
     return v.to(tl.float32).to(OUT)
 

@@ -11,7 +11,7 @@ matrix of z (centred by spec.centre) with a zero diagonal and u_p the labels as 
 Design (the FlashAttention shape, with the labels as the "values"). Program (pid_m, pid_p) owns BLOCK_M
 rows and BLOCK_P labellings and streams BLOCK_N-column tiles of the strict upper triangle j > i:
 
-    stage 1  r = ‖a‖² + ‖z‖² − 2 a·z, k(r)         tile_distances and kernel_eval (_triton_common: the same
+    stage 1  r = ‖a‖² + ‖z‖² − 2 a·z, k(r)         tile_distances and kernel_eval (_triton_tiles: the same
                                                   maths as the MMD kernel), 0 where j ≤ i or j ≥ N
     stage 2  R[i, p] += Σ_j k_ij u_pj              the K₀·U product: tl.dot of the kernel tile [BM, BN]
                                                   with the labels tile [BN, BP]
@@ -40,9 +40,13 @@ import torch
 
 from .. import backends, spec
 from . import _triton_common as common
-from ._triton_common import kernel_eval, tile_distances, tl, triton
-from .triton_configs import (PERM_GPU_CONFIGS as GPU_CONFIGS, PERM_INTERPRETER_BLOCKS as INTERPRETER_BLOCKS,
-                             PERM_MAX_D as MAX_D, PERM_PRODUCTS as PRODUCTS, PermGpuConfig)
+from ._triton_common import tl, triton
+from ._triton_prepare import prepare
+from ._triton_tiles import kernel_eval, tile_distances
+from .triton_configs import PERM_GPU_CONFIGS as GPU_CONFIGS
+from .triton_configs import PERM_INTERPRETER_BLOCKS as INTERPRETER_BLOCKS
+from .triton_configs import PERM_MAX_D as MAX_D
+from .triton_configs import PERM_PRODUCTS as PRODUCTS
 
 _PRODUCT_IDS = {"bf16p3": 0, "tf32x3": 1, "ieee": 2}
 
@@ -58,8 +62,9 @@ def _perm_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member, p_to
                       PRODUCT: tl.constexpr, PRODUCT_UPCAST: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
                       BLOCK_D: tl.constexpr):
-    """Rows [pid_m·BM, pid_m·BM + BM) of z (n_rows × d: the padded copy and scratch of common.prepare, whose
-    squared norms, 2^−E and poison it reads) against the columns after them, for the labellings [pid_p·BP, pid_p·BP + BP).
+    """Rows [pid_m·BM, pid_m·BM + BM) of z (n_rows × d: the padded copy and scratch of _triton_prepare.prepare, whose
+    squared norms, 2^−E and poison it reads) against the columns after them, for the labellings
+    [pid_p·BP, pid_p·BP + BP).
     p_labels_t: uint8 [⌈n_rows/8⌉, n_labellings] (byte b of labelling p at b·n_labellings + p). Writes
     p_within[pid_m, p] = 2 Σ_i u_pi R_ip and p_member[pid_m, p] = Σ_i (R_ip + u_pi T_i) over the block's
     rows i, and (pid_p == 0) p_total[pid_m] = 2 Σ_i T_i.
@@ -77,7 +82,7 @@ def _perm_sums_kernel(p_z, p_scratch, p_labels_t, p_bw, p_within, p_member, p_to
     o_d = tl.arange(0, BLOCK_D)
     b_a = tl.load(p_z + o_m[:, None] * BLOCK_D + o_d[None, :], mask=m_m[:, None],
                   other=0.0)  # [BM, BD]
-    p_norms = p_scratch.to(tl.pointer_type(ACC))  # the squared norms, in ACC (common.prepare)
+    p_norms = p_scratch.to(tl.pointer_type(ACC))  # the squared norms, in ACC (_triton_prepare.prepare)
     b_na = tl.load(p_norms + o_m, mask=m_m, other=0.0)  # [BM] squared row norms
     scale = tl.load(p_scratch + n_rows)
     bw_factor = scale * scale
@@ -177,7 +182,7 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
 
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
     z = z.detach().to(acc)  # 16-bit rows are upcast
-    zc, scratch = common.prepare(z, z[:0], bandwidths, 0)  # [N, BLOCK_D] centred, rescaled; norms, 2^−E, poison
+    zc, scratch = prepare(z, z[:0], bandwidths, 0)  # [N, BLOCK_D] centred, rescaled; norms, 2^−E, poison
     labels_t = labels.t().contiguous()  # [⌈N/8⌉, L]: a tile's labels contiguous
     p_bw = common.device_constants(bandwidths, torch.float64, z.device)
 

@@ -22,9 +22,7 @@ from pathlib import Path
 import torch
 
 from .labels import LABELLING_BYTES, available_memory, check_label_memory, memory_needed  # noqa: F401
-
 from .permutation import MMDTestResult, mmd_test
-
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):

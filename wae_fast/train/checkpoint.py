@@ -42,7 +42,7 @@ def restore_rng_state(state: dict, data_gen: torch.Generator, noise_gen: torch.G
         noise_gen.set_state(state["noise"])
     except RuntimeError:   # resumed on another device type: the generator states are not interchangeable
         warnings.warn("the checkpoint's prior/noise generator was saved on another device type; it is "
-                      "re-seeded, so this resume is not bit-exact", RuntimeWarning)
+                      "re-seeded, so this resume is not bit-exact", RuntimeWarning, stacklevel=2)
         noise_gen.manual_seed(int(state["data"].sum()))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():

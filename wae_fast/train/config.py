@@ -139,7 +139,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -150,7 +150,7 @@ class TrainConfig:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 # name: (in_channels, image size, kernel, encoder channels, decoder start size, decoder channels,
 #        final stride-1 layer, output activation)

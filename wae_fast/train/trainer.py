@@ -373,7 +373,7 @@ class Trainer:
                 self.check_finite(unchecked)
                 unchecked = []
             sums = {k: sums[k] + v if k in sums else v for k, v in terms.items()}
-            bar.update(b + 1, lambda: {k: float(v) / (b + 1) for k, v in sums.items()})
+            bar.update(b + 1, lambda done=b + 1, sums=sums: {k: float(v) / done for k, v in sums.items()})
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
