@@ -68,6 +68,19 @@ def scales_of(count: int) -> tuple[float, ...]:
     raise ValueError(f"scales must be 1 or {len(wae_fast.OFFICIAL_SCALES)}, got {count}")
 
 
+def _estimate(pair_sum, x, y, k0: float, unbiased: bool):
+    """MMD² from full block sums pair_sum(a, b) = Σ_{i,j} k(a_i, b_j): the unbiased estimator removes the
+    diagonals, Σ_{i≠j} k_ij = Σ_{i,j} k_ij − n·k(0), with k(0) = k0 (the number of scales)."""
+    n, m = x.shape[0], y.shape[0]
+    if unbiased:
+        within_x = (pair_sum(x, x) - n * k0) / (n * (n - 1))
+        within_y = (pair_sum(y, y) - m * k0) / (m * (m - 1))
+    else:
+        within_x = pair_sum(x, x) / (n * n)
+        within_y = pair_sum(y, y) / (m * m)
+    return within_x + within_y - pair_sum(x, y) * (2.0 / (n * m))
+
+
 def keops_mmd(x, y, kernel: str, bandwidths: tuple[float, ...], unbiased: bool = True):
     """The MMD² estimator with pykeops LazyTensor sum reductions (no n×m matrix in memory).
 
@@ -85,14 +98,7 @@ def keops_mmd(x, y, kernel: str, bandwidths: tuple[float, ...], unbiased: bool =
             k_ij = k_ij + t
         return k_ij.sum(dim=1).sum()  # a KeOps row reduction, then n numbers summed
 
-    n, m, k0 = x.shape[0], y.shape[0], float(len(bandwidths))
-    if unbiased:
-        within_x = (pair_sum(x, x) - n * k0) / (n * (n - 1))
-        within_y = (pair_sum(y, y) - m * k0) / (m * (m - 1))
-    else:
-        within_x = pair_sum(x, x) / (n * n)
-        within_y = pair_sum(y, y) / (m * m)
-    return within_x + within_y - pair_sum(x, y) * (2.0 / (n * m))
+    return _estimate(pair_sum, x, y, float(len(bandwidths)), unbiased)
 
 
 def dense_block_sum(a, b, kernel: str, bandwidths: tuple[float, ...]):
@@ -124,14 +130,7 @@ def dense_mmd(x, y, kernel: str, bandwidths: tuple[float, ...], unbiased: bool =
             total = part if total is None else total + part
         return total
 
-    n, m, k0 = x.shape[0], y.shape[0], float(len(bandwidths))
-    if unbiased:
-        within_x = (pair_sum(x, x) - n * k0) / (n * (n - 1))
-        within_y = (pair_sum(y, y) - m * k0) / (m * (m - 1))
-    else:
-        within_x = pair_sum(x, x) / (n * n)
-        within_y = pair_sum(y, y) / (m * m)
-    return within_x + within_y - pair_sum(x, y) * (2.0 / (n * m))
+    return _estimate(pair_sum, x, y, float(len(bandwidths)), unbiased)
 
 
 def mmd_function(provider: str, kernel: str, scales: tuple[float, ...], d: int, chunk_elements: int = 2 ** 26):
