@@ -30,7 +30,7 @@ if [ "${WAE_FAST_SKIP_TRITON36:-0}" = 0 ]; then
   WAE_FAST_REQUIRE_BACKENDS=triton PYTHONPATH="$PWD" TRITON_DEFAULT_FP_FUSION=1 \
     python -m pytest -q -p no:cacheprovider -W "ignore::DeprecationWarning" tests/test_triton_backend.py \
     tests/test_backends.py tests/test_properties.py tests/test_stats_triton.py tests/test_stats.py \
-    tests/test_extreme_inputs.py -k "triton"
+    tests/test_extreme_inputs.py tests/test_triton_numerics.py tests/test_stats_agg_triton.py -k "triton"
   # The direct launch of compiled kernels against this Triton's launcher (the null GPU of benchmarks/).
   PYTHONPATH="$PWD" TRITON_DEFAULT_FP_FUSION=1 python -m pytest -q -p no:cacheprovider -W "ignore::DeprecationWarning" \
     tests/test_small_batch.py -k "launch or operators"
