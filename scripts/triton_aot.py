@@ -146,11 +146,12 @@ def perm_variant(dtype, d, kernel):
     """(kernel, constexprs, pointer types, warps, stages) of the permutation test's kernel."""
     import torch
 
+    from wae_fast import spec
     from wae_fast.backends import triton_perm as P
 
     torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
     cfg = P.GPU_CONFIGS[torch_dtype]
-    const = P._meta(torch_dtype, d, kernel, cfg.product, False)
+    const = dict(P.product_switches(torch_dtype, d, cfg.product, False), KERNEL=spec.KERNEL_IDS[kernel])
     const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p)
     pointers = dict(p_z=TYPES[dtype], p_scratch="fp64", p_labels_t="u8", p_bw="fp64", p_within="fp64",
                     p_member="fp64", p_total="fp64")
@@ -174,7 +175,7 @@ def agg_variant(dtype, d, count):
 
     torch_dtype = {"fp32": torch.float32, "fp64": torch.float64}[dtype]
     cfg = A.GPU_CONFIGS[torch_dtype]
-    const = A._meta(torch_dtype, d, cfg.product, False)
+    const = A.product_switches(torch_dtype, d, cfg.product, False)
     const.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p,
                  BLOCK_S=A._block_s(count, cfg.block_s))
     pointers = dict(p_z=TYPES[dtype], p_scratch="fp64", p_labels_t="u8", p_bw="fp64", p_within="fp64",

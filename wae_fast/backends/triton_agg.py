@@ -36,9 +36,9 @@ from . import _triton_common as common
 from ._triton_common import tl, triton
 from ._triton_prepare import prepare
 from ._triton_tiles import kernel_eval_scale, tile_distances
+from .triton_perm import check_labelled_rows, product_switches
 
 PRODUCTS = ("bf16p3", "tf32x3", "ieee")
-_PRODUCT_IDS = {"bf16p3": 0, "tf32x3": 1, "ieee": 2}
 _IMQ = spec.KERNEL_IDS["imq"]
 
 
@@ -206,14 +206,6 @@ def is_available(device=None) -> tuple[bool, str]:
     return common.is_available(device)
 
 
-def _meta(dtype: torch.dtype, d: int, product: str, interpreting: bool) -> dict:
-    wide = dtype == torch.float64
-    return dict(MATH=0 if wide else 1, DIST_PRECISION="ieee" if wide else "tf32x3",
-                PRODUCT=_PRODUCT_IDS["ieee" if wide else product],
-                PRODUCT_UPCAST=interpreting and not wide and product == "bf16p3",
-                BLOCK_D=common.padded_width(d))
-
-
 @functools.cache
 def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -235,21 +227,7 @@ def _checked(z, labels, kernels, bandwidths) -> tuple[tuple[int, ...], tuple[flo
     if not 1 <= len(bandwidths) == len(kernels) <= spec.MAX_SCALES:
         raise ValueError(f"kernels and bandwidths: 1 to {spec.MAX_SCALES} of each, as many of one as of the "
                          f"other, got {len(kernels)} and {len(bandwidths)}")
-    if z.dim() != 2 or z.shape[0] < 2:
-        raise ValueError(f"z must be [rows >= 2, d], got shape {tuple(z.shape)}")
-    rows, d = z.shape
-    label_bytes = (rows + 7) // 8
-    if labels.dtype != torch.uint8 or labels.dim() != 2 or labels.shape[1] != label_bytes or labels.shape[0] < 1:
-        raise ValueError(f"labels must be uint8 [labellings >= 1, {label_bytes}] for z of shape "
-                         f"{tuple(z.shape)}, got {labels.dtype} of shape {tuple(labels.shape)}")
-    if labels.device != z.device:
-        raise ValueError(f"labels must be on z's device {z.device}, got {labels.device}")
-    if d > MAX_D:
-        raise ValueError(f"the Triton aggregated-test kernel supports d <= {MAX_D}, got d = {d} "
-                         "(use backend='cpu' or 'reference')")
-    if rows * max(d, 16) >= 2 ** 31 or label_bytes * labels.shape[0] >= 2 ** 31:
-        raise ValueError(f"the Triton backend uses 32-bit offsets: rows·d and the label bytes must stay below "
-                         f"2^31, got rows = {rows}, d = {d}, {labels.shape[0]} labellings")
+    check_labelled_rows(z, labels, MAX_D, "aggregated-test")
     return tuple(spec.KERNEL_IDS[name] for name in kernels), bandwidths
 
 
@@ -279,7 +257,7 @@ def collection_sums(z: torch.Tensor, labels: torch.Tensor, kernels, bandwidths, 
         options = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, BLOCK_S=cfg.block_s,
                        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     block_s = options["BLOCK_S"] = _block_s(count, options["BLOCK_S"])
-    meta = _meta(acc, d, cfg.product, interpreting)
+    meta = product_switches(acc, d, cfg.product, interpreting)
     row_blocks = common.cdiv(rows, options["BLOCK_M"])
     label_blocks = common.cdiv(labellings, options["BLOCK_P"])
     kernel_chunks = common.cdiv(count, block_s)

@@ -146,13 +146,34 @@ def is_available(device=None) -> tuple[bool, str]:
     return common.is_available(device)
 
 
-def _meta(dtype: torch.dtype, d: int, kernel: str, product: str, interpreting: bool) -> dict:
+def product_switches(dtype: torch.dtype, d: int, product: str, interpreting: bool) -> dict:
+    """The constexprs of the labels-as-bits kernels (this one and triton_agg's) for rows of the compute
+    type ``dtype``: the reciprocal, the distance dot, the kernel-by-label product and the padded width."""
     wide = dtype == torch.float64
-    return dict(KERNEL=spec.KERNEL_IDS[kernel], MATH=0 if wide else 1,
-                DIST_PRECISION="ieee" if wide else "tf32x3",
+    return dict(MATH=0 if wide else 1, DIST_PRECISION="ieee" if wide else "tf32x3",
                 PRODUCT=_PRODUCT_IDS["ieee" if wide else product],
                 PRODUCT_UPCAST=interpreting and not wide and product == "bf16p3",
                 BLOCK_D=common.padded_width(d))
+
+
+def check_labelled_rows(z: torch.Tensor, labels: torch.Tensor, max_d: int, kernel_name: str) -> None:
+    """z [rows >= 2, d ≤ max_d] and its labellings, uint8 [L >= 1, ⌈rows/8⌉] on z's device, within the
+    kernels' 32-bit offsets (this kernel's and triton_agg's); kernel_name names the kernel in the error."""
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"z must be [rows >= 2, d], got shape {tuple(z.shape)}")
+    rows, d = z.shape
+    label_bytes = (rows + 7) // 8
+    if labels.dtype != torch.uint8 or labels.dim() != 2 or labels.shape[1] != label_bytes or labels.shape[0] < 1:
+        raise ValueError(f"labels must be uint8 [labellings >= 1, {label_bytes}] for z of shape "
+                         f"{tuple(z.shape)}, got {labels.dtype} of shape {tuple(labels.shape)}")
+    if labels.device != z.device:
+        raise ValueError(f"labels must be on z's device {z.device}, got {labels.device}")
+    if d > max_d:
+        raise ValueError(f"the Triton {kernel_name} kernel supports d <= {max_d}, got d = {d} "
+                         "(use backend='cpu' or 'reference')")
+    if rows * max(d, 16) >= 2 ** 31 or label_bytes * labels.shape[0] >= 2 ** 31:
+        raise ValueError(f"the Triton backend uses 32-bit offsets: rows·d and the label bytes must stay below "
+                         f"2^31, got rows = {rows}, d = {d}, {labels.shape[0]} labellings")
 
 
 def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwidths, *, config=None):
@@ -163,22 +184,9 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     if not ok:
         raise RuntimeError(f"backend='triton' cannot run the permutation test: {reason}")
     bandwidths = tuple(float(b) for b in bandwidths)
-    if z.dim() != 2 or z.shape[0] < 2:
-        raise ValueError(f"z must be [rows >= 2, d], got shape {tuple(z.shape)}")
+    check_labelled_rows(z, labels, MAX_D, "permutation")
     rows, d = z.shape
-    label_bytes = (rows + 7) // 8
-    if labels.dtype != torch.uint8 or labels.dim() != 2 or labels.shape[1] != label_bytes or labels.shape[0] < 1:
-        raise ValueError(f"labels must be uint8 [labellings >= 1, {label_bytes}] for z of shape "
-                         f"{tuple(z.shape)}, got {labels.dtype} of shape {tuple(labels.shape)}")
-    if labels.device != z.device:
-        raise ValueError(f"labels must be on z's device {z.device}, got {labels.device}")
-    if d > MAX_D:
-        raise ValueError(f"the Triton permutation kernel supports d <= {MAX_D}, got d = {d} "
-                         "(use backend='cpu' or 'reference')")
     labellings = labels.shape[0]
-    if rows * max(d, 16) >= 2 ** 31 or label_bytes * labellings >= 2 ** 31:
-        raise ValueError(f"the Triton backend uses 32-bit offsets: rows·d and the label bytes must stay below "
-                         f"2^31, got rows = {rows}, d = {d}, {labellings} labellings")
 
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
     z = z.detach().to(acc)  # 16-bit rows are upcast
@@ -196,7 +204,7 @@ def permutation_sums(z: torch.Tensor, labels: torch.Tensor, kernel: str, bandwid
     else:
         options = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_P=cfg.block_p, num_warps=cfg.num_warps,
                        num_stages=cfg.num_stages)
-    meta = _meta(acc, d, kernel, product, interpreting)
+    meta = dict(product_switches(acc, d, product, interpreting), KERNEL=spec.KERNEL_IDS[kernel])
     row_blocks = common.cdiv(rows, options["BLOCK_M"])
     within = backends.new_buffer((row_blocks, labellings), torch.float64, z.device)
     member = backends.new_buffer((row_blocks, labellings), torch.float64, z.device)
